@@ -1,0 +1,1 @@
+"""cnn-jax: convolutional neural networks as pure, tested JAX functions and Flax models."""
