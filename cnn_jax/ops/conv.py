@@ -80,7 +80,8 @@ def resolve_padding(padding: Padding, input_size: Sequence[int], kernel_size: Se
       elif mode == "full":
         pairs.append((effective_kernel - 1, effective_kernel - 1))
       else:  # 'same' and 'circular'
-        total = max((math.ceil(effective_input / s) - 1) * s + effective_kernel - effective_input, 0)
+        total = max(
+            (math.ceil(effective_input / s) - 1) * s + effective_kernel - effective_input, 0)
         pairs.append((total // 2, total - total // 2))
     return tuple(pairs)
   if isinstance(padding, int):

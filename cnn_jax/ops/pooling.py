@@ -7,15 +7,24 @@ formula, `floor((N + P_lo + P_hi - F) / S) + 1`.
 Padded windows: max pooling pads with -inf, so padding never wins a max; average pooling divides
 by the number of real (unpadded) pixels in each window unless `count_include_pad=True`, which
 divides by the full window size F (zeros counted).
+
+For the Deconvnet (Zeiler & Fergus 2014), `max_pool_with_switches` records where each maximum came
+from and `max_unpool` puts values back there. `blur_pool` is Zhang 2019's anti-aliased
+downsampling (binomial low-pass filter, then subsampling).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from cnn_jax.ops.conv import Padding, _per_axis, resolve_padding
+from cnn_jax.ops.conv import Padding, _per_axis, correlate, resolve_padding
 
 
 def _window_geometry(x: jax.Array, window, stride, padding: Padding):
@@ -39,14 +48,14 @@ def _window_geometry(x: jax.Array, window, stride, padding: Padding):
 
 
 def max_pool(x: jax.Array, window, stride=None, padding: Padding = "valid") -> jax.Array:
-  """`y[n] = max_{k < F} x[n S + k - P_lo]`, per channel: `[N, *spatial, C] -> [N, *spatial', C]`."""
+  """`y[n] = max_{k < F} x[n S + k - P_lo]` per channel: `[N, *spatial, C] -> [N, *spatial', C]`."""
   x, windows, strides, pads = _window_geometry(x, window, stride, padding)
   return lax.reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
 
 
 def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "valid",
              count_include_pad: bool = False) -> jax.Array:
-  """`y[n] = mean_{k < F} x[n S + k - P_lo]` over the window's real pixels (see module docstring)."""
+  """`y[n] = mean_{k < F} x[n S + k - P_lo]` over the window's real pixels (module docstring)."""
   x, windows, strides, pads = _window_geometry(x, window, stride, padding)
   sums = lax.reduce_window(x, 0.0, lax.add, windows, strides, pads)
   if count_include_pad or all(p == (0, 0) for p in pads):
@@ -62,3 +71,172 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
   if x.ndim < 3:
     raise ValueError(f"x must be [N, *spatial, C], got shape {x.shape}")
   return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def _window_index_table(spatial, windows, strides, pads):
+  """Static tables of every window's input positions, computed in NumPy from the shapes alone.
+
+  Returns `(flat_index, inside)`, both `[*spatial', prod(F)]`: the row-major flat index, into the
+  unpadded spatial axes, of window element `k` of output position `n` (coordinate
+  `n S + k - P_lo` per axis, clipped into the input), and whether that element is a real pixel
+  rather than padding. Window elements `k` are listed in row-major order.
+  """
+  coordinates, inside = [], []
+  for axis, (n, f, s, (lo, hi)) in enumerate(zip(spatial, windows, strides, pads)):
+    n_out = (n + lo + hi - f) // s + 1
+    coordinate = np.arange(n_out)[:, None] * s + np.arange(f)[None, :] - lo  # [n_out, f]
+    # Broadcast axis `axis` to the layout [*spatial', *F].
+    shape = [1] * (2 * len(spatial))
+    shape[axis], shape[len(spatial) + axis] = n_out, f
+    coordinates.append(np.clip(coordinate, 0, n - 1).reshape(shape))
+    inside.append(((coordinate >= 0) & (coordinate < n)).reshape(shape))
+  flat_index = np.ravel_multi_index(np.broadcast_arrays(*coordinates), tuple(spatial))
+  is_inside = np.logical_and.reduce(np.broadcast_arrays(*inside))
+  out_shape = flat_index.shape[:len(spatial)]
+  return flat_index.reshape(out_shape + (-1,)), is_inside.reshape(out_shape + (-1,))
+
+
+def max_pool_with_switches(x: jax.Array, window, stride=None,
+                           padding: Padding = "valid") -> tuple[jax.Array, jax.Array]:
+  """Max pooling that also returns where each maximum came from (Zeiler & Fergus's switches).
+
+  `y[b, n, c] = max_{k < F} x[b, n S + k - P_lo, c]` exactly as `max_pool`, and
+  `switches[b, n, c]` is the row-major flat index, into the unpadded spatial axes of x, of the
+  argmax of that window; of tied maxima the first in row-major order wins. `max_unpool` puts
+  values back at these positions. The gradient of `y` flows to the switch positions only.
+
+  Args:
+    x: `[N, *spatial, C]`, floating point.
+    window: F, an int or one per spatial axis.
+    stride: S, default F (non-overlapping windows).
+    padding: as in `max_pool`; padding never wins a max. Every window must hold at least one real
+      pixel.
+
+  Returns:
+    `(y, switches)`: `y: [N, *spatial', C]` and `switches: int32 [N, *spatial', C]` with values in
+    `[0, prod(spatial))`.
+  """
+  x, windows, strides, pads = _window_geometry(x, window, stride, padding)
+  windows, strides, pads = windows[1:-1], strides[1:-1], pads[1:-1]
+  _, inside = _window_index_table(x.shape[1:-1], windows, strides, pads)
+  if not inside.any(axis=-1).all():
+    raise ValueError(f"padding={padding!r} leaves windows with no input pixel (window "
+                     f"{windows}, stride {strides}, x shape {x.shape}): their max and switch "
+                     "are undefined")
+  return _max_pool_with_switches(x, windows, strides, pads)
+
+
+# Jitted as a whole: eagerly, each slice and select would compile on its own.
+@functools.partial(jax.jit, static_argnames=("windows", "strides", "pads"))
+def _max_pool_with_switches(x, windows, strides, pads):
+  flat_index, _ = _window_index_table(x.shape[1:-1], windows, strides, pads)
+  out_shape = flat_index.shape[:-1]
+  x_padded = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), constant_values=-jnp.inf)
+  # A running maximum over the window offsets, in row-major order: one strided view of the input
+  # per offset, so memory stays that of the output. A strict `>` keeps the first of tied maxima.
+  offsets = itertools.product(*(range(f) for f in windows))
+  for k, offset in enumerate(offsets):
+    view = x_padded[(slice(None),) + tuple(
+        slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out_shape, strides))]
+    index = jnp.asarray(flat_index[..., k], jnp.int32)[None, ..., None]
+    if k == 0:
+      y, switches = view, jnp.broadcast_to(index, view.shape)
+    else:
+      larger = view > y
+      y, switches = jnp.where(larger, view, y), jnp.where(larger, index, switches)
+  return y, switches
+
+
+def max_unpool(y: jax.Array, switches: jax.Array, input_spatial_shape) -> jax.Array:
+  """Unpooling through switches: each pooled value goes back to its argmax, zeros elsewhere.
+
+  `x[b, p, c] = sum_{n : switches[b, n, c] = p} y[b, n, c]` for every flat spatial position `p`.
+  With overlapping windows (stride < window) two windows can share an argmax: their values add.
+  This is the adjoint of gathering at the switches, so for untied inputs it equals the gradient
+  of `max_pool` (`jax.vjp`); the Deconvnet of Zeiler & Fergus uses it to project activations
+  back to pixel space.
+
+  Args:
+    y: `[N, *spatial', C]`.
+    switches: integer, same shape as y, from `max_pool_with_switches`.
+    input_spatial_shape: the spatial shape of the pooled input, `spatial`.
+
+  Returns:
+    `[N, *input_spatial_shape, C]`.
+  """
+  y, switches = jnp.asarray(y), jnp.asarray(switches)
+  input_spatial_shape = tuple(input_spatial_shape)
+  if y.ndim < 3 or switches.shape != y.shape:
+    raise ValueError(f"y must be [N, *spatial', C] and switches the same shape, got y shape "
+                     f"{y.shape} and switches shape {switches.shape}")
+  if not jnp.issubdtype(switches.dtype, jnp.integer):
+    raise ValueError(f"switches must be integer flat indices, got dtype {switches.dtype}")
+  if len(input_spatial_shape) != y.ndim - 2 or not all(
+      isinstance(n, int) and n >= 1 for n in input_spatial_shape):
+    raise ValueError(f"input_spatial_shape must be {y.ndim - 2} positive ints (one per spatial "
+                     f"axis of y, shape {y.shape}), got {input_spatial_shape!r}")
+  return _max_unpool(y, switches, input_spatial_shape)
+
+
+@functools.partial(jax.jit, static_argnames="input_spatial_shape")
+def _max_unpool(y, switches, input_spatial_shape):
+  batch, channels = y.shape[0], y.shape[-1]
+  flat_y = y.reshape(batch, -1, channels)
+  flat_switches = switches.reshape(batch, -1, channels)
+  x = jnp.zeros((batch, math.prod(input_spatial_shape), channels), y.dtype)
+  x = x.at[jnp.arange(batch)[:, None, None], flat_switches,
+           jnp.arange(channels)[None, None, :]].add(flat_y)
+  return x.reshape((batch,) + input_spatial_shape + (channels,))
+
+
+BLUR_PADDING_NAMES = ("reflect", "circular", "zeros")
+_JNP_PAD_MODES = {"reflect": "reflect", "circular": "wrap", "zeros": "constant"}
+
+
+def binomial_filter(filter_size: int, ndim: int = 2) -> np.ndarray:
+  """The normalized binomial low-pass filter of Zhang 2019: `[F] * ndim`, entries sum to 1.
+
+  1-D taps are row `F - 1` of Pascal's triangle (`[1, 2, 1]` for F = 3, `[1, 4, 6, 4, 1]` for
+  F = 5); in several axes the outer product of the 1-D taps.
+  """
+  if not isinstance(filter_size, int) or not 1 <= filter_size <= 7:
+    raise ValueError(f"filter_size must be an int in 1..7, got {filter_size!r}")
+  taps = np.array([math.comb(filter_size - 1, i) for i in range(filter_size)], np.float64)
+  filter_nd = functools.reduce(np.multiply.outer, [taps] * ndim)
+  return filter_nd / filter_nd.sum()
+
+
+def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "reflect") -> jax.Array:
+  """Anti-aliased downsampling (Zhang 2019): binomial low-pass filter, then subsample by S.
+
+  `y[b, n, c] = sum_k B[k] x_pad[b, n S + k, c]`, channel by channel (a depthwise `correlate`
+  with `groups=C`), where `B = binomial_filter(F)` and `x_pad` is x padded by
+  `(floor((F-1)/2), ceil((F-1)/2))` per axis, so the filtered map keeps the input size and the
+  output has `ceil(N / S)` pixels per axis. "BlurPool" is `blur_pool(max_pool(x, F_max, 1))`;
+  "BlurConv" is `blur_pool(relu(correlate(x, w, stride=1)))`.
+
+  Args:
+    x: `[N, *spatial, C]`, 1 to 3 spatial axes.
+    stride: S >= 1, an int or one per spatial axis.
+    filter_size: F in 1..7 (F = 1 is plain subsampling).
+    padding: 'reflect' (mirror without repeating the edge, as torch's ReflectionPad), 'circular'
+      (periodic: exactly equivariant to circular shifts by multiples of S) or 'zeros'.
+
+  Returns:
+    `[N, *ceil(spatial / S), C]`.
+  """
+  x = jnp.asarray(x)
+  ndim = x.ndim - 2
+  if not 1 <= ndim <= 3:
+    raise ValueError(f"x must be [N, *spatial, C] with 1 to 3 spatial axes, got shape {x.shape}")
+  if padding not in BLUR_PADDING_NAMES:
+    raise ValueError(f"padding must be one of {BLUR_PADDING_NAMES}, got {padding!r}")
+  strides = _per_axis("stride", stride, ndim, minimum=1)
+  blur = binomial_filter(filter_size, ndim)
+  channels = x.shape[-1]
+  kernel = jnp.broadcast_to(jnp.asarray(blur, x.dtype)[..., None, None],
+                            blur.shape + (1, channels))
+  lo, hi = (filter_size - 1) // 2, filter_size // 2
+  x_padded = jnp.pad(x, ((0, 0),) + ((lo, hi),) * ndim + ((0, 0),),
+                     mode=_JNP_PAD_MODES[padding])
+  return correlate(x_padded, kernel, stride=strides, padding="valid", groups=channels)
