@@ -1,0 +1,200 @@
+"""Layers shared by the models, all on `cnn_jax.ops`, so a padding mode or blur reaches every layer.
+
+Layout NHWC throughout: `x: [N, H, W, C]`. The `Conv` module stores its kernel as
+`[KH, KW, C_in // groups, C_out]`, the layout of `ops.correlate`.
+
+Downsampling (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): a pooling or a
+strided convolution evaluates its input on a grid of stride S and aliases whatever lies above
+the grid's Nyquist frequency. With `blur=True` the models keep the dense evaluation (stride 1)
+and subsample with `blur_downsample`, a low-pass filter followed by stride S.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from cnn_jax import ops
+from cnn_jax.ops.conv import Padding
+
+# Padding modes a model accepts in its `padding` field.
+MODEL_PADDINGS = ("same", "circular")
+
+
+def check_padding_mode(padding: str, allowed: Sequence[str] = MODEL_PADDINGS) -> None:
+  """Raises a ValueError unless `padding` is one of `allowed`."""
+  if padding not in allowed:
+    raise ValueError(f"padding must be one of {tuple(allowed)}, got {padding!r}")
+
+
+def check_image_batch(x: jax.Array, model_name: str) -> None:
+  """Raises a ValueError unless `x` is a float batch of images `[N, H, W, C]`."""
+  if jnp.ndim(x) != 4:
+    raise ValueError(f"{model_name} expects x of shape [N, H, W, C], got shape {jnp.shape(x)}")
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise ValueError(f"{model_name} expects a float x, got dtype {jnp.result_type(x)}")
+
+
+class Conv(nn.Module):
+  """A convolution layer on `ops.correlate` (cross-correlation, as in every DL library).
+
+  `y[b, i, j, o] = bias[o] + sum_{k, l, c} x_pad[b, i S + k D, j S + l D, g(o) C_g + c]
+  kernel[k, l, c, o]`, with `C_g = C_in / groups` (see `cnn_jax.ops.conv`).
+
+  Attributes:
+    features: C_out.
+    kernel_size: an int or one per spatial axis.
+    strides: S, an int or one per spatial axis.
+    padding: any `ops` padding spec ('valid', 'same', 'full', 'circular', ints, (lo, hi) pairs).
+    kernel_dilation: D, an int or one per spatial axis.
+    groups: feature groups; `C_in` and `C_out` must be divisible by it.
+    use_bias: whether to add a learned bias `[C_out]`.
+    dtype: compute dtype (None: from the inputs); parameters are kept in `param_dtype`.
+    param_dtype: dtype of 'kernel' `[*K, C_in // groups, C_out]` and 'bias' `[C_out]`.
+    kernel_init, bias_init: initializers.
+  """
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Padding = "same"
+  kernel_dilation: int | Sequence[int] = 1
+  groups: int = 1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`x: [N, *spatial, C_in]` -> `[N, *spatial', features]`."""
+    spatial_axes = jnp.ndim(x) - 2
+    kernel_size = ((self.kernel_size,) * spatial_axes if isinstance(self.kernel_size, int)
+                   else tuple(self.kernel_size))
+    channels_in = jnp.shape(x)[-1]
+    if channels_in % self.groups:
+      raise ValueError(f"Conv {self.name}: groups={self.groups} must divide the input channels, "
+                       f"got x of shape {jnp.shape(x)}")
+    kernel = self.param("kernel", self.kernel_init,
+                        kernel_size + (channels_in // self.groups, self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return ops.correlate(x, kernel, stride=self.strides, padding=self.padding,
+                         kernel_dilation=self.kernel_dilation, groups=self.groups, bias=bias)
+
+
+def _wrap_pad_for_window(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """Periodic extension by the amounts of 'same' padding, so a 'valid' window sees a torus."""
+  spatial = jnp.shape(x)[1:-1]
+  pads = ops.resolve_padding("same", spatial, (window,) * len(spatial),
+                             (stride,) * len(spatial), (1,) * len(spatial))
+  return jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
+  """`ops.max_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
+
+  `y[n] = max_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`.
+  """
+  if isinstance(padding, str) and padding == "circular":
+    return ops.max_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
+  return ops.max_pool(x, window, stride, padding)
+
+
+def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
+  """`ops.avg_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
+
+  `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`.
+  """
+  if isinstance(padding, str) and padding == "circular":
+    return ops.avg_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
+  return ops.avg_pool(x, window, stride, padding)
+
+
+def blur_downsample(x: jax.Array, stride: int, *, filter_size: int = 3,
+                    padding: str = "same") -> jax.Array:
+  """Low-pass filter then subsample by `stride` (`ops.blur_pool`): `[N, H, W, C] -> [N, H', W', C]`.
+
+  The model padding mode picks the filter's border rule: 'circular' keeps exact equivariance to
+  circular shifts; otherwise reflection, Zhang's default (zeros would darken the border).
+  """
+  border = "circular" if padding == "circular" else "reflect"
+  return ops.blur_pool(x, stride=stride, filter_size=filter_size, padding=border)
+
+
+def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding, *, blur: bool,
+         blur_size: int) -> jax.Array:
+  """Max or average pooling, or with `blur` the anti-aliased form: pool(stride 1) + blur(stride).
+
+  Args:
+    x: `[N, H, W, C]`.
+    kind: 'max' or 'avg'.
+    window, stride: the pooling window F and stride S.
+    padding: the pooling padding; with blur the blur filter's border follows it.
+    blur: replace the strided pooling by a dense pooling and `blur_downsample`.
+    blur_size: the blur filter size.
+
+  Returns:
+    `[N, H', W', C]`.
+  """
+  pool_fn = max_pool if kind == "max" else avg_pool
+  if not blur or stride == 1:
+    return pool_fn(x, window, stride, padding)
+  dense = pool_fn(x, window, 1, padding)
+  return blur_downsample(dense, stride, filter_size=blur_size,
+                         padding=padding if isinstance(padding, str) else "same")
+
+
+def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
+                        beta: float = 0.75, groups: int = 1) -> jax.Array:
+  """Local response normalization across channels (Krizhevsky et al. 2012, Sec. 3.3).
+
+  `b_c = a_c / (k + alpha * sum_{c' = max(0, c - n/2)}^{min(C - 1, c + n/2)} a_{c'}^2)^beta`,
+  with the window clipped at the edges of each of `groups` channel groups, so that the two
+  towers of AlexNet never normalize each other (alpha is not divided by n, as in the paper).
+
+  Args:
+    x: `[N, H, W, C]`, `C` divisible by `groups`.
+    size: n, the number of adjacent channels in the window.
+    k, alpha, beta: the paper's constants (2, 1e-4, 0.75).
+    groups: independent channel groups.
+
+  Returns:
+    `[N, H, W, C]`.
+  """
+  channels = jnp.shape(x)[-1]
+  squares = jnp.square(x).reshape(jnp.shape(x)[:-1] + (groups, channels // groups))
+  window = (1,) * (squares.ndim - 1) + (size,)
+  pads = ((0, 0),) * (squares.ndim - 1) + ((size // 2, (size - 1) // 2),)
+  # A Python 0.0 init value keeps this the differentiable reduce_window_sum under jit.
+  sums = lax.reduce_window(squares, 0.0, lax.add, window,
+                           (1,) * squares.ndim, pads)
+  return x / (k + alpha * sums.reshape(jnp.shape(x))) ** beta
+
+
+def _adaptive_average_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """`[size_out, size_in]`: row i averages `[floor(i n / m), ceil((i + 1) n / m))`."""
+  matrix = np.zeros((size_out, size_in), np.float32)
+  for i in range(size_out):
+    start, stop = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+    matrix[i, start:stop] = 1.0 / (stop - start)
+  return matrix
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+  """Average pooling to a fixed output size (torchvision's `AdaptiveAvgPool2d`).
+
+  Output pixel (i, j) averages rows `[floor(i H / H'), ceil((i + 1) H / H'))` and the same for
+  columns: `[N, H, W, C] -> [N, H', W', C]`; the identity when `(H, W) == (H', W')`.
+  """
+  rows = _adaptive_average_matrix(jnp.shape(x)[1], output_size[0])
+  cols = _adaptive_average_matrix(jnp.shape(x)[2], output_size[1])
+  return jnp.einsum("nhwc,ih,jw->nijc", x, rows.astype(x.dtype), cols.astype(x.dtype))

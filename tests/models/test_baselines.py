@@ -1,0 +1,148 @@
+"""Tests of cnn_jax/models/baselines.py: the small CNN, the MLP, matched parameter budgets."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_jax.models import CNN, MLP, get_model, mlp_param_count, mlp_width_for_params
+from cnn_jax.models.inspect import count_params, model_receptive_field, param_shapes
+from cnn_jax.ops.arithmetic import conv_params, fully_connected_params, output_size
+
+
+def _init(model, shape):
+  x = jax.random.uniform(jax.random.key(1), shape)
+  return jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x), x
+
+
+def test_default_cnn_is_the_classic_mnist_cnn():
+  # conv32 3x3 -> conv64 3x3 -> pool 2 -> fc128 -> fc10 on 28x28x1, 'valid' padding.
+  side = output_size(output_size(28, 3), 3) // 2
+  expected = (conv_params((3, 3), 1, 32) + conv_params((3, 3), 32, 64)
+              + fully_connected_params(side * side * 64, 128) + fully_connected_params(128, 10))
+  assert count_params(param_shapes(get_model("cnn"), (1, 28, 28, 1))) == expected == 1_199_882
+
+
+@pytest.mark.parametrize("size", [28, 32])
+@pytest.mark.parametrize("head", ["flatten", "global_avg"])
+@pytest.mark.parametrize("padding", ["valid", "same", "circular"])
+def test_cnn_output_shapes(size, head, padding):
+  model = CNN(num_classes=7, head=head, padding=padding, features=(4, 8), pool_after=(True, True))
+  x = jax.ShapeDtypeStruct((3, size, size, 1), jnp.float32)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+
+
+def test_cnn_global_average_head_parameter_count_does_not_depend_on_input_size():
+  model = CNN(head="global_avg")
+  counts = {count_params(param_shapes(model, (1, size, size, 1))) for size in (28, 40)}
+  flatten_counts = {count_params(param_shapes(CNN(), (1, size, size, 1))) for size in (28, 40)}
+  assert len(counts) == 1 and len(flatten_counts) == 2
+
+
+def test_cnn_sows_every_stage_in_forward_order():
+  model = CNN(features=(4, 8, 8), kernel_sizes=(3, 3, 3), pool_after=(True, False, True),
+              hidden=(16, 16), dropout_rates=(0.0, 0.1, 0.2))
+  x = jax.ShapeDtypeStruct((2, 16, 16, 1), jnp.float32)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  names = []
+
+  def forward(variables, x):
+    # Inside the trace the dict keeps insertion order (jit/eval_shape outputs sort dict keys).
+    names.extend(model.apply(variables, x, train=False, mutable="intermediates")[1][
+        "intermediates"])
+
+  jax.eval_shape(forward, variables, x)
+  assert names == ["conv1", "pool1", "conv2", "conv3", "pool2", "fc1",
+                                          "fc2", "logits"]
+
+
+def test_cnn_act_reaches_every_activation():
+  model = CNN(features=(4, 8), hidden=(16,))
+  variables, x = _init(model, (2, 12, 12, 1))
+  calls = []
+  counting = model.clone(act=lambda h: calls.append(h.shape) or jax.nn.relu(h))
+  jax.eval_shape(lambda v, x: counting.apply(v, x, train=False), variables, x)
+  assert len(calls) == 3
+  mlp = MLP(widths=(8, 8, 8))
+  variables, x = _init(mlp, (2, 6, 6, 1))
+  zeroed = jax.jit(lambda v, x: mlp.clone(act=jnp.zeros_like).apply(v, x, train=False))(
+      variables, x)
+  np.testing.assert_allclose(zeroed, jnp.broadcast_to(variables["params"]["Head"]["bias"],
+                                                      zeroed.shape))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("blur", [False, True])
+def test_cnn_receptive_field_equals_gradient_support(pool, blur):
+  # Identity activation and average pooling make the network linear (no dead unit, no argmax),
+  # so the gradient of one unit reaches exactly its receptive field; max pooling selects one
+  # pixel per window, so there the support is at most the field.
+  model = CNN(features=(2, 2, 2), kernel_sizes=(5, 3, 3), pool_after=(True, True, False),
+              pool=pool, blur=blur, head="global_avg", padding="same", act=lambda h: h,
+              hidden=(), dropout_rates=(0.0,))
+  variables, x = _init(model, (1, 48, 48, 1))
+  x = jax.random.normal(jax.random.key(2), x.shape)
+
+  def centre_unit(x):
+    _, state = model.apply(variables, x, train=False, mutable="intermediates")
+    last = state["intermediates"]["conv3"][0]
+    return last[0, last.shape[1] // 2, last.shape[2] // 2].sum()
+
+  support = np.abs(np.asarray(jax.jit(jax.grad(centre_unit))(x)[0, ..., 0])).sum(axis=1) > 0
+  rows = np.flatnonzero(support)
+  expected = model_receptive_field(model).size
+  assert rows.min() > 0 and rows.max() < 47
+  if pool == "avg":
+    assert rows.max() - rows.min() + 1 == expected
+  else:
+    assert rows.max() - rows.min() + 1 <= expected
+
+
+def test_mlp_output_shape_and_parameter_count():
+  model = MLP(num_classes=10, widths=(100, 50))
+  params = param_shapes(model, (1, 28, 28, 1))
+  assert count_params(params) == mlp_param_count(784, (100, 50), 10) == (
+      785 * 100 + 101 * 50 + 51 * 10)
+
+
+@given(num_params=st.integers(2_000, 5_000_000), input_dim=st.integers(1, 4000),
+       num_classes=st.integers(2, 100), depth=st.integers(1, 4))
+def test_mlp_width_for_params_is_the_closest_width(num_params, input_dim, num_classes, depth):
+  width = mlp_width_for_params(num_params, input_dim, num_classes, depth)
+  distance = lambda w: abs(mlp_param_count(input_dim, (w,) * depth, num_classes) - num_params)
+  assert width >= 1
+  assert distance(width) <= distance(width + 1)
+  assert width == 1 or distance(width) <= distance(width - 1)
+
+
+def test_mlp_matched_to_the_cnn_budget_has_about_as_many_parameters():
+  cnn_count = count_params(param_shapes(get_model("cnn"), (1, 28, 28, 1)))
+  width = mlp_width_for_params(cnn_count, 784, 10, depth=2)
+  mlp_count = count_params(param_shapes(MLP(widths=(width, width)), (1, 28, 28, 1)))
+  assert abs(mlp_count - cnn_count) < 2 * width
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(features=(4,), kernel_sizes=(3, 3), pool_after=(True,)), "one entry per conv"),
+    (dict(dropout_rates=(0.5,)), "dropout_rates"), (dict(pool="median"), "pool"),
+    (dict(head="attention"), "head"), (dict(padding="reflect"), "padding")])
+def test_cnn_bad_fields_raise_value_errors(fields, match):
+  with pytest.raises(ValueError, match=match):
+    CNN(**fields)
+
+
+def test_bad_inputs_raise_value_errors():
+  with pytest.raises(ValueError, match="num_params"):
+    mlp_width_for_params(0, 784, 10)
+  with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+    CNN().init(jax.random.key(0), jnp.zeros((28, 28)), train=False)
+  with pytest.raises(ValueError, match="float"):
+    CNN().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1), jnp.int32), train=False)
+  with pytest.raises(ValueError, match="widths"):
+    MLP(widths=(0,))

@@ -1,0 +1,52 @@
+"""Tests of cnn_jax/models/inspect.py: parameter table, XLA FLOPs, receptive field."""
+
+import re
+
+import pytest
+
+from cnn_jax.models import CNN, MLP, get_model
+from cnn_jax.models.inspect import (count_params, forward_flops, model_receptive_field,
+                                    param_shapes, param_table)
+from cnn_jax.ops.arithmetic import output_size
+
+
+def test_param_table_rows_add_up_to_the_total():
+  params = param_shapes(get_model("resnet20"), (1, 32, 32, 3))
+  table = param_table(params)
+  lines = table.splitlines()
+  assert lines[0] == "| layer | shapes | params |"
+  row_counts = [int(line.rsplit("|", 2)[1].strip().replace(",", "")) for line in lines[2:-1]]
+  assert sum(row_counts) == count_params(params) == 269_722
+  assert f"**{count_params(params):,}**" in lines[-1]
+  assert any(line.startswith("| Block1_1/Conv1 | kernel [3, 3, 16, 16] | 2,304 |")
+             for line in lines)
+
+
+def test_forward_flops_of_one_conv_layer_are_twice_its_multiply_adds():
+  # One 5x5 conv 3 -> 16 on 32x32 ('valid'), then a small head: the conv dominates.
+  model = CNN(features=(16,), kernel_sizes=(5,), pool_after=(False,), hidden=(),
+              dropout_rates=(0.0,), head="global_avg", padding="valid")
+  side = output_size(32, 5)
+  multiply_adds = 4 * side * side * 5 * 5 * 3 * 16
+  flops = forward_flops(model, (4, 32, 32, 3))
+  assert 2 * multiply_adds <= flops <= 1.1 * 2 * multiply_adds
+
+
+def test_forward_flops_scale_with_the_batch():
+  model = MLP(widths=(64,))
+  one, eight = forward_flops(model, (1, 8, 8, 1)), forward_flops(model, (8, 8, 8, 1))
+  assert eight == pytest.approx(8 * one, rel=0.05)
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 435), ("resnet50", 427),
+                                       ("alexnet_torchvision", 195)])
+def test_receptive_fields_of_the_classic_networks(name, size):
+  # AlexNet 195 as in Araujo et al. (Distill 2019); 435 and 427 are the values usually quoted
+  # for torchvision's ResNet-18 and ResNet-50 (TF-slim's v1 layout strides elsewhere).
+  field = model_receptive_field(get_model(name))
+  assert field.size == size and field.jump == 32
+
+
+def test_receptive_field_of_a_model_without_spatial_layers_is_an_error():
+  with pytest.raises(ValueError, match=re.escape("MLP")):
+    model_receptive_field(MLP())
