@@ -1,0 +1,97 @@
+"""Checkpoints with orbax: periodic, atomic, keeping the last K and the best by test accuracy.
+
+What is saved is the host `TrainState` as a plain nested dict of numpy arrays
+(`flax.serialization.to_state_dict`): no device axis and no sharding, so a checkpoint written with
+N devices restores on M devices. Orbax writes each step into a temporary directory and renames it
+only when complete, so a crash in the middle of a save leaves the previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+from orbax.checkpoint import checkpoint_managers
+
+from cnn_jax.train.state import TrainState
+
+BEST_METRIC = "test_accuracy"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, corrupt or does not match the model being restored."""
+
+
+def checkpoint_directory(workdir: str) -> str:
+  """`<workdir>/checkpoints`, absolute (orbax requires absolute paths)."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def create_checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """A manager for `<workdir>/checkpoints` that keeps the `keep` latest steps and the best one.
+
+  Args:
+    workdir: the run's directory.
+    keep: how many of the most recent checkpoints to keep, >= 1. The checkpoint with the highest
+      `BEST_METRIC` is kept in addition.
+  """
+  if keep < 1:
+    raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep!r}")
+  best_metric = lambda metrics: metrics[BEST_METRIC]
+  preservation = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep),
+      checkpoint_managers.BestN(get_metric_fn=best_metric, n=1,
+                                keep_checkpoints_without_metrics=False),
+  ])
+  # best_fn/best_mode only make `manager.best_step()` answer; the policy above decides deletion.
+  options = ocp.CheckpointManagerOptions(preservation_policy=preservation, best_fn=best_metric,
+                                         best_mode="max", create=True,
+                                         cleanup_tmp_directories=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(checkpoint_directory(workdir), options=options)
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metrics: dict) -> None:
+  """Saves the host `state` (numpy leaves, no device axis) under its step, with its metrics."""
+  state_dict = serialization.to_state_dict(jax.tree.map(np.asarray, state))
+  manager.save(int(state.step), args=ocp.args.StandardSave(state_dict),
+               metrics={k: float(v) for k, v in metrics.items()})
+  manager.wait_until_finished()
+
+
+def restore_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The raw nested dict saved at `step`, with numpy leaves; CheckpointError if unreadable."""
+  if step not in manager.all_steps():
+    raise CheckpointError(f"no checkpoint for step {step} in {manager.directory}; available "
+                          f"steps: {list(manager.all_steps())}")
+  try:
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+  except Exception as error:  # orbax raises many types for damaged files; name the place.
+    raise CheckpointError(
+        f"checkpoint at {manager.directory}/{step} is corrupt or unreadable "
+        f"({type(error).__name__}: {error}). Delete that step directory to fall back to an "
+        f"earlier checkpoint, or start over with overwrite=True.") from error
+  return jax.tree.map(np.asarray, restored)
+
+
+def restore_train_state(manager: ocp.CheckpointManager, template: TrainState,
+                        step: int) -> TrainState:
+  """The `TrainState` saved at `step`, structured like `template` (host numpy arrays)."""
+  state_dict = restore_state_dict(manager, step)
+  try:
+    restored = serialization.from_state_dict(template, state_dict)
+  except (KeyError, ValueError) as error:
+    raise CheckpointError(f"checkpoint at {manager.directory}/{step} does not match the model "
+                          f"and optimizer of this config: {error}") from error
+  mismatched = [
+      f"{jax.tree_util.keystr(path)}: saved {np.shape(saved)}, expected {np.shape(expected)}"
+      for (path, saved), expected in zip(jax.tree_util.tree_leaves_with_path(restored),
+                                          jax.tree.leaves(template))
+      if np.shape(saved) != np.shape(expected)]
+  if mismatched:
+    raise CheckpointError(f"checkpoint at {manager.directory}/{step} has other shapes than this "
+                          f"config's model: {'; '.join(mismatched[:5])}")
+  return restored

@@ -1,0 +1,69 @@
+"""Runs one training job: `python launch.py --config=<config file>[:<arg>] --workdir=<dir>`.
+
+Examples:
+  python launch.py --config=experiments/configs/default.py --workdir=runs/default
+  python launch.py --config=experiments/configs/default.py:model=cnn,smoke --workdir=/tmp/smoke
+  python launch.py --config=experiments/configs/default.py --config.learning_rate=0.1 ...
+
+Multi-host: start one process per host with the same flags plus --coordinator_address=host:port,
+--num_processes and --process_id.
+"""
+
+import logging as python_logging
+import os
+
+# Before jax is imported: XLA reads the flag once. One virtual CPU device per core lets the
+# data-parallel step keep both cores busy (see PERF_NOTES); a GPU or TPU backend ignores it.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                             f"device_count={min(os.cpu_count() or 1, 8)}").strip()
+
+import jax  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cnn_jax import train  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (and :argument).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
+flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir instead of refusing "
+                  "a different config.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: the number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+# Libraries whose INFO lines would bury the progress lines; their warnings still show.
+QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
+
+
+class QuietLibraries(python_logging.Filter):
+  """Drops INFO records logged from inside `QUIET_LIBRARIES`."""
+
+  def filter(self, record):
+    return (record.levelno >= python_logging.WARNING
+            or not any(part in record.pathname for part in QUIET_LIBRARIES))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(QuietLibraries())
+  # TensorFlow only feeds the input pipeline; keep it off the accelerators JAX uses.
+  tf.config.set_visible_devices([], "GPU")
+  if FLAGS.coordinator_address:
+    if FLAGS.num_processes is None or FLAGS.process_id is None:
+      raise app.UsageError("--coordinator_address needs --num_processes and --process_id, got "
+                           f"{FLAGS.num_processes} and {FLAGS.process_id}")
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  logging.info("JAX process %d of %d, %d local devices of %d: %s", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].platform)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+
+
+if __name__ == "__main__":
+  app.run(main)
