@@ -1,0 +1,248 @@
+"""Experiment 1: augmentation {none, translate, rotate, both} x model, every invariance metric.
+
+Each (model, augmentation, seed) is trained on the 4,000 offline digits, then measured on
+test digits (images on the [0, 1] scale, black = 0; normalization is inside the classifier):
+clean accuracy (all 1,000), shift consistency (Zhang 2019; crop shifts and circular shifts),
+P(top-1 change) and MAC under 1-pixel diagonal shifts (Azulay & Weiss 2019), accuracy vs
+horizontal / vertical translation and vs rotation angle, per-layer equivariance error (circular
+shifts), and the Lie derivative of the logits under translation and rotation (Gruver et al. 2022)
+with its per-layer decomposition.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cnn_jax import analysis
+from cnn_jax.data.augment import build_augmentation, rotate
+from experiments.in_memory_training import (Digits, evaluation_subset, to_unit, train_classifier,
+                                            training_config)
+from experiments.model_zoo import MODELS, check_names, check_seeds
+from experiments.report_tables import by_option, cell, markdown_table
+from experiments.runs import Run
+
+NAME = "augmentation"
+AUGMENTATIONS = ("none", "translate", "rotate", "both")
+
+
+def augmentation_spec(name: str, config) -> str:
+  """The `cnn_jax.data.augment` spec of augmentation `name`."""
+  translate = f"crop={config.augmentation.max_shift}"
+  rotation = f"rotate={config.augmentation.max_degrees}"
+  return {"none": "", "translate": translate, "rotate": rotation,
+          "both": f"{translate},{rotation}"}[name]
+
+
+def validate(config) -> None:
+  check_seeds(f"config.{NAME}.seeds", config.augmentation.seeds)
+  check_names(f"config.{NAME}.models", config.augmentation.models, tuple(MODELS))
+  check_names(f"config.{NAME}.augmentations", config.augmentation.augmentations, AUGMENTATIONS)
+  if config.augmentation.num_steps < 1:
+    raise ValueError(f"config.{NAME}.num_steps must be >= 1, got "
+                     f"{config.augmentation.num_steps!r}")
+
+
+def plan(config) -> list[Run]:
+  return [Run(NAME, f"{model}_{augmentation}_seed{seed}", seed,
+              {"model": model, "augmentation": augmentation})
+          for seed in config.augmentation.seeds for model in config.augmentation.models
+          for augmentation in config.augmentation.augmentations]
+
+
+def execute(run: Run, config, digits: Digits) -> dict:
+  settings = config.augmentation
+  model_name, overrides = MODELS[run.options["model"]]
+  classifier, records = train_classifier(
+      model_name, overrides, digits.train_images, digits.train_labels, seed=run.seed,
+      num_steps=settings.num_steps, batch_size=config.batch_size,
+      config=training_config(learning_rate=config.learning_rate),
+      augment=build_augmentation(augmentation_spec(run.options["augmentation"], config)),
+      record_every=max(settings.num_steps // 4, 1))
+  apply_fn = classifier.apply_fn()
+  images, labels = evaluation_subset(digits, config.eval_images)
+  images = to_unit(images)
+  layer_images = images[:config.layer_images]
+  key = jax.random.key(run.seed)
+  consistency = {
+      mode: analysis.shift_consistency(apply_fn, images, key, max_shift=settings.consistency_shift,
+                                       mode=mode, num_passes=settings.consistency_passes)
+      for mode in analysis.SHIFT_MODES}
+  features_fn = classifier.features_fn()
+  layers = analysis.layer_equivariance_errors(
+      features_fn, layer_images, [tuple(shift) for shift in settings.layer_shifts])
+  lie_layers = analysis.layer_lie_derivatives(features_fn, layer_images,
+                                              analysis.translation("horizontal"))
+  logits_fn = lambda x: features_fn(x)[-1][1]
+  lie = {}
+  for transformation in (analysis.translation("horizontal"), analysis.rotation()):
+    derivative = analysis.lie_derivative(
+        logits_fn, layer_images,
+        lambda x, t, transformation=transformation: analysis.warp_images(x, transformation, t))
+    lie[transformation.name] = float(jnp.mean(jnp.linalg.norm(derivative, axis=-1)))
+  return {
+      "clean_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
+      "final_train_loss": records[-1].train_loss,
+      "consistency_crop": consistency["crop"],
+      "consistency_circular": consistency["circular"],
+      **analysis.prediction_change_under_shift(apply_fn, images, mode="crop"),
+      "translations": list(settings.translations),
+      "accuracy_vs_translation": {
+          axis: [float(v) for v in analysis.accuracy_vs_translation(
+              apply_fn, images, labels, settings.translations, axis=axis)]
+          for axis in ("horizontal", "vertical")},
+      "angles": list(settings.angles),
+      "accuracy_vs_rotation": [float(v) for v in analysis.accuracy_vs_transformation(
+          apply_fn, images, labels, rotate, settings.angles)],
+      "layers": [{"name": layer.name, "stride": layer.stride, "on_grid": layer.on_grid_error,
+                  "off_grid": layer.off_grid_error} for layer in layers],
+      "lie_translation_logits": lie["translation_horizontal"],
+      "lie_rotation_logits": lie["rotation"],
+      "layer_lie_translation": [{"name": layer.name, "relative_norm": layer.relative_norm}
+                                for layer in lie_layers],
+  }
+
+
+def _metric(group: list[dict], name: str) -> list[float]:
+  return [result["metrics"][name] for result in group]
+
+
+def _curve_plot(groups, config, path: str, title: str, xlabel: str, curve) -> None:
+  augmentations = [a for a in AUGMENTATIONS if a in config.augmentation.augmentations]
+  figure, axes = plt.subplots(1, len(augmentations), figsize=(3.6 * len(augmentations), 3.4),
+                              sharey=True, squeeze=False)
+  for axis, augmentation_name in zip(axes[0], augmentations):
+    for model in config.augmentation.models:
+      group = groups.get((model, augmentation_name))
+      if not group:
+        continue
+      x, values = curve(group)
+      mean, std = np.mean(values, 0), np.std(values, 0)
+      axis.plot(x, mean, marker=".", label=model)
+      axis.fill_between(x, mean - std, mean + std, alpha=0.2)
+    axis.set_title(f"trained with: {augmentation_name}", fontsize=9)
+    axis.set_xlabel(xlabel)
+    axis.grid(alpha=0.3)
+  axes[0][0].set_ylabel("test accuracy")
+  axes[0][0].legend(fontsize=7)
+  figure.suptitle(title, fontsize=10)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+def report(results: list[dict], config, out_dir: str) -> str:
+  groups = by_option(results, "model", "augmentation")
+  rows = []
+  for (model, augmentation_name), group in groups.items():
+    rotation_90 = [np.mean([acc for angle, acc in zip(r["metrics"]["angles"],
+                                                      r["metrics"]["accuracy_vs_rotation"])
+                            if abs(angle) == 90] or [math.nan]) for r in group]
+    shift_6 = [np.mean([acc for axis in ("horizontal", "vertical")
+                        for shift, acc in zip(r["metrics"]["translations"],
+                                              r["metrics"]["accuracy_vs_translation"][axis])
+                        if abs(shift) == max(map(abs, r["metrics"]["translations"]))])
+               for r in group]
+    rows.append([model, augmentation_name, len(group), cell(_metric(group, "clean_accuracy")),
+                 cell(_metric(group, "consistency_crop")),
+                 cell(_metric(group, "consistency_circular")),
+                 cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
+                 cell(shift_6), cell(rotation_90),
+                 cell(_metric(group, "lie_translation_logits"), 2),
+                 cell(_metric(group, "lie_rotation_logits"), 2)])
+  largest_shift = max(map(abs, config.augmentation.translations))
+  table = markdown_table(
+      ["model", "augmentation", "seeds", "clean acc", "consistency (crop)",
+       "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
+       "acc at ±90°", "‖L_translation f‖", "‖L_rotation f‖"], rows)
+
+  _curve_plot(groups, config, os.path.join(out_dir, "accuracy_vs_shift.png"),
+              "Accuracy vs horizontal translation (zeros enter)", "shift (pixels)",
+              lambda group: (group[0]["metrics"]["translations"],
+                             [r["metrics"]["accuracy_vs_translation"]["horizontal"]
+                              for r in group]))
+  _curve_plot(groups, config, os.path.join(out_dir, "accuracy_vs_angle.png"),
+              "Accuracy vs rotation angle", "angle (degrees)",
+              lambda group: (group[0]["metrics"]["angles"],
+                             [r["metrics"]["accuracy_vs_rotation"] for r in group]))
+
+  figure, axes = plt.subplots(figsize=(8, 3.6))
+  labels = list(groups)
+  width = 0.38
+  for offset, (name, label) in enumerate((("consistency_crop", "crop shifts"),
+                                          ("consistency_circular", "circular shifts"))):
+    means = [np.mean(_metric(groups[key], name)) for key in labels]
+    stds = [np.std(_metric(groups[key], name)) for key in labels]
+    axes.bar(np.arange(len(labels)) + (offset - 0.5) * width, means, width, yerr=stds, label=label)
+  axes.set_xticks(np.arange(len(labels)), [f"{m}\n{a}" for m, a in labels], fontsize=6,
+                  rotation=90)
+  axes.set_ylim(min(0.5, axes.get_ylim()[0]), 1.0)
+  axes.set_ylabel("shift consistency")
+  axes.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(os.path.join(out_dir, "consistency.png"), dpi=100)
+  plt.close(figure)
+
+  figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  for model in config.augmentation.models:
+    for augmentation_name, style in (("none", "-o"), ("both", "--x")):
+      group = groups.get((model, augmentation_name))
+      if not group:
+        continue
+      names = [entry["name"] for entry in group[0]["metrics"]["layers"]]
+      errors = [np.nanmean([e["on_grid"] if not math.isnan(e["on_grid"]) else e["off_grid"]
+                            for r in group for e in r["metrics"]["layers"] if e["name"] == name])
+                for name in names]
+      axes[0].plot(range(len(names)), errors, style, label=f"{model} ({augmentation_name})")
+      lie = [np.mean([e["relative_norm"] for r in group
+                      for e in r["metrics"]["layer_lie_translation"] if e["name"] == name])
+             for name in names]
+      axes[1].plot(range(len(names)), lie, style, label=f"{model} ({augmentation_name})")
+  axes[0].set_ylabel("||f(Tx) - T'f(x)|| / ||f(x)||")
+  axes[0].set_title("per-layer equivariance error, circular shifts", fontsize=9)
+  axes[1].set_ylabel("||L_l|| / ||f_l||")
+  axes[1].set_title("per-layer Lie derivative, horizontal translation", fontsize=9)
+  for axis in axes:
+    axis.set_xlabel("layer index (forward order, logits last)")
+    axis.grid(alpha=0.3)
+  axes[0].legend(fontsize=6)
+  figure.tight_layout()
+  figure.savefig(os.path.join(out_dir, "layer_equivariance.png"), dpi=100)
+  plt.close(figure)
+
+  layer_rows = []
+  for model in config.augmentation.models:
+    group = groups.get((model, "none")) or groups.get((model, config.augmentation.augmentations[0]))
+    if not group:
+      continue
+    for entry in group[0]["metrics"]["layers"]:
+      same = [e for r in group for e in r["metrics"]["layers"] if e["name"] == entry["name"]]
+      lie = [e["relative_norm"] for r in group for e in r["metrics"]["layer_lie_translation"]
+             if e["name"] == entry["name"]]
+      layer_rows.append([model, group[0]["run"]["options"]["augmentation"], entry["name"],
+                         entry["stride"] or "–", cell([e["on_grid"] for e in same], 3),
+                         cell([e["off_grid"] for e in same], 3), cell(lie, 3)])
+  settings = config.augmentation
+  return "\n".join([
+      f"{settings.num_steps} training steps of batch {config.batch_size} per run; augmentation "
+      f"'translate' = random crop of the {settings.max_shift}-pixel zero-padded digit, 'rotate' "
+      f"= uniform in ±{settings.max_degrees}°, 'both' = the two in turn. Metrics on "
+      f"{config.eval_images} test digits (clean accuracy on all 1,000); consistency: two shifts "
+      f"uniform in ±{settings.consistency_shift} px per axis, {settings.consistency_passes} "
+      "passes; P(top-1 change) and MAC (mean absolute change of the top-class probability) over "
+      "8 consecutive 1-pixel diagonal shifts with zeros entering; Lie derivatives on "
+      f"{config.layer_images} digits, per pixel (translation) and per radian (rotation).", "",
+      table, "", "![accuracy vs shift](accuracy_vs_shift.png)", "",
+      "![accuracy vs angle](accuracy_vs_angle.png)", "", "![consistency](consistency.png)", "",
+      "Per-layer equivariance error (circular shifts "
+      f"{[tuple(s) for s in settings.layer_shifts]}; on-grid: shifts that are multiples of the "
+      "layer's cumulative stride; layers without spatial axes: invariance error) and relative "
+      "per-layer Lie derivative, models trained without augmentation:", "",
+      markdown_table(["model", "augmentation", "layer", "stride", "error on grid",
+                      "error off grid", "‖L_l‖/‖f_l‖ (translation)"], layer_rows), "",
+      "![per-layer equivariance](layer_equivariance.png)"])

@@ -1,0 +1,89 @@
+"""The experiment sweep of issue 5 (`python -m experiments.sweep --workdir=<dir>`).
+
+`get_config(arg)`: arg '' (default, finishes in under 20 minutes on 2 idle CPU cores) or 'smoke'
+(every experiment, a few steps, about a minute: what the tests run). Fields can be overridden
+with `--config.<field>=<value>`, e.g. `--config.augmentation.seeds=(0,1,2,3)`.
+"""
+
+import ml_collections
+
+EXPERIMENT_NAMES = ("equivariance", "augmentation", "learned_invariance", "priors", "depth")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The default sweep, or with arg 'smoke' the smallest one that runs every experiment."""
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"exp_sweep config argument must be '' or 'smoke', got {arg!r}")
+  config = ml_collections.ConfigDict()
+  config.experiments = EXPERIMENT_NAMES  # which experiments to run, in this order
+  config.batch_size = 64  # examples per training step, every experiment
+  config.learning_rate = 0.05  # peak SGD (Nesterov) rate, cosine decay, every experiment
+  config.eval_images = 300  # test digits the invariance metrics use (accuracy: all 1,000)
+  config.layer_images = 32  # test digits for the per-layer equivariance and Lie derivatives
+
+  # 1. Augmentation x model grid (train, then every metric of cnn_jax.analysis).
+  config.augmentation = ml_collections.ConfigDict()
+  config.augmentation.seeds = (0, 1, 2)  # one run per seed of every (model, augmentation)
+  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "cnn_circular", "resnet20")
+  config.augmentation.augmentations = ("none", "translate", "rotate", "both")
+  config.augmentation.max_shift = 3  # 'translate': random crop of the 3-pixel zero-padded image
+  config.augmentation.max_degrees = 30.0  # 'rotate': angle uniform in [-30, 30] degrees
+  config.augmentation.num_steps = 80  # training steps (80 x 64 = 1.3 epochs of 4,000 digits)
+  config.augmentation.consistency_shift = 3  # shifts uniform in [-3, 3] per axis
+  config.augmentation.consistency_passes = 2  # passes with fresh shifts
+  config.augmentation.translations = (-8, -6, -4, -2, 0, 2, 4, 6, 8)  # pixels, accuracy curve
+  config.augmentation.angles = (-180, -135, -90, -60, -30, 0, 30, 60, 90, 135, 180)  # degrees
+  config.augmentation.layer_shifts = ((1, 0), (0, 1), (2, 2), (4, 4))  # circular, per layer
+
+  # 2. Learned translation invariance on a canvas (Biscione & Bowers 2021).
+  config.learned_invariance = ml_collections.ConfigDict()
+  config.learned_invariance.seeds = (0, 1)
+  config.learned_invariance.canvas = 40  # side of the black canvas the 28x28 digits sit on
+  config.learned_invariance.location_step = 4  # test locations: offsets 0, 4, ..., canvas - 28
+  config.learned_invariance.pretrain_steps = 100  # digits 0-4 at random canvas locations
+  config.learned_invariance.train_steps = 60  # digits 5-9 at the top-left location only
+
+  # 3. Equivariance by construction, at random initialization (no training).
+  config.equivariance = ml_collections.ConfigDict()
+  config.equivariance.seeds = (0, 1, 2)  # random initializations
+  config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (4, 4), (3, 5))
+
+  # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
+  config.priors = ml_collections.ConfigDict()
+  config.priors.seeds = (0, 1)
+  config.priors.train_sizes = (500, 4000)  # training digits (class-balanced subsets)
+  config.priors.num_steps = 80  # for every training-set size
+  config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
+  config.priors.patch_stride = 4
+
+  # 5. Depth: plain vs residual CIFAR-style networks (widths 8-16-32) of growing depth.
+  config.depth = ml_collections.ConfigDict()
+  config.depth.seeds = (0,)
+  config.depth.depths = (8, 20)  # 6n + 2 layers
+  config.depth.num_steps = 60
+  config.depth.record_every = 4  # steps between loss / gradient-norm records
+
+  if arg == "smoke":
+    config.eval_images = 40
+    config.layer_images = 8
+    config.augmentation.seeds = (0,)
+    config.augmentation.models = ("mlp", "cnn_circular")
+    config.augmentation.augmentations = ("both",)
+    config.augmentation.num_steps = 4
+    config.augmentation.translations = (-4, 0, 4)
+    config.augmentation.angles = (-90, 0, 90)
+    config.augmentation.consistency_passes = 1
+    config.augmentation.layer_shifts = ((1, 0), (2, 2))
+    config.learned_invariance.seeds = (0,)
+    config.learned_invariance.canvas = 32
+    config.learned_invariance.pretrain_steps = 4
+    config.learned_invariance.train_steps = 4
+    config.equivariance.seeds = (0,)
+    config.equivariance.shifts = ((1, 0), (2, 2))
+    config.priors.seeds = (0,)
+    config.priors.train_sizes = (200,)
+    config.priors.num_steps = 4
+    config.depth.depths = (8,)
+    config.depth.num_steps = 4
+    config.depth.record_every = 2
+  return config

@@ -1,0 +1,104 @@
+"""Experiment 5: depth — plain vs residual networks (He et al. 2016) of growing depth.
+
+The CIFAR-style networks of `cnn_jax.models` (3x3 stem, three stages, global pooling) at widths
+8-16-32 and depth `6n + 2`, with shortcuts ('resnet20' with `stage_sizes=(n, n, n)`) and
+without ('plain20' likewise), trained on the digits; recorded every few steps: the training loss
+and the gradient norm of every top-level module (stem, each block, head) on the current batch.
+He et al.'s observation: deeper plain networks train worse (higher training loss), residual ones
+do not; gradients reach the first layers of a residual network undiminished.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cnn_jax.data.augment import build_augmentation
+from experiments.in_memory_training import Digits, train_classifier, training_config
+from experiments.model_zoo import check_seeds
+from experiments.report_tables import by_option, cell, markdown_table
+from experiments.runs import Run
+
+NAME = "depth"
+KINDS = ("plain", "residual")
+WIDTHS = (8, 16, 32)
+
+
+def validate(config) -> None:
+  check_seeds(f"config.{NAME}.seeds", config.depth.seeds)
+  depths = tuple(config.depth.depths)
+  if not depths or not all(isinstance(d, int) and d >= 8 and (d - 2) % 6 == 0 for d in depths):
+    raise ValueError(f"config.{NAME}.depths must be a non-empty list of depths 6n + 2 >= 8, "
+                     f"got {config.depth.depths!r}")
+
+
+def plan(config) -> list[Run]:
+  return [Run(NAME, f"{kind}{depth}_seed{seed}", seed, {"kind": kind, "depth": depth})
+          for seed in config.depth.seeds for depth in config.depth.depths for kind in KINDS]
+
+
+def execute(run: Run, config, digits: Digits) -> dict:
+  blocks = (run.options["depth"] - 2) // 6
+  model_name = "resnet20" if run.options["kind"] == "residual" else "plain20"
+  classifier, records = train_classifier(
+      model_name, {"stage_sizes": (blocks,) * 3, "widths": WIDTHS}, digits.train_images,
+      digits.train_labels, seed=run.seed, num_steps=config.depth.num_steps,
+      batch_size=config.batch_size, config=training_config(learning_rate=config.learning_rate),
+      augment=build_augmentation(""), record_every=config.depth.record_every,
+      gradient_norms=True)
+  return {
+      "steps": [record.step for record in records],
+      "train_loss": [record.train_loss for record in records],
+      "gradient_norms": [record.gradient_norms for record in records],
+      "test_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
+  }
+
+
+def _module_order(names) -> list[str]:
+  """The stem conv, the blocks in order, the head; batch-norm modules (scale and bias only,
+  gradients of another kind) are left out."""
+  rank = lambda name: (0 if name.startswith("Stem") else 2 if name == "Head" else 1, name)
+  return sorted((name for name in names if "Norm" not in name), key=rank)
+
+
+def report(results: list[dict], config, out_dir: str) -> str:
+  groups = by_option(results, "kind", "depth")
+  figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  rows = []
+  for (kind, depth), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+    style = "-" if kind == "residual" else "--"
+    steps = group[0]["metrics"]["steps"]
+    losses = np.mean([r["metrics"]["train_loss"] for r in group], 0)
+    axes[0].plot(steps, losses, style, label=f"{kind}-{depth}")
+    names = _module_order(group[0]["metrics"]["gradient_norms"][0])
+    # The first records: the gradients the initialization passes back, before training reshapes
+    # them; averaged over the first quarter of the run.
+    early = max(len(steps) // 4, 1)
+    norms = [np.mean([r["metrics"]["gradient_norms"][i][name] for r in group
+                      for i in range(early)]) for name in names]
+    axes[1].plot(np.linspace(0, 1, len(names)), norms, style + "o", markersize=3,
+                 label=f"{kind}-{depth}")
+    rows.append([kind, depth, len(group),
+                 cell([np.mean(r["metrics"]["train_loss"][-3:]) for r in group]),
+                 cell([r["metrics"]["test_accuracy"] for r in group]),
+                 f"{norms[0]:.3g} / {norms[-1]:.3g}"])
+  axes[0].set_xlabel("step")
+  axes[0].set_ylabel("training loss (window mean)")
+  axes[0].set_yscale("log")
+  axes[1].set_xlabel("relative depth of the module (stem 0 ... head 1)")
+  axes[1].set_ylabel("gradient norm, first quarter of training")
+  axes[1].set_yscale("log")
+  for axis in axes:
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(os.path.join(out_dir, "depth_loss_and_gradients.png"), dpi=100)
+  plt.close(figure)
+  return "\n".join([
+      f"Widths {WIDTHS}, {config.depth.num_steps} steps, no augmentation; loss and per-module "
+      f"gradient norms every {config.depth.record_every} steps.", "",
+      markdown_table(["network", "depth", "seeds", "final training loss", "test accuracy",
+                      "grad norm stem / head (early)"], rows), "",
+      "![loss curves and gradient norms](depth_loss_and_gradients.png)"])

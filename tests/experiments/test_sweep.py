@@ -1,0 +1,170 @@
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import augmentation, learned_invariance, priors, sweep
+from experiments.configs import exp_sweep
+from experiments.runs import result_path, save_result
+
+# What augmentation.execute returns, for a run that never trained.
+FAKE_METRICS = {
+    "clean_accuracy": 0.5, "final_train_loss": 1.0, "consistency_crop": 0.9,
+    "consistency_circular": 0.8, "p_top1_change": 0.1, "mean_abs_change": 0.05,
+    "translations": [-1, 0, 1],
+    "accuracy_vs_translation": {"horizontal": [0.4, 0.5, 0.4], "vertical": [0.3, 0.5, 0.3]},
+    "angles": [-90, 0, 90], "accuracy_vs_rotation": [0.2, 0.5, 0.2],
+    "layers": [{"name": "fc1", "stride": None, "on_grid": 0.3, "off_grid": float("nan")}],
+    "lie_translation_logits": 1.0, "lie_rotation_logits": 2.0,
+    "layer_lie_translation": [{"name": "fc1", "relative_norm": 0.2}],
+    "wall_time_seconds": 1.0,
+}
+
+
+def tiny_config():
+  """One MLP trained for 2 steps: the sweep machinery at the smallest cost."""
+  config = exp_sweep.get_config("smoke")
+  config.experiments = ("augmentation",)
+  config.augmentation.models = ("mlp",)
+  config.augmentation.augmentations = ("none",)
+  config.augmentation.num_steps = 2
+  return config
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("experiments", ("augmentation", "colour"), r"config.experiments must be .* \['colour'\]"),
+    ("augmentation.models", ("cnn", "vgg"), r"config.augmentation.models .* \['vgg'\]"),
+    ("augmentation.augmentations", ("flip",), r"config.augmentation.augmentations .* \['flip'\]"),
+    ("augmentation.seeds", (), "config.augmentation.seeds must be a non-empty list"),
+    ("priors.seeds", (), "config.priors.seeds must be a non-empty list"),
+    ("depth.depths", (9,), "config.depth.depths must be a non-empty list of depths 6n"),
+])
+def test_bad_sweep_specifications_are_rejected(field, value, message):
+  config = exp_sweep.get_config()
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=message):
+    sweep.validate_sweep(config)
+
+
+def test_bad_config_argument_is_rejected():
+  with pytest.raises(ValueError, match="must be '' or 'smoke', got 'huge'"):
+    exp_sweep.get_config("huge")
+
+
+def test_runs_go_seed_by_seed_and_have_unique_names():
+  runs = sweep.plan_sweep(exp_sweep.get_config())
+  seeds = [run.seed for run in runs]
+  assert seeds == sorted(seeds)
+  assert len({(run.experiment, run.name) for run in runs}) == len(runs)
+  assert {run.experiment for run in runs if run.seed == 0} == set(exp_sweep.EXPERIMENT_NAMES)
+
+
+@pytest.mark.slow
+def test_sweep_writes_a_report_and_skips_finished_runs(tmp_path):
+  config = tiny_config()
+  workdir = str(tmp_path)
+  results = sweep.run_sweep(config, workdir)
+  (result,) = results["augmentation"]
+  metrics = result["metrics"]
+  assert 0.0 <= metrics["clean_accuracy"] <= 1.0
+  readme = open(os.path.join(workdir, "report", "README.md")).read()
+  assert "| mlp | none | 1 |" in readme
+  assert os.path.exists(os.path.join(workdir, "report", "accuracy_vs_angle.png"))
+  # A rerun finds the result and does not train again: the edited file is what it reports.
+  (run,) = sweep.plan_sweep(config)
+  path = result_path(workdir, run)
+  with open(path) as file:
+    saved = json.load(file)
+  saved["metrics"]["clean_accuracy"] = -1.0
+  with open(path, "w") as file:
+    json.dump(saved, file)
+  rerun = sweep.run_sweep(config, workdir)
+  assert rerun["augmentation"][0]["metrics"]["clean_accuracy"] == -1.0
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch):
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1)
+  first, second = sweep.plan_sweep(config)
+  finished = dict(FAKE_METRICS, clean_accuracy=0.25)
+  save_result(str(tmp_path), first, finished)
+  executed = []
+
+  def execute(run, config, digits):
+    executed.append(run.name)
+    return dict(FAKE_METRICS)
+
+  monkeypatch.setattr(augmentation, "execute", execute)
+  monkeypatch.setattr(sweep, "load_digits", lambda: None)
+  results = sweep.run_sweep(config, str(tmp_path))
+  assert executed == [second.name]
+  assert [r["metrics"]["clean_accuracy"] for r in results["augmentation"]] == [0.25, 0.5]
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  assert "| mlp | none | 2 | 0.375 ± 0.125 |" in readme
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_every_experiment(tmp_path):
+  results = sweep.run_sweep(exp_sweep.get_config("smoke"), str(tmp_path))
+  assert set(results) == set(exp_sweep.EXPERIMENT_NAMES)
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  for title in ("Equivariance by construction", "Learned translation invariance", "Priors",
+                "Depth"):
+    assert title in readme
+  equivariance = results["equivariance"]
+  circular = next(r for r in equivariance if r["run"]["options"]["variant"] == "conv_circular")
+  assert max(layer["on_grid"] for layer in circular["metrics"]["layers"]) < 1e-5
+
+
+def test_augmentation_specs_parse_and_combine():
+  config = exp_sweep.get_config()
+  assert augmentation.augmentation_spec("none", config) == ""
+  assert augmentation.augmentation_spec("both", config) == "crop=3,rotate=30.0"
+
+
+def test_canvas_placement_keeps_the_digit_and_fills_black():
+  digits = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1)) + 0.1
+  canvas = learned_invariance.place_on_canvas(digits, 40, (4, 12))
+  assert canvas.shape == (3, 40, 40, 1)
+  np.testing.assert_array_equal(canvas[:, 4:32, 12:40], digits)
+  assert float(jnp.sum(canvas)) == pytest.approx(float(jnp.sum(digits)), rel=1e-5)
+
+
+def test_random_placement_keeps_every_digit_whole_on_the_canvas():
+  digits = jnp.ones((24, 28, 28, 1))
+  canvases = jax.jit(learned_invariance.random_placement(36))(jax.random.PRNGKey(1), digits)
+  np.testing.assert_allclose(jnp.sum(canvases, axis=(1, 2, 3)), 28 * 28)
+  corners = {tuple(np.argwhere(np.asarray(c[..., 0]))[0]) for c in canvases}
+  assert len(corners) > 5 and all(0 <= i <= 8 and 0 <= j <= 8 for i, j in corners)
+
+
+def test_pixel_permutation_moves_pixels_without_changing_them():
+  images = jax.random.uniform(jax.random.PRNGKey(2), (2, 28, 28, 1))
+  permuted = priors.pixel_permutation(images)
+  np.testing.assert_array_equal(np.sort(permuted.ravel()), np.sort(images.ravel()))
+  assert not np.allclose(permuted, images)
+  np.testing.assert_array_equal(priors.pixel_permutation(images), permuted)
+
+
+def test_balanced_subset_has_equal_classes():
+  labels = np.repeat(np.arange(10), 50)
+  _, subset_labels = priors.balanced_subset(np.zeros((500, 1)), labels, 200, seed=3)
+  np.testing.assert_array_equal(np.bincount(subset_labels), [20] * 10)
+
+
+def test_matched_mlp_has_about_the_cnn_parameter_count():
+  cnn = priors.parameter_count("cnn", priors.SMALL_CNN)
+  mlp = priors.parameter_count("mlp", {"widths": (priors.matched_mlp_width(),)})
+  assert abs(mlp - cnn) / cnn < 0.05
+
+
+def test_report_only_runs_nothing(tmp_path, monkeypatch):
+  config = tiny_config()
+  monkeypatch.setattr(augmentation, "execute", lambda *args: pytest.fail("a run was executed"))
+  assert sweep.run_sweep(config, str(tmp_path), report_only=True) == {}
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  assert "augmentation 0/1" in readme and "No finished runs." in readme
