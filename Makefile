@@ -10,7 +10,7 @@ WORKDIR ?= runs/default
 export GLIBC_TUNABLES := glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test test-slow test-all bench
+.PHONY: install run test test-slow test-all sweep sweep-smoke viz bench
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ test-slow: install
 
 test-all: install
 	$(BIN)/python -m pytest -n 2 -q -m 'slow or not slow'
+
+sweep: install
+	$(BIN)/python -m experiments.sweep --workdir=runs/sweep
+
+sweep-smoke: install
+	$(BIN)/python -m experiments.sweep --workdir=runs/sweep-smoke --config=experiments/configs/exp_sweep.py:smoke
+
+viz: install
+	$(BIN)/python experiments/visualize.py --workdir=$(WORKDIR)
 
 bench: install
 	$(BIN)/python -m benchmarks.run
