@@ -209,6 +209,29 @@ def test_plain_network_first_layer_gradient_explodes_relative_to_resnet():
   assert plain > 5 * residual
 
 
+def _stem_gradient_norm_without_batch_statistics(name, batch):
+  """|dL/d stem kernel| at init with batch norm in eval mode (an identity affine map at init)."""
+  x, labels = batch
+  model = get_model(name)
+  variables = model.init(jax.random.key(0), x, train=False)
+
+  def loss(params):
+    logits = model.apply({**variables, "params": params}, x, train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  return float(jnp.linalg.norm(jax.jit(jax.grad(loss))(variables["params"])["StemConv"]["kernel"]))
+
+
+def test_plain_network_first_layer_gradient_vanishes_without_normalization():
+  # The seed notes' claim: without shortcuts (and with no normalization statistics to rescale
+  # the signal) the gradient reaching the first layer of a deep stack is tiny; the shortcut adds
+  # an identity path. Measured (16 x 32x32): resnet20 4.25, plain20 0.036.
+  batch = _random_batch(8, 16)
+  residual = _stem_gradient_norm_without_batch_statistics("resnet20", batch)
+  plain = _stem_gradient_norm_without_batch_statistics("plain20", batch)
+  assert plain < residual / 20, (plain, residual)
+
+
 @pytest.mark.slow
 def test_plain56_first_layer_gradient_is_far_from_resnet56():
   # Measured on 16 x 32x32: resnet56 0.51, plain56 2.1e3 (resnet110 0.74, plain110 6.2e6).
