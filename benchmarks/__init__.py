@@ -1,0 +1,1 @@
+"""Speed benchmarks of cnn-jax against PyTorch and the machine peak: `python -m benchmarks.run`."""

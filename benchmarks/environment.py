@@ -1,0 +1,93 @@
+"""The process setup every benchmark states: malloc tunables, threads, versions, matmul peak.
+
+XLA:CPU maps and unmaps large scratch buffers on every step; with `MALLOC_TUNABLES` glibc keeps
+them instead (PERF_NOTES: 2x on the MNIST CNN). glibc reads the variable once, at process start,
+so `ensure_malloc_tunables` re-executes the interpreter with it when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                   "glibc.malloc.trim_threshold=17179869184")
+# Set by `ensure_malloc_tunables` in the re-executed child, so it never loops.
+_REEXECUTED = "CNN_JAX_BENCH_REEXECUTED"
+
+
+def ensure_malloc_tunables(enabled: bool = True) -> None:
+  """Re-executes this process with `GLIBC_TUNABLES=MALLOC_TUNABLES` unless already set.
+
+  Call first thing in `main`, before importing jax. With `enabled=False` nothing changes and the
+  results say the tunables were off (for an A/B measurement).
+  """
+  if not enabled or os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES:
+    return
+  if os.environ.get(_REEXECUTED):
+    raise RuntimeError("re-executed with GLIBC_TUNABLES set, but it did not reach the process")
+  environment = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES, **{_REEXECUTED: "1"})
+  sys.stdout.flush()
+  os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], environment)
+
+
+def describe() -> dict:
+  """The facts a reader needs to compare two benchmark files."""
+  import jax
+  description = {
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "jax": jax.__version__,
+      "devices": len(jax.devices()),
+      "cpu_count": os.cpu_count(),
+      "processor": platform.processor() or platform.machine(),
+      "load_average_1min": os.getloadavg()[0],
+  }
+  try:
+    import torch
+    description.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+  except ImportError:
+    description.update(torch=None)
+  return description
+
+
+def peak_rss_mb() -> float:
+  """The process's peak resident memory so far (Linux reports `ru_maxrss` in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+  """Median wall time of `repeats` calls of `run` (which must block until its result is ready)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> dict:
+  """Achieved GFLOP/s of a `size^3` float32 matmul in JAX (and torch): the practical ceiling."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  flops = 2 * size ** 3
+  result = {"jax_matmul_gflops": flops / median_seconds(
+      lambda: matmul(a, b).block_until_ready(), repeats) / 1e9}
+  try:
+    import torch
+  except ImportError:
+    return result
+  ta, tb = torch.randn(size, size), torch.randn(size, size)
+  torch.matmul(ta, tb)
+  result["torch_matmul_gflops"] = flops / median_seconds(lambda: torch.matmul(ta, tb),
+                                                         repeats) / 1e9
+  return result

@@ -1,0 +1,219 @@
+"""Per-op timings: every convolution and max-pool shape of the benchmarked models.
+
+The shapes are read from the models themselves (the `conv_general_dilated` and
+`reduce_window_max` equations of their traced eval pass), so the table follows the models. For
+each conv shape: forward, input gradient (dX) and kernel gradient (dW), in JAX with XLA's
+convolution ('jax-xla', the reference `ops.correlate`) and with every part as tiled im2col
+products ('jax-im2col', `lowering.tiled_correlate(tiled=TILED_PARTS)`), and in torch
+(channels-last, oneDNN); for each max-pool shape: forward and backward with XLA's reduce_window
+and select_and_scatter ('jax-xla') and with `lowering.switch_max_pool` ('jax-switch').
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import environment, steps
+from cnn_jax import models, ops
+from cnn_jax.ops import lowering
+
+
+class ConvShape(NamedTuple):
+  """One `correlate` call: `x: [N, H, W, C_in]`, `kernel: [KH, KW, C_in // groups, C_out]`."""
+  x: tuple[int, ...]
+  kernel: tuple[int, ...]
+  stride: tuple[int, ...]
+  padding: tuple[tuple[int, int], ...]
+  dilation: tuple[int, ...]
+  groups: int
+
+  def label(self) -> str:
+    n, h, w, c_in = self.x
+    kh, kw, _, c_out = self.kernel
+    stride = f"/{self.stride[0]}" if self.stride[0] > 1 else ""
+    return f"{kh}x{kw}{stride} {c_in}->{c_out} {h}x{w} n{n}"
+
+
+class PoolShape(NamedTuple):
+  """One `max_pool` call on `x: [N, H, W, C]`."""
+  x: tuple[int, ...]
+  window: tuple[int, ...]
+  stride: tuple[int, ...]
+  padding: tuple[tuple[int, int], ...]
+
+  def label(self) -> str:
+    n, h, w, c = self.x
+    return f"max {self.window[0]}/{self.stride[0]} {c}ch {h}x{w} n{n}"
+
+
+def _equations(jaxpr):
+  for equation in jaxpr.eqns:
+    yield equation
+    for value in equation.params.values():
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        yield from _equations(inner)
+
+
+def model_shapes(spec: steps.ModelSpec) -> tuple[list[ConvShape], list[PoolShape]]:
+  """The distinct conv and max-pool shapes of one eval pass of `spec`'s model, in order."""
+  model = models.get_model(spec.model, **spec.overrides)
+  images, _ = steps.synthetic_batch(spec)
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             {"params": jax.random.key(0)}, images[:1])
+  jaxpr = jax.make_jaxpr(functools.partial(model.apply, train=False))(variables, images)
+  convs, pools = [], []
+  for equation in _equations(jaxpr.jaxpr):
+    params = equation.params
+    if equation.primitive.name == "conv_general_dilated":
+      shape = ConvShape(tuple(equation.invars[0].aval.shape), tuple(equation.invars[1].aval.shape),
+                        tuple(params["window_strides"]), tuple(map(tuple, params["padding"])),
+                        tuple(params["rhs_dilation"]), params["feature_group_count"])
+      if shape not in convs:
+        convs.append(shape)
+    elif equation.primitive.name == "reduce_window_max":
+      shape = PoolShape(tuple(equation.invars[0].aval.shape),
+                        tuple(params["window_dimensions"][1:-1]),
+                        tuple(params["window_strides"][1:-1]),
+                        tuple(map(tuple, params["padding"][1:-1])))
+      if shape not in pools:
+        pools.append(shape)
+  return convs, pools
+
+
+CONV_LOWERINGS = {
+    "xla": ops.correlate,
+    "im2col": functools.partial(lowering.tiled_correlate, tiled=lowering.TILED_PARTS),
+}
+POOL_LOWERINGS = {"xla": ops.max_pool, "switch": lowering.switch_max_pool}
+
+
+def _jax_conv_ops(shape: ConvShape, correlate) -> dict:
+  """Jitted forward, dX and dW of one conv shape with one lowering."""
+  conv = functools.partial(correlate, stride=shape.stride, padding=shape.padding,
+                           kernel_dilation=shape.dilation, groups=shape.groups)
+  return {
+      "forward": jax.jit(conv),
+      "dx": jax.jit(lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0]),
+      "dw": jax.jit(lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]),
+  }
+
+
+def _torch_conv_ops(shape: ConvShape) -> dict | None:
+  """torch forward, dX and dW (autograd of one output) in channels-last.
+
+  torch pads symmetrically; the larger of the two amounts gives the same output size and cost.
+  None when it does not give the same output size.
+  """
+  import torch
+  from torch.nn import functional as F
+  n, h, w, c_in = shape.x
+  kh, kw, c_group, c_out = shape.kernel
+  padding = tuple(max(pair) for pair in shape.padding)
+  x = torch.randn(n, c_in, h, w).contiguous(memory_format=torch.channels_last)
+  kernel = torch.randn(c_out, c_group, kh, kw).contiguous(memory_format=torch.channels_last)
+  conv = functools.partial(F.conv2d, stride=shape.stride, padding=padding,
+                           dilation=shape.dilation, groups=shape.groups)
+  x.requires_grad_(True)
+  kernel.requires_grad_(True)
+  y = conv(x, kernel)
+  expected = [(size + lo + hi - d * (k - 1) - 1) // s + 1 for size, (lo, hi), k, s, d in zip(
+      (h, w), shape.padding, (kh, kw), shape.stride, shape.dilation)]
+  if list(y.shape[2:]) != expected:
+    return None
+  dy = torch.randn_like(y)
+
+  def forward():
+    with torch.no_grad():
+      conv(x, kernel)
+
+  return {
+      "forward": forward,
+      "dx": lambda: torch.autograd.grad(y, x, dy, retain_graph=True),
+      "dw": lambda: torch.autograd.grad(y, kernel, dy, retain_graph=True),
+  }
+
+
+def conv_record(shape: ConvShape, repeats: int) -> dict:
+  """Milliseconds of forward, dX and dW per implementation, measured round-robin."""
+  x = jax.random.normal(jax.random.key(0), shape.x, jnp.float32)
+  kernel = jax.random.normal(jax.random.key(1), shape.kernel, jnp.float32)
+  dy = None
+  runs = {}
+  for name, correlate in CONV_LOWERINGS.items():
+    functions = _jax_conv_ops(shape, correlate)
+    dy = jax.random.normal(jax.random.key(2), functions["forward"](x, kernel).shape)
+    runs[f"jax-{name}"] = {
+        "forward": functools.partial(lambda f: f(x, kernel).block_until_ready(),
+                                     functions["forward"]),
+        "dx": functools.partial(lambda f: f(x, kernel, dy).block_until_ready(), functions["dx"]),
+        "dw": functools.partial(lambda f: f(x, kernel, dy).block_until_ready(), functions["dw"]),
+    }
+  torch_ops = _torch_conv_ops(shape)
+  if torch_ops is not None:
+    runs["torch"] = torch_ops
+  return _round_robin(runs, repeats) | {"op": "conv", "shape": shape.label(),
+                                        "flops": _conv_flops(shape)}
+
+
+def _conv_flops(shape: ConvShape) -> float:
+  """Multiply-adds x 2 of the forward pass (dX and dW cost the same)."""
+  n, h, w, _ = shape.x
+  out = [(size + lo + hi - d * (k - 1) - 1) // s + 1 for size, (lo, hi), k, s, d in zip(
+      (h, w), shape.padding, shape.kernel[:2], shape.stride, shape.dilation)]
+  kh, kw, c_group, c_out = shape.kernel
+  return 2.0 * n * out[0] * out[1] * c_out * kh * kw * c_group
+
+
+def pool_record(shape: PoolShape, repeats: int) -> dict:
+  """Milliseconds of max-pool forward and backward per implementation."""
+  import torch
+  from torch.nn import functional as F
+  x = jax.random.normal(jax.random.key(0), shape.x, jnp.float32)
+  runs = {}
+  for name, pool in POOL_LOWERINGS.items():
+    pool = functools.partial(pool, window=shape.window, stride=shape.stride, padding=shape.padding)
+    forward = jax.jit(pool)
+    dy = jax.random.normal(jax.random.key(2), forward(x).shape)
+    backward = jax.jit(lambda x, dy, pool=pool: jax.vjp(pool, x)[1](dy)[0])
+    runs[f"jax-{name}"] = {
+        "forward": functools.partial(lambda f: f(x).block_until_ready(), forward),
+        "backward": functools.partial(lambda f: f(x, dy).block_until_ready(), backward)}
+  n, h, w, c = shape.x
+  # torch pads symmetrically: the larger amount gives the same output size and the same cost.
+  padding = tuple(max(pair) for pair in shape.padding)
+  tx = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+  tx.requires_grad_(True)
+  pool = functools.partial(F.max_pool2d, kernel_size=shape.window, stride=shape.stride,
+                           padding=padding)
+  ty = pool(tx)
+  if tuple(ty.shape[2:]) == tuple(dy.shape[1:3]):
+    tdy = torch.randn_like(ty)
+
+    def torch_forward():
+      with torch.no_grad():
+        pool(tx)
+
+    runs["torch"] = {"forward": torch_forward,
+                     "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)}
+  return _round_robin(runs, repeats) | {"op": "max_pool", "shape": shape.label()}
+
+
+def _round_robin(runs: dict, repeats: int) -> dict:
+  """`{impl: {part: run}}` -> `{'impl part ms': median}`, one warm-up, then rounds that visit
+  every implementation in turn so that a load change hits all of them alike."""
+  for parts in runs.values():
+    for run in parts.values():
+      run()
+  times = {(impl, part): [] for impl, parts in runs.items() for part in parts}
+  for _ in range(repeats):
+    for impl, parts in runs.items():
+      for part, run in parts.items():
+        times[(impl, part)].append(environment.median_seconds(run, 1))
+  return {f"{impl} {part} ms": 1e3 * statistics.median(values)
+          for (impl, part), values in times.items()}
