@@ -42,4 +42,6 @@ viz: install
 	$(BIN)/python experiments/visualize.py --workdir=$(WORKDIR)
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.input_pipeline
