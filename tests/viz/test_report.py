@@ -76,5 +76,6 @@ def test_alexnet_pages_show_the_filters_by_tower_with_their_colourfulness(tmp_pa
   assert towers.shape[:2] == (2 * (3 * 44 + 2) + 6, 16 * 44 + 15)
   with open(index) as file:
     page = file.read()
-  scores = [float(score) for score in re.findall(r"\| [01] \| ([0-9.]+) \|", page)]
+  tower_table = page[page.index("| tower | colourfulness |"):].split("\n\n")[0]
+  scores = [float(score) for score in re.findall(r"\| [01] \| ([0-9.]+) \|", tower_table)]
   assert len(scores) == 2 and all(0 <= score <= 1 for score in scores)
