@@ -34,25 +34,12 @@ def _pmapped_images_per_s(model_name: str, lowering_name: str, repeats: int) -> 
   images, labels = steps.synthetic_batch(spec)
   optimizer = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
 
-  def train_step(state, images, labels, rng):
-    params, batch_stats, opt_state = state
-
-    def loss_fn(params):
-      logits, updates = model.apply({"params": params, **batch_stats}, images, train=True,
-                                    rngs={"dropout": rng}, mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
-
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    grads = jax.lax.pmean(grads, AXIS_NAME)
-    param_updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, param_updates), dict(updates), opt_state), loss
+  train_step = steps.sgd_train_step(model, optimizer, axis_name=AXIS_NAME)
 
   with steps.use_lowering(lowering_name):
     init_model = models.get_model(spec.model, **spec.overrides)
     variables = init_model.init({"params": jax.random.key(1)}, images[:1], train=False)
-    params = variables["params"]
-    batch_stats = {k: v for k, v in variables.items() if k == "batch_stats"}
-    state = (params, batch_stats, optimizer.init(params))
+    state = steps.initial_state(variables, optimizer)
     state = jax.tree.map(lambda x: np.broadcast_to(x, (devices,) + np.shape(x)), state)
     shard = lambda x: x.reshape((devices, x.shape[0] // devices) + x.shape[1:])
     step = jax.pmap(train_step, axis_name=AXIS_NAME, in_axes=(0, 0, 0, None),

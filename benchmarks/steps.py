@@ -102,12 +102,12 @@ class JaxRunner:
   parameters: int
 
 
-def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
-               image_shape=None) -> JaxRunner:
-  """Builds, compiles and runs once the JAX train and eval steps of `spec`."""
-  model = models.get_model(spec.model, **spec.overrides)
-  images, labels = synthetic_batch(spec, batch, image_shape)
-  optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+def sgd_train_step(model, optimizer, axis_name: str | None = None):
+  """The benchmarked step, `(state, images, labels, rng) -> (state, loss)`.
+
+  `state = (params, batch_stats, opt_state)`; cross-entropy, forward + backward + optimizer.
+  With `axis_name` (inside `jax.pmap`), gradients are averaged over that axis first.
+  """
 
   def train_step(state, images, labels, rng):
     params, batch_stats, opt_state = state
@@ -118,8 +118,29 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
     param_updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, param_updates), dict(updates), opt_state), loss
+
+  return train_step
+
+
+def initial_state(variables, optimizer):
+  """`(params, batch_stats, opt_state)` of `sgd_train_step` from a model's init variables."""
+  params = variables["params"]
+  batch_stats = {k: v for k, v in variables.items() if k == "batch_stats"}
+  return params, batch_stats, optimizer.init(params)
+
+
+def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
+               image_shape=None) -> JaxRunner:
+  """Builds, compiles and runs once the JAX train and eval steps of `spec`."""
+  model = models.get_model(spec.model, **spec.overrides)
+  images, labels = synthetic_batch(spec, batch, image_shape)
+  optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+
+  train_step = sgd_train_step(model, optimizer)
 
   def eval_step(variables, images):
     return model.apply(variables, images, train=False)
@@ -128,9 +149,7 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
   with use_lowering(lowering_name):
     variables = jax.jit(functools.partial(model.init, train=False))(
         {"params": jax.random.key(1), "dropout": jax.random.key(2)}, images[:1])
-    params = variables["params"]
-    batch_stats = {k: v for k, v in variables.items() if k == "batch_stats"}
-    state = (params, batch_stats, optimizer.init(params))
+    state = initial_state(variables, optimizer)
     rng = jax.random.key(3)
     train_compiled = jax.jit(train_step, donate_argnums=0).lower(state, images, labels,
                                                                  rng).compile()
@@ -160,7 +179,7 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
       train_flops=float(_first(train_compiled.cost_analysis()).get("flops", np.nan)),
       eval_flops=float(_first(eval_compiled.cost_analysis()).get("flops", np.nan)),
       train_memory_mb=memory_mb,
-      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)))
+      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])))
 
 
 @dataclasses.dataclass
