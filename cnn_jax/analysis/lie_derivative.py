@@ -10,21 +10,20 @@ grid units is one pixel); for rotation, in radians. The warps sample bilinearly
 (`cnn_jax.data.augment.affine_transform`), so at t = 0 the derivative of the warp is a one-sided
 pixel difference (the jvp takes the branch of the interpolation cell that t = 0 falls in).
 
-Per-layer attribution. Gruver et al. split `L f = sum_i J_{>i} L(layer_i)` and estimate each
-term with random output probes; that needs the network cut at every layer. We use a simpler
-decomposition that needs only the sown activations: the Lie derivative of each prefix
-`f_{<=l}` measured in its own feature space,
+Per layer. `layer_lie_derivatives` measures the Lie derivative of each prefix `f_{<=l}` in its
+own feature space, which needs only the sown activations:
 
   L_l(x) = d/dt [ f_l(T_t x) - T'_t f_l(x) ] |_{t=0},
 
 with `T'_t` the same warp on the feature map (translation scaled by the cumulative stride s:
 `t / s` feature pixels; rotation unchanged) and `T' = identity` for layers without spatial axes.
-`L_l = 0` for every l up to the first layer that breaks equivariance; the layer where
-`||L_l|| / ||f_l||` jumps is the one that introduced the violation (by the chain rule
-`L_l = J_l L_{l-1} + L(layer_l)`, an increase that the propagated term cannot explain is the
-layer's own term). Caveat: with bilinear warps even an exactly (integer-shift) equivariant ReLU
-layer has `L(relu) != 0`, because `relu(y[n+1]) - relu(y[n]) != relu'(y[n]) (y[n+1] - y[n])`:
-this is the aliasing of pointwise nonlinearities that Gruver et al. report.
+`L_l = 0` for every l up to the first layer that breaks equivariance. Gruver et al.'s split of the
+output's Lie derivative into what each layer introduced, `L f = sum_i J_{>i} L(layer_i)`, is
+`cnn_jax.analysis.lie_attribution`.
+
+Caveat: with bilinear warps even an exactly (integer-shift) equivariant ReLU layer has
+`L(relu) != 0`, because `relu(y[n+1]) - relu(y[n]) != relu'(y[n]) (y[n+1] - y[n])`: this is the
+aliasing of pointwise nonlinearities that Gruver et al. report.
 """
 
 from __future__ import annotations
