@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 import os
 
-import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 from cnn_jax import analysis
 from cnn_jax.data.augment import build_augmentation, rotate
-from experiments.in_memory_training import (Digits, evaluation_subset, to_unit, train_classifier,
-                                            training_config)
+from experiments.in_memory_training import (Digits, evaluation_subset, prng_key, to_unit,
+                                            train_classifier, training_config)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -68,7 +67,7 @@ def execute(run: Run, config, digits: Digits) -> dict:
   images, labels = evaluation_subset(digits, config.eval_images)
   images = to_unit(images)
   layer_images = images[:config.layer_images]
-  key = jax.random.key(run.seed)
+  key = prng_key(run.seed)
   consistency = {
       mode: analysis.shift_consistency(apply_fn, images, key, max_shift=settings.consistency_shift,
                                        mode=mode, num_passes=settings.consistency_passes)

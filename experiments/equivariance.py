@@ -27,7 +27,7 @@ from cnn_jax.analysis import layer_equivariance_errors, shift_consistency
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.data import get_dataset_info
 from cnn_jax.train.preprocess import normalize
-from experiments.in_memory_training import Digits, evaluation_subset, to_unit
+from experiments.in_memory_training import Digits, evaluation_subset, prng_key, to_unit
 from experiments.model_zoo import check_seeds
 from experiments.report_tables import by_option, cell, markdown_table, mean_std
 from experiments.runs import Run
@@ -64,14 +64,14 @@ def execute(run: Run, config, digits: Digits) -> dict:
   model = models.get_model("cnn", num_classes=info.num_classes, **VARIANTS[run.options["variant"]])
   images = to_unit(evaluation_subset(digits, config.layer_images)[0])
   variables = jax.jit(lambda key: model.init(key, images[:1], train=False))(
-      jax.random.key(run.seed))
+      prng_key(run.seed))
   features_fn = model_features_fn(model, variables)
   unit_features_fn = lambda x: features_fn(normalize(x, info.mean, info.std))
   shifts = [tuple(shift) for shift in config.equivariance.shifts]
   layers = layer_equivariance_errors(unit_features_fn, images, shifts)
   apply_fn = jax.jit(lambda x: model.apply(variables, normalize(x, info.mean, info.std),
                                            train=False))
-  consistency = shift_consistency(apply_fn, images, jax.random.key(run.seed), max_shift=4,
+  consistency = shift_consistency(apply_fn, images, prng_key(run.seed), max_shift=4,
                                   mode="circular", num_passes=3)
   return {
       "layers": [{"name": layer.name, "stride": layer.stride, "on_grid": layer.on_grid_error,

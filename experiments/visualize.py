@@ -61,7 +61,8 @@ def main(argv):
   index = write_visualizations(
       os.path.join(FLAGS.workdir, "viz"), model, variables, batches, layer=FLAGS.layer,
       channels=[int(channel) for channel in FLAGS.channel], num_channels=FLAGS.num_channels,
-      top_k=FLAGS.top_k, scale=FLAGS.scale, image_index=FLAGS.image, title=f"{config.model} on {config.dataset}")
+      top_k=FLAGS.top_k, scale=FLAGS.scale, image_index=FLAGS.image,
+      title=f"{config.model} on {config.dataset}")
   logging.info("Wrote %s", index)
 
 

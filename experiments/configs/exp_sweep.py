@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 1. Augmentation x model grid (train, then every metric of cnn_jax.analysis).
   config.augmentation = ml_collections.ConfigDict()
   config.augmentation.seeds = (0, 1, 2)  # one run per seed of every (model, augmentation)
-  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "cnn_circular", "resnet20")
+  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "resnet20", "resnet20_circular")
   config.augmentation.augmentations = ("none", "translate", "rotate", "both")
   config.augmentation.max_shift = 3  # 'translate': random crop of the 3-pixel zero-padded image
   config.augmentation.max_degrees = 30.0  # 'rotate': angle uniform in [-30, 30] degrees
@@ -37,10 +37,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 2. Learned translation invariance on a canvas (Biscione & Bowers 2021).
   config.learned_invariance = ml_collections.ConfigDict()
-  config.learned_invariance.seeds = (0, 1)
+  config.learned_invariance.seeds = (0, 1, 2)
   config.learned_invariance.canvas = 40  # side of the black canvas the 28x28 digits sit on
   config.learned_invariance.location_step = 4  # test locations: offsets 0, 4, ..., canvas - 28
-  config.learned_invariance.pretrain_steps = 100  # digits 0-4 at random canvas locations
+  config.learned_invariance.hidden_width = 128  # the dense layer below the classifier head
+  config.learned_invariance.pretrain_steps = 600  # digits 0-4 at random canvas locations
   config.learned_invariance.train_steps = 60  # digits 5-9 at the top-left location only
 
   # 3. Equivariance by construction, at random initialization (no training).
@@ -50,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
   config.priors = ml_collections.ConfigDict()
-  config.priors.seeds = (0, 1)
+  config.priors.seeds = (0, 1, 2)
   config.priors.train_sizes = (500, 4000)  # training digits (class-balanced subsets)
   config.priors.num_steps = 80  # for every training-set size
   config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
@@ -58,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 5. Depth: plain vs residual CIFAR-style networks (widths 8-16-32) of growing depth.
   config.depth = ml_collections.ConfigDict()
-  config.depth.seeds = (0,)
+  config.depth.seeds = (0, 1, 2)
   config.depth.depths = (8, 20)  # 6n + 2 layers
   config.depth.num_steps = 60
   config.depth.record_every = 4  # steps between loss / gradient-norm records
@@ -67,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_images = 40
     config.layer_images = 8
     config.augmentation.seeds = (0,)
-    config.augmentation.models = ("mlp", "cnn_circular")
+    config.augmentation.models = ("cnn",)
     config.augmentation.augmentations = ("both",)
     config.augmentation.num_steps = 4
     config.augmentation.translations = (-4, 0, 4)
@@ -76,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augmentation.layer_shifts = ((1, 0), (2, 2))
     config.learned_invariance.seeds = (0,)
     config.learned_invariance.canvas = 32
+    config.learned_invariance.hidden_width = 16
     config.learned_invariance.pretrain_steps = 4
     config.learned_invariance.train_steps = 4
     config.equivariance.seeds = (0,)
@@ -83,6 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.priors.seeds = (0,)
     config.priors.train_sizes = (200,)
     config.priors.num_steps = 4
+    config.depth.seeds = (0,)
     config.depth.depths = (8,)
     config.depth.num_steps = 4
     config.depth.record_every = 2

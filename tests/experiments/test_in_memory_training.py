@@ -30,3 +30,18 @@ def test_training_lowers_the_loss_and_is_reproducible(digits):
   assert records[-1].train_loss < 0.8 * records[0].train_loss
   jax.tree.map(np.testing.assert_array_equal, first.variables, second.variables)
   assert first.accuracy(digits.test_images, digits.test_labels) > 0.3
+
+
+def test_frozen_modules_keep_their_parameters(digits):
+  def train(variables=None, frozen_modules=()):
+    return train_classifier("mlp", {"widths": (16,)}, digits.train_images[:256],
+                            digits.train_labels[:256], seed=0, num_steps=3, batch_size=32,
+                            config=training_config(), augment=build_augmentation(""),
+                            variables=variables, frozen_modules=frozen_modules)[0].variables
+
+  start = train()
+  tuned = train(start, frozen_modules=("Fc1",))
+  jax.tree.map(np.testing.assert_array_equal, tuned["params"]["Fc1"], start["params"]["Fc1"])
+  assert not np.allclose(tuned["params"]["Head"]["kernel"], start["params"]["Head"]["kernel"])
+  with pytest.raises(ValueError, match=r"frozen_modules must name .* \['Conv1'\]"):
+    train(start, frozen_modules=("Conv1",))

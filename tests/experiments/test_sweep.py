@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import augmentation, learned_invariance, priors, sweep
+from cnn_jax import models
+from experiments import augmentation, learned_invariance, model_zoo, priors, sweep
 from experiments.configs import exp_sweep
+from experiments.in_memory_training import prng_key
 from experiments.runs import result_path, save_result
 
 # What augmentation.execute returns, for a run that never trained.
@@ -140,6 +142,24 @@ def test_random_placement_keeps_every_digit_whole_on_the_canvas():
   np.testing.assert_allclose(jnp.sum(canvases, axis=(1, 2, 3)), 28 * 28)
   corners = {tuple(np.argwhere(np.asarray(c[..., 0]))[0]) for c in canvases}
   assert len(corners) > 5 and all(0 <= i <= 8 and 0 <= j <= 8 for i, j in corners)
+
+
+def test_new_class_predictions_ignore_the_pretraining_classes():
+  logits = jnp.array([[9.0, 0, 0, 0, 0, 1, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 3.0]])
+  np.testing.assert_array_equal(learned_invariance.new_class_predictions(logits), [6, 9])
+
+
+def test_circular_resnet_is_invariant_to_circular_shifts_on_its_grid():
+  model_name, overrides = model_zoo.MODELS["resnet20_circular"]
+  model = models.get_model(model_name, num_classes=10, **overrides)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  variables = jax.jit(lambda key: model.init(key, images, train=False))(prng_key(1))
+  # The cumulative stride is 4: shifts by multiples of 4 leave the pooled features unchanged.
+  on_grid, off_grid = jnp.roll(images, (4, 8), axis=(1, 2)), jnp.roll(images, (1, 0), axis=(1, 2))
+  logits, on_grid_logits, off_grid_logits = jnp.split(model.apply(
+      variables, jnp.concatenate([images, on_grid, off_grid]), train=False), 3)
+  np.testing.assert_allclose(on_grid_logits, logits, atol=1e-4)
+  assert not np.allclose(off_grid_logits, logits, atol=1e-4)
 
 
 def test_pixel_permutation_moves_pixels_without_changing_them():
