@@ -101,38 +101,46 @@ def lie_attribution(model: nn.Module, variables: Mapping, images: jax.Array,
     ValueError: if the model records no layer through `perturb`, or records one name twice.
   """
   images = jnp.asarray(images)
-  model_input = preprocess(images)
-  _, state = model.apply(dict(variables), model_input, mutable=["intermediates", "perturbations"],
+  names = []  # the term names, recorded while tracing: jit returns arrays only
+
+  @jax.jit
+  def total_and_terms(variables, images):
+    model_input = preprocess(images)
+    _, state = model.apply(dict(variables), model_input,
+                           mutable=["intermediates", "perturbations"], **apply_kwargs)
+    layers = intermediates_in_order(state.get("intermediates", {}))
+    paths = _layer_paths(state.get("perturbations", {}))
+    recorded = [name for name, _ in layers if name in paths]
+    repeated = [name for name, _ in layers if "#" in name]
+    if not recorded or repeated:
+      raise ValueError("model must record each layer once with self.perturb(name, h) and "
+                       "self.sow('intermediates', name, h); got perturbed layers "
+                       f"{sorted(paths)} and layers recorded more than once {repeated}")
+    zero_perturbations = jax.tree.map(jnp.zeros_like, state["perturbations"])
+
+    def logits_of(perturbations):
+      return model.apply({**variables, "perturbations": perturbations}, model_input,
                          **apply_kwargs)
-  layers = intermediates_in_order(state.get("intermediates", {}))
-  paths = _layer_paths(state.get("perturbations", {}))
-  names = [name for name, _ in layers if name in paths]
-  repeated = [name for name, _ in layers if "#" in name]
-  if not names or repeated:
-    raise ValueError("model must record each layer once with self.perturb(name, h) and "
-                     "self.sow('intermediates', name, h); got perturbed layers "
-                     f"{sorted(paths)} and layers recorded more than once {repeated}")
-  zero_perturbations = jax.tree.map(jnp.zeros_like, state["perturbations"])
 
-  def logits_of(perturbations):
-    return model.apply({**variables, "perturbations": perturbations}, model_input,
-                       **apply_kwargs)
+    _, output_jvp = jax.linearize(logits_of, zero_perturbations)
+    zero = jnp.zeros((), images.dtype)
+    _, total = jax.jvp(lambda t: model.apply(
+        dict(variables), preprocess(warp_images(images, transformation, t)), **apply_kwargs),
+                       (zero,), (jnp.ones_like(zero),))
+    activations = dict(layers)
+    warped_outputs = [total]  # D_0 = L f, then D_k for every recorded layer
+    for name in recorded:
+      direction = _feature_generator(activations[name], transformation, images.shape[1])
+      tangent = flax.traverse_util.flatten_dict(zero_perturbations)
+      tangent[paths[name]] = direction
+      warped_outputs.append(output_jvp(flax.traverse_util.unflatten_dict(tangent)))
+    terms = [before - after for before, after in zip(warped_outputs, warped_outputs[1:])]
+    names[:] = recorded
+    if activations[recorded[-1]].ndim == 4:
+      # Unrecorded layers after the last recorded map: their own term is D_m (output action: id).
+      terms.append(warped_outputs[-1])
+      names.append("head")
+    return total, terms
 
-  _, output_jvp = jax.linearize(logits_of, zero_perturbations)
-  zero = jnp.zeros((), images.dtype)
-  _, total = jax.jvp(lambda t: model.apply(
-      dict(variables), preprocess(warp_images(images, transformation, t)), **apply_kwargs),
-                     (zero,), (jnp.ones_like(zero),))
-  activations = dict(layers)
-  warped_outputs = [total]  # D_0 = L f, then D_k for every recorded layer
-  for name in names:
-    direction = _feature_generator(activations[name], transformation, images.shape[1])
-    tangent = flax.traverse_util.flatten_dict(zero_perturbations)
-    tangent[paths[name]] = direction
-    warped_outputs.append(output_jvp(flax.traverse_util.unflatten_dict(tangent)))
-  terms = [(name, before - after)
-           for name, before, after in zip(names, warped_outputs, warped_outputs[1:])]
-  if activations[names[-1]].ndim == 4:
-    # Unrecorded layers after the last recorded map: their own term is D_m (output action: id).
-    terms.append(("head", warped_outputs[-1]))
-  return LieAttribution(total, terms)
+  total, terms = total_and_terms(dict(variables), images)
+  return LieAttribution(total, list(zip(names, terms)))
