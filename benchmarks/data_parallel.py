@@ -24,28 +24,24 @@ def _pmapped_images_per_s(model_name: str, lowering_name: str, repeats: int) -> 
   import optax
 
   from benchmarks import environment, steps
-  from cnn_jax import models
   spec = steps.MODELS[model_name]
   devices = jax.local_device_count()
-  overrides = dict(spec.overrides)
-  if "resnet" in spec.model:
-    overrides["axis_name"] = AXIS_NAME
-  model = models.get_model(spec.model, **overrides)
+  model = steps.build_model(spec, lowering_name,
+                            **({"axis_name": AXIS_NAME} if "resnet" in spec.model else {}))
   images, labels = steps.synthetic_batch(spec)
   optimizer = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
 
   train_step = steps.sgd_train_step(model, optimizer, axis_name=AXIS_NAME)
 
-  with steps.use_lowering(lowering_name):
-    init_model = models.get_model(spec.model, **spec.overrides)
-    variables = init_model.init({"params": jax.random.key(1)}, images[:1], train=False)
-    state = steps.initial_state(variables, optimizer)
-    state = jax.tree.map(lambda x: np.broadcast_to(x, (devices,) + np.shape(x)), state)
-    shard = lambda x: x.reshape((devices, x.shape[0] // devices) + x.shape[1:])
-    step = jax.pmap(train_step, axis_name=AXIS_NAME, in_axes=(0, 0, 0, None),
-                    donate_argnums=(0,))
-    images, labels, rng = shard(images), shard(labels), jax.random.key(3)
-    box = {"state": step(state, images, labels, rng)[0]}
+  init_model = steps.build_model(spec, lowering_name)
+  variables = init_model.init({"params": jax.random.key(1)}, images[:1], train=False)
+  state = steps.initial_state(variables, optimizer)
+  state = jax.tree.map(lambda x: np.broadcast_to(x, (devices,) + np.shape(x)), state)
+  shard = lambda x: x.reshape((devices, x.shape[0] // devices) + x.shape[1:])
+  step = jax.pmap(train_step, axis_name=AXIS_NAME, in_axes=(0, 0, 0, None),
+                  donate_argnums=(0,))
+  images, labels, rng = shard(images), shard(labels), jax.random.key(3)
+  box = {"state": step(state, images, labels, rng)[0]}
 
   def train():
     box["state"], loss = step(box["state"], images, labels, rng)

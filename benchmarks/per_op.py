@@ -1,12 +1,13 @@
 """Per-op timings: every convolution and max-pool shape of the benchmarked models.
 
 The shapes are read from the models themselves (the `conv_general_dilated` and
-`reduce_window_max` equations of their traced eval pass), so the table follows the models. For
-each conv shape: forward, input gradient (dX) and kernel gradient (dW), in JAX with XLA's
-convolution ('jax-xla', the reference `ops.correlate`) and with every part as tiled im2col
-products ('jax-im2col', `lowering.tiled_correlate(tiled=TILED_PARTS)`), and in torch
-(channels-last, oneDNN); for each max-pool shape: forward and backward with XLA's reduce_window
-and select_and_scatter ('jax-xla') and with `lowering.switch_max_pool` ('jax-switch').
+`reduce_window_max` equations of their traced eval pass with the reference lowering), so the
+table follows the models. For each conv shape: forward, input gradient (dX) and kernel gradient
+(dW) of `ops.correlate` with each lowering: 'jax-xla' (the reference, XLA's convolution),
+'jax-tiled' (every part as tiled im2col products) and 'jax-auto' (the default: per shape, the
+parts that measured faster), and in torch (channels-last, oneDNN); for each max-pool shape:
+forward and backward of `ops.max_pool` with XLA's reduce_window and select_and_scatter
+('jax-xla') and through switches ('jax-tiled', which 'auto' uses on CPU).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import environment, steps
-from cnn_jax import models, ops
-from cnn_jax.ops import lowering
+from cnn_jax import ops
 
 
 class ConvShape(NamedTuple):
@@ -62,7 +62,7 @@ def _equations(jaxpr):
 
 def model_shapes(spec: steps.ModelSpec) -> tuple[list[ConvShape], list[PoolShape]]:
   """The distinct conv and max-pool shapes of one eval pass of `spec`'s model, in order."""
-  model = models.get_model(spec.model, **spec.overrides)
+  model = steps.build_model(spec, "xla")
   images, _ = steps.synthetic_batch(spec)
   variables = jax.eval_shape(functools.partial(model.init, train=False),
                              {"params": jax.random.key(0)}, images[:1])
@@ -86,11 +86,9 @@ def model_shapes(spec: steps.ModelSpec) -> tuple[list[ConvShape], list[PoolShape
   return convs, pools
 
 
-CONV_LOWERINGS = {
-    "xla": ops.correlate,
-    "im2col": functools.partial(lowering.tiled_correlate, tiled=lowering.TILED_PARTS),
-}
-POOL_LOWERINGS = {"xla": ops.max_pool, "switch": lowering.switch_max_pool}
+CONV_LOWERINGS = {name: functools.partial(ops.correlate, lowering=name) for name in ops.LOWERINGS}
+# On CPU 'auto' pools through the switches, as 'tiled' does.
+POOL_LOWERINGS = {name: functools.partial(ops.max_pool, lowering=name) for name in ("xla", "tiled")}
 
 
 def _jax_conv_ops(shape: ConvShape, correlate) -> dict:

@@ -9,10 +9,13 @@ describing the environment) and the same as Markdown tables (`.md`), which it al
 
 Sections:
   models  train and eval images/s per model (median step after warm-up) for JAX with each
-          lowering (`steps.LOWERINGS`) and for the torch twin, interleaved round by round;
+          lowering of `--lowerings` (the models' `lowering` field: 'xla' the reference, 'auto'
+          the default, 'tiled' every tiled part) and for the torch twin, interleaved round by
+          round;
           compile time, first step, XLA FLOPs per step, achieved GFLOP/s and its fraction of the
           2048^3 matmul peak measured in the same run, XLA's planned step memory.
-  ops     per conv shape of the models: forward, dX, dW; per max-pool shape: forward, backward.
+  ops     per conv shape of the models: forward, dX, dW with every lowering; per max-pool
+          shape: forward, backward.
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
   pmap    a pmapped step on 2 virtual CPU devices against the 2-thread single device.
 
@@ -45,7 +48,8 @@ def _parse(argv):
   parser.add_argument("--sections", default=None,
                       help=f"comma-separated subset of {SECTIONS} (default: the mode's)")
   parser.add_argument("--models", default=None, help="comma-separated benchmark model names")
-  parser.add_argument("--lowerings", default="xla,tiled", help="JAX lowerings to measure")
+  parser.add_argument("--lowerings", default="xla,auto",
+                      help="comma-separated JAX lowerings of the models (ops.LOWERINGS)")
   parser.add_argument("--repeats", type=int, default=None, help="timed steps per measurement")
   parser.add_argument("--no-malloc-tunables", action="store_true",
                       help="do not re-execute with GLIBC_TUNABLES (for an A/B comparison)")

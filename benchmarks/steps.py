@@ -8,13 +8,11 @@ running one step and blocking until it is done, so that the caller can interleav
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import time
 from collections.abc import Callable
 from typing import NamedTuple
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +20,9 @@ import numpy as np
 import optax
 
 from cnn_jax import models, ops
-from cnn_jax.ops import lowering
 
-LOWERINGS = ("xla", "tiled")
+# 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default.
+LOWERINGS = ops.LOWERINGS
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -47,22 +45,11 @@ MODELS = {
 }
 
 
-@contextlib.contextmanager
-def use_lowering(name: str):
-  """Traces the models with `ops.correlate` / `ops.max_pool` lowered as `name` says.
-
-  'xla' is the reference (`lax.conv_general_dilated`, `reduce_window`); 'tiled' substitutes
-  `lowering.tiled_correlate` and `lowering.switch_max_pool` while a step is traced, which is what
-  wiring them into `cnn_jax.ops` will do. Only tracing needs the context; compiled steps keep it.
-  """
-  if name not in LOWERINGS:
-    raise ValueError(f"lowering must be one of {LOWERINGS}, got {name!r}")
-  if name == "xla":
-    yield
-    return
-  with mock.patch.object(ops, "correlate", lowering.tiled_correlate), \
-       mock.patch.object(ops, "max_pool", lowering.switch_max_pool):
-    yield
+def build_model(spec: ModelSpec, lowering: str, **overrides):
+  """`spec`'s model with every conv and max pool lowered as `lowering` says (`ops.LOWERINGS`)."""
+  if lowering not in LOWERINGS:
+    raise ValueError(f"lowering must be one of {LOWERINGS}, got {lowering!r}")
+  return models.get_model(spec.model, **spec.overrides, **overrides, lowering=lowering)
 
 
 def synthetic_batch(spec: ModelSpec, batch: int | None = None, image_shape=None):
@@ -136,7 +123,7 @@ def initial_state(variables, optimizer):
 def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
                image_shape=None) -> JaxRunner:
   """Builds, compiles and runs once the JAX train and eval steps of `spec`."""
-  model = models.get_model(spec.model, **spec.overrides)
+  model = build_model(spec, lowering_name)
   images, labels = synthetic_batch(spec, batch, image_shape)
   optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 
@@ -146,14 +133,13 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
     return model.apply(variables, images, train=False)
 
   start = time.perf_counter()
-  with use_lowering(lowering_name):
-    variables = jax.jit(functools.partial(model.init, train=False))(
-        {"params": jax.random.key(1), "dropout": jax.random.key(2)}, images[:1])
-    state = initial_state(variables, optimizer)
-    rng = jax.random.key(3)
-    train_compiled = jax.jit(train_step, donate_argnums=0).lower(state, images, labels,
-                                                                 rng).compile()
-    eval_compiled = jax.jit(eval_step).lower(variables, images).compile()
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {"params": jax.random.key(1), "dropout": jax.random.key(2)}, images[:1])
+  state = initial_state(variables, optimizer)
+  rng = jax.random.key(3)
+  train_compiled = jax.jit(train_step, donate_argnums=0).lower(state, images, labels,
+                                                               rng).compile()
+  eval_compiled = jax.jit(eval_step).lower(variables, images).compile()
   compile_seconds = time.perf_counter() - start
   memory = train_compiled.memory_analysis()
   memory_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
+from cnn_jax import ops
 from cnn_jax.models import layers
 from cnn_jax.ops.arithmetic import LayerGeometry
 
@@ -60,6 +61,8 @@ class AlexNet(nn.Module):
     tower_axis: None for the grouped single-device form. Set by `apply_on_two_devices`: the
       module then runs per device inside `shard_map`, holds one tower's half of every layer, and
       all-gathers activations along this axis where the towers communicate.
+    lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
+      `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
   """
   num_classes: int = 1000
   dropout_rate: float = 0.5
@@ -70,6 +73,7 @@ class AlexNet(nn.Module):
   blur_size: int = 3
   act: Callable = nn.relu
   tower_axis: str | None = None
+  lowering: str = ops.DEFAULT_LOWERING
 
   def __post_init__(self):
     layers.check_padding_mode(self.padding)
@@ -107,7 +111,7 @@ class AlexNet(nn.Module):
     weight_init = nn.initializers.normal(0.01)
     conv = lambda features, kernel, name, bias=0.0, **kw: layers.Conv(
         width(features), kernel, dtype=self.dtype, kernel_init=weight_init,
-        bias_init=nn.initializers.constant(bias), name=name, **kw)
+        bias_init=nn.initializers.constant(bias), lowering=self.lowering, name=name, **kw)
     dense = lambda features, name, bias=0.0: nn.Dense(
         width(features), dtype=self.dtype, kernel_init=weight_init,
         bias_init=nn.initializers.constant(bias), name=name)
@@ -117,10 +121,12 @@ class AlexNet(nn.Module):
       return jax.lax.all_gather(h, self.tower_axis, axis=-1, tiled=True) if split else h
 
     def pool(h):
-      return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size)
+      return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size,
+                         lowering=self.lowering)
 
     def blur_stride(h, stride):
-      return layers.blur_downsample(h, stride, filter_size=self.blur_size, padding=self.padding)
+      return layers.blur_downsample(h, stride, filter_size=self.blur_size, padding=self.padding,
+                                    lowering=self.lowering)
 
     padding = self.padding
     x = conv(96, 11, "Conv1", strides=2 if self.blur else 4, padding=_conv1_padding(padding, 0))(x)
@@ -216,6 +222,8 @@ class AlexNetTorchvision(nn.Module):
     blur: anti-aliased downsampling as in `AlexNet`.
     blur_size: the blur filter size.
     act: the nonlinearity.
+    lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
+      `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
   """
   num_classes: int = 1000
   dropout_rate: float = 0.5
@@ -225,6 +233,7 @@ class AlexNetTorchvision(nn.Module):
   blur: bool = False
   blur_size: int = 3
   act: Callable = nn.relu
+  lowering: str = ops.DEFAULT_LOWERING
 
   def __post_init__(self):
     layers.check_padding_mode(self.padding)
@@ -247,16 +256,18 @@ class AlexNetTorchvision(nn.Module):
     """`x: [N, H, W, 3]` (224 in torchvision; >= 63 for a non-empty map) -> `[N, num_classes]`."""
     layers.check_image_batch(x, "AlexNetTorchvision")
     conv = lambda features, kernel, name, **kw: layers.Conv(
-        features, kernel, dtype=self.dtype, name=name, **kw)
+        features, kernel, dtype=self.dtype, lowering=self.lowering, name=name, **kw)
 
     def pool(h):
-      return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size)
+      return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size,
+                         lowering=self.lowering)
 
     padding = self.padding
     x = self.act(conv(64, 11, "Conv1", strides=2 if self.blur else 4,
                       padding=_conv1_padding(padding, 2))(x))
     if self.blur:
-      x = layers.blur_downsample(x, 2, filter_size=self.blur_size, padding=padding)
+      x = layers.blur_downsample(x, 2, filter_size=self.blur_size, padding=padding,
+                                 lowering=self.lowering)
     self.sow("intermediates", "conv1", x)
     x = pool(x)
     self.sow("intermediates", "pool1", x)

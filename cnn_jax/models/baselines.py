@@ -125,6 +125,8 @@ class CNN(nn.Module):
     blur_size: the blur filter size.
     dtype: compute dtype; parameters stay float32, logits are float32.
     act: the nonlinearity.
+    lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
+      `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
   """
   num_classes: int = 10
   features: Sequence[int] = (32, 64)
@@ -140,6 +142,7 @@ class CNN(nn.Module):
   blur_size: int = 3
   dtype: Any = None
   act: Callable = nn.relu
+  lowering: str = ops.DEFAULT_LOWERING
 
   def __post_init__(self):
     if not len(self.features) == len(self.kernel_sizes) == len(self.pool_after):
@@ -182,13 +185,13 @@ class CNN(nn.Module):
     for index, (features, kernel, pooled) in enumerate(
         zip(self.features, self.kernel_sizes, self.pool_after), start=1):
       x = layers.Conv(features, kernel, padding=self.padding, dtype=self.dtype,
-                      name=f"Conv{index}")(x)
+                      lowering=self.lowering, name=f"Conv{index}")(x)
       x = self.act(x)
       self.sow("intermediates", f"conv{index}", x)
       if pooled:
         pool_count += 1
         x = layers.pool(x, self.pool, self.pool_window, self.pool_window, pool_padding,
-                        blur=self.blur, blur_size=self.blur_size)
+                        blur=self.blur, blur_size=self.blur_size, lowering=self.lowering)
         self.sow("intermediates", f"pool{pool_count}", x)
     if self.head == "global_avg":
       x = ops.global_avg_pool(x)

@@ -3,6 +3,11 @@
 Layout NHWC throughout: `x: [N, H, W, C]`. The `Conv` module stores its kernel as
 `[KH, KW, C_in // groups, C_out]`, the layout of `ops.correlate`.
 
+Lowering: `Conv`, the pooling functions and `blur_downsample` take a `lowering` ('xla', 'tiled',
+'auto'; `cnn_jax.ops.lowering`) that only changes how XLA computes them, never their parameters
+or values (beyond float rounding). The default is the ops default, 'auto': the fastest measured
+lowering per backend. Force 'xla', the reference, to rule the lowering out of a comparison.
+
 Downsampling (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): a pooling or a
 strided convolution evaluates its input on a grid of stride S and aliases whatever lies above
 the grid's Nyquist frequency. With `blur=True` the models keep the dense evaluation (stride 1)
@@ -58,6 +63,7 @@ class Conv(nn.Module):
     dtype: compute dtype (None: from the inputs); parameters are kept in `param_dtype`.
     param_dtype: dtype of 'kernel' `[*K, C_in // groups, C_out]` and 'bias' `[C_out]`.
     kernel_init, bias_init: initializers.
+    lowering: how `ops.correlate` computes the layer: 'xla', 'tiled' or 'auto'.
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -70,6 +76,7 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
+  lowering: str = ops.DEFAULT_LOWERING
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,7 +95,8 @@ class Conv(nn.Module):
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     return ops.correlate(x, kernel, stride=self.strides, padding=self.padding,
-                         kernel_dilation=self.kernel_dilation, groups=self.groups, bias=bias)
+                         kernel_dilation=self.kernel_dilation, groups=self.groups, bias=bias,
+                         lowering=self.lowering)
 
 
 def _wrap_pad_for_window(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -99,39 +107,45 @@ def _wrap_pad_for_window(x: jax.Array, window: int, stride: int) -> jax.Array:
   return jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
 
 
-def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
+def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid", *,
+             lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
   """`ops.max_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
 
   `y[n] = max_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`.
   """
   if isinstance(padding, str) and padding == "circular":
-    return ops.max_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
-  return ops.max_pool(x, window, stride, padding)
+    return ops.max_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid",
+                        lowering=lowering)
+  return ops.max_pool(x, window, stride, padding, lowering=lowering)
 
 
-def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
+def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid", *,
+             lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
   """`ops.avg_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
 
-  `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`.
+  `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`. One lowering
+  only (`reduce_window`); `lowering` is accepted so that `pool` treats both kinds alike.
   """
+  ops.lowering.check_lowering(lowering)
   if isinstance(padding, str) and padding == "circular":
     return ops.avg_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
   return ops.avg_pool(x, window, stride, padding)
 
 
 def blur_downsample(x: jax.Array, stride: int, *, filter_size: int = 3,
-                    padding: str = "same") -> jax.Array:
+                    padding: str = "same", lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
   """Low-pass filter then subsample by `stride` (`ops.blur_pool`): `[N, H, W, C] -> [N, H', W', C]`.
 
   The model padding mode picks the filter's border rule: 'circular' keeps exact equivariance to
   circular shifts; otherwise reflection, Zhang's default (zeros would darken the border).
   """
   border = "circular" if padding == "circular" else "reflect"
-  return ops.blur_pool(x, stride=stride, filter_size=filter_size, padding=border)
+  return ops.blur_pool(x, stride=stride, filter_size=filter_size, padding=border,
+                       lowering=lowering)
 
 
 def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding, *, blur: bool,
-         blur_size: int) -> jax.Array:
+         blur_size: int, lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
   """Max or average pooling, or with `blur` the anti-aliased form: pool(stride 1) + blur(stride).
 
   Args:
@@ -141,16 +155,18 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding, *,
     padding: the pooling padding; with blur the blur filter's border follows it.
     blur: replace the strided pooling by a dense pooling and `blur_downsample`.
     blur_size: the blur filter size.
+    lowering: the lowering of the pooling and the blur ('xla', 'tiled', 'auto').
 
   Returns:
     `[N, H', W', C]`.
   """
   pool_fn = max_pool if kind == "max" else avg_pool
   if not blur or stride == 1:
-    return pool_fn(x, window, stride, padding)
-  dense = pool_fn(x, window, 1, padding)
+    return pool_fn(x, window, stride, padding, lowering=lowering)
+  dense = pool_fn(x, window, 1, padding, lowering=lowering)
   return blur_downsample(dense, stride, filter_size=blur_size,
-                         padding=padding if isinstance(padding, str) else "same")
+                         padding=padding if isinstance(padding, str) else "same",
+                         lowering=lowering)
 
 
 def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: float = 1e-4,

@@ -159,6 +159,8 @@ class ResNet(nn.Module):
     axis_name: None, or the named axis (e.g. 'batch' under pmap/shard_map) over which BN
       averages its batch statistics when training; must be bound when set.
     act: the nonlinearity (every ReLU of the network).
+    lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
+      `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
   """
   stage_sizes: Sequence[int]
   block: ModuleDef
@@ -174,6 +176,7 @@ class ResNet(nn.Module):
   blur_size: int = 3
   axis_name: str | None = None
   act: Callable = nn.relu
+  lowering: str = ops.DEFAULT_LOWERING
 
   def __post_init__(self):
     if len(self.stage_sizes) != len(self.widths):
@@ -220,17 +223,20 @@ class ResNet(nn.Module):
     layers.check_image_batch(x, "ResNet")
     # He initialization (fan_out, normal), as torchvision.
     conv = functools.partial(layers.Conv, use_bias=False, dtype=self.dtype, padding=self.padding,
+                             lowering=self.lowering,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out",
                                                                           "normal"))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name)
     blur_pool = (functools.partial(layers.blur_downsample, filter_size=self.blur_size,
-                                   padding=self.padding) if self.blur else None)
+                                   padding=self.padding, lowering=self.lowering)
+                 if self.blur else None)
     if self.stem == "imagenet":
       x = self.act(norm(name="StemNorm")(conv(self.widths[0], (7, 7), strides=2,
                                               name="StemConv")(x)))
       self.sow("intermediates", "conv1", x)
-      x = layers.pool(x, "max", 3, 2, self.padding, blur=self.blur, blur_size=self.blur_size)
+      x = layers.pool(x, "max", 3, 2, self.padding, blur=self.blur, blur_size=self.blur_size,
+                      lowering=self.lowering)
       self.sow("intermediates", "pool1", x)
     else:
       x = self.act(norm(name="StemNorm")(conv(self.widths[0], (3, 3), name="StemConv")(x)))

@@ -1,4 +1,4 @@
-"""Convolution and cross-correlation as pure functions on `lax.conv_general_dilated`.
+"""Convolution and cross-correlation as pure functions, lowered as `cnn_jax.ops.lowering` says.
 
 Two meanings of the word, both exact:
 
@@ -32,13 +32,10 @@ from typing import Union
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from cnn_jax.ops import lowering as lowerings
 
 Padding = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
 PADDING_NAMES = ("valid", "same", "full", "circular")
-
-_SPATIAL_LETTERS = "DHW"
-
 
 def _per_axis(name: str, value, ndim: int, *, minimum: int) -> tuple[int, ...]:
   """An int or a sequence of `ndim` ints, each >= minimum, as a tuple of `ndim` ints."""
@@ -101,19 +98,67 @@ def resolve_padding(padding: Padding, input_size: Sequence[int], kernel_size: Se
   return tuple(pairs)
 
 
-def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
-  spatial = _SPATIAL_LETTERS[-ndim:] if ndim <= 3 else None
-  if spatial is None:
-    raise ValueError(f"x must have 1 to 3 spatial axes, got {ndim}")
-  return lax.ConvDimensionNumbers(
-      lhs_spec=(0, ndim + 1) + tuple(range(1, ndim + 1)),
-      rhs_spec=(ndim + 1, ndim) + tuple(range(ndim)),
-      out_spec=(0, ndim + 1) + tuple(range(1, ndim + 1)))
+def resolve_correlation(x_shape, kernel_shape, *, stride=1, padding: Padding = "valid",
+                        kernel_dilation=1, input_dilation=1, groups: int = 1, bias_shape=None,
+                        precision=None) -> lowerings.Correlation:
+  """Validates the arguments of `correlate` and resolves them per spatial axis.
+
+  Every lowering computes from the result, so every lowering accepts and rejects the same
+  arguments, with the same messages.
+
+  Args:
+    x_shape: `[N, *spatial, C_in]`, 1 to 3 spatial axes.
+    kernel_shape: `[*K, C_in // groups, C_out]`.
+    stride, padding, kernel_dilation, input_dilation, groups, precision: as in `correlate`.
+    bias_shape: the shape of the bias, or None.
+
+  Returns:
+    A `lowering.Correlation`: strides, explicit `(lo, hi)` pads (for 'circular' the amounts of
+    'same'), dilations, groups, whether the padding is circular, precision.
+  """
+  x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+  ndim = len(x_shape) - 2
+  if ndim < 1 or ndim > 3:
+    raise ValueError(f"x must be [N, *spatial, C] with 1 to 3 spatial axes, got shape {x_shape}")
+  if len(kernel_shape) != len(x_shape):
+    raise ValueError(f"kernel must be [*K, C_in // groups, C_out] with {ndim} spatial axes to "
+                     f"match x of shape {x_shape}, got kernel shape {kernel_shape}")
+  if not isinstance(groups, int) or groups < 1:
+    raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+  channels_in, channels_out = x_shape[-1], kernel_shape[-1]
+  if channels_in % groups or channels_out % groups:
+    raise ValueError(f"groups={groups} must divide the input channels ({channels_in}) and the "
+                     f"output channels ({channels_out})")
+  if kernel_shape[-2] * groups != channels_in:
+    raise ValueError(f"kernel has {kernel_shape[-2]} input channels per group; with "
+                     f"groups={groups} x needs {kernel_shape[-2] * groups} channels, got "
+                     f"{channels_in} (x shape {x_shape}, kernel shape {kernel_shape})")
+  if bias_shape is not None and tuple(bias_shape) != (channels_out,):
+    raise ValueError(f"bias must have shape ({channels_out},), got {tuple(bias_shape)}")
+  strides = _per_axis("stride", stride, ndim, minimum=1)
+  kernel_dilations = _per_axis("kernel_dilation", kernel_dilation, ndim, minimum=1)
+  input_dilations = _per_axis("input_dilation", input_dilation, ndim, minimum=1)
+  spatial, kernel_spatial = x_shape[1:-1], kernel_shape[:-2]
+  pads = resolve_padding(padding, spatial, kernel_spatial, strides, kernel_dilations,
+                         input_dilations)
+  for axis, (n, f, d, d_in, (lo, hi)) in enumerate(
+      zip(spatial, kernel_spatial, kernel_dilations, input_dilations, pads)):
+    if (n - 1) * d_in + 1 + lo + hi < d * (f - 1) + 1:
+      raise ValueError(
+          f"kernel of size {f} (dilation {d}) is larger than the padded input on spatial axis "
+          f"{axis}: input {n}, padding ({lo}, {hi}); x shape {x_shape}, kernel shape "
+          f"{kernel_shape}")
+  circular = isinstance(padding, str) and padding.lower() == "circular"
+  if circular and any(d_in != 1 for d_in in input_dilations):
+    raise ValueError(f"padding='circular' needs input_dilation=1, got {input_dilation!r}")
+  return lowerings.Correlation(strides, pads, kernel_dilations, input_dilations, groups, circular,
+                               precision)
 
 
 def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "valid",
               kernel_dilation=1, input_dilation=1, groups: int = 1,
-              bias: jax.Array | None = None, precision=None) -> jax.Array:
+              bias: jax.Array | None = None, precision=None,
+              lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
   """Cross-correlation (deep learning's "convolution") of a batch of images with a kernel.
 
   `y[b, n, o] = bias[o] + sum_{k, c} x_pad[b, n*S + k*D, g(o)*C_g + c] kernel[k, c, o]`, with
@@ -128,54 +173,24 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
     input_dilation: inserts `D_in - 1` zeros between input pixels (fractional stride), >= 1.
     groups: feature groups; group g sees input channels `[g C_g, (g+1) C_g)` only.
     bias: `[C_out]` or None.
-    precision: passed to `lax.conv_general_dilated`.
+    precision: passed to `lax.conv_general_dilated` and the matrix products.
+    lowering: how it is computed, same values and gradients up to float rounding (see
+      `cnn_jax.ops.lowering`): 'xla' (the reference, `lax.conv_general_dilated`), 'tiled' (tiled
+      im2col matrix products for the forward pass and both gradients) or 'auto' (per backend and
+      shape: on CPU the tiled kernel gradient where it measured faster, elsewhere 'xla').
 
   Returns:
     `[N, *spatial', C_out]`.
   """
   x, kernel = jnp.asarray(x), jnp.asarray(kernel)
-  ndim = x.ndim - 2
-  if ndim < 1 or ndim > 3:
-    raise ValueError(f"x must be [N, *spatial, C] with 1 to 3 spatial axes, got shape {x.shape}")
-  if kernel.ndim != x.ndim:
-    raise ValueError(f"kernel must be [*K, C_in // groups, C_out] with {ndim} spatial axes to "
-                     f"match x of shape {x.shape}, got kernel shape {kernel.shape}")
-  if not isinstance(groups, int) or groups < 1:
-    raise ValueError(f"groups must be an int >= 1, got {groups!r}")
-  channels_in, channels_out = x.shape[-1], kernel.shape[-1]
-  if channels_in % groups or channels_out % groups:
-    raise ValueError(f"groups={groups} must divide the input channels ({channels_in}) and the "
-                     f"output channels ({channels_out})")
-  if kernel.shape[-2] * groups != channels_in:
-    raise ValueError(f"kernel has {kernel.shape[-2]} input channels per group; with "
-                     f"groups={groups} x needs {kernel.shape[-2] * groups} channels, got "
-                     f"{channels_in} (x shape {x.shape}, kernel shape {kernel.shape})")
-  if bias is not None and jnp.shape(bias) != (channels_out,):
-    raise ValueError(f"bias must have shape ({channels_out},), got {jnp.shape(bias)}")
-  strides = _per_axis("stride", stride, ndim, minimum=1)
-  kernel_dilations = _per_axis("kernel_dilation", kernel_dilation, ndim, minimum=1)
-  input_dilations = _per_axis("input_dilation", input_dilation, ndim, minimum=1)
-  spatial, kernel_spatial = x.shape[1:-1], kernel.shape[:-2]
-  pads = resolve_padding(padding, spatial, kernel_spatial, strides, kernel_dilations,
-                         input_dilations)
-  for axis, (n, f, d, d_in, (lo, hi)) in enumerate(
-      zip(spatial, kernel_spatial, kernel_dilations, input_dilations, pads)):
-    if (n - 1) * d_in + 1 + lo + hi < d * (f - 1) + 1:
-      raise ValueError(
-          f"kernel of size {f} (dilation {d}) is larger than the padded input on spatial axis "
-          f"{axis}: input {n}, padding ({lo}, {hi}); x shape {x.shape}, kernel shape "
-          f"{kernel.shape}")
-
-  if isinstance(padding, str) and padding.lower() == "circular":
-    if any(d_in != 1 for d_in in input_dilations):
-      raise ValueError("padding='circular' needs input_dilation=1, got "
-                       f"{input_dilation!r}")
-    x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
-    pads = ((0, 0),) * ndim
-  y = lax.conv_general_dilated(
-      x, kernel, window_strides=strides, padding=pads, lhs_dilation=input_dilations,
-      rhs_dilation=kernel_dilations, dimension_numbers=_dimension_numbers(ndim),
-      feature_group_count=groups, precision=precision)
+  lowerings.check_lowering(lowering)
+  correlation = resolve_correlation(
+      x.shape, kernel.shape, stride=stride, padding=padding, kernel_dilation=kernel_dilation,
+      input_dilation=input_dilation, groups=groups,
+      bias_shape=None if bias is None else jnp.shape(bias), precision=precision)
+  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation,
+                                jax.default_backend())
+  y = lowerings.correlate(x, kernel, correlation, tiled=tiled)
   if bias is not None:
     y = y + bias
   return y
@@ -276,8 +291,9 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
     input_shape = (y.shape[0],) + spatial + (kernel.shape[-2] * groups,)
 
   def forward(x):
+    # The reference lowering: `jax.linear_transpose` transposes XLA's convolution exactly.
     return correlate(x, kernel, stride=stride, padding=padding, kernel_dilation=kernel_dilation,
-                     groups=groups, precision=precision)
+                     groups=groups, precision=precision, lowering="xla")
 
   expected = jax.eval_shape(forward, jax.ShapeDtypeStruct(tuple(input_shape), y.dtype)).shape
   if expected != y.shape:

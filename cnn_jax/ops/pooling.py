@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnn_jax.ops import lowering as lowerings
 from cnn_jax.ops.conv import Padding, _per_axis, correlate, resolve_padding
 
 
@@ -47,10 +48,19 @@ def _window_geometry(x: jax.Array, window, stride, padding: Padding):
   return x, full(windows, 1), full(strides, 1), ((0, 0),) + pads + ((0, 0),)
 
 
-def max_pool(x: jax.Array, window, stride=None, padding: Padding = "valid") -> jax.Array:
-  """`y[n] = max_{k < F} x[n S + k - P_lo]` per channel: `[N, *spatial, C] -> [N, *spatial', C]`."""
+def max_pool(x: jax.Array, window, stride=None, padding: Padding = "valid",
+             lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
+  """`y[n] = max_{k < F} x[n S + k - P_lo]` per channel: `[N, *spatial, C] -> [N, *spatial', C]`.
+
+  The gradient of `y[n]` goes to the first maximum of window n in row-major order. `lowering`
+  (see `cnn_jax.ops.lowering`): 'xla' (the reference: `reduce_window` and XLA's
+  `select_and_scatter`), 'tiled' (the backward through recorded switches, elementwise selects and
+  strided pads) or 'auto' (the switches on CPU, where they measured 3-8x faster; else 'xla').
+  """
+  lowerings.check_lowering(lowering)
   x, windows, strides, pads = _window_geometry(x, window, stride, padding)
-  return lax.reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
+  return lowerings.max_pool(x, windows, strides, pads, switches=lowerings.max_pool_uses_switches(
+      lowering, jax.default_backend()))
 
 
 def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "valid",
@@ -206,7 +216,8 @@ def binomial_filter(filter_size: int, ndim: int = 2) -> np.ndarray:
   return filter_nd / filter_nd.sum()
 
 
-def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "reflect") -> jax.Array:
+def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "reflect",
+              lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
   """Anti-aliased downsampling (Zhang 2019): binomial low-pass filter, then subsample by S.
 
   `y[b, n, c] = sum_k B[k] x_pad[b, n S + k, c]`, channel by channel (a depthwise `correlate`
@@ -221,6 +232,7 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
     filter_size: F in 1..7 (F = 1 is plain subsampling).
     padding: 'reflect' (mirror without repeating the edge, as torch's ReflectionPad), 'circular'
       (periodic: exactly equivariant to circular shifts by multiples of S) or 'zeros'.
+    lowering: the lowering of the depthwise correlation, as in `correlate`.
 
   Returns:
     `[N, *ceil(spatial / S), C]`.
@@ -239,4 +251,5 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
   lo, hi = (filter_size - 1) // 2, filter_size // 2
   x_padded = jnp.pad(x, ((0, 0),) + ((lo, hi),) * ndim + ((0, 0),),
                      mode=_JNP_PAD_MODES[padding])
-  return correlate(x_padded, kernel, stride=strides, padding="valid", groups=channels)
+  return correlate(x_padded, kernel, stride=strides, padding="valid", groups=channels,
+                   lowering=lowering)

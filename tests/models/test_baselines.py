@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnn_jax import ops
 from cnn_jax.models import CNN, MLP, get_model, mlp_param_count, mlp_width_for_params
 from cnn_jax.models.inspect import count_params, model_receptive_field, param_shapes
 from cnn_jax.ops.arithmetic import conv_params, fully_connected_params, output_size
@@ -102,6 +103,50 @@ def test_cnn_receptive_field_equals_gradient_support(pool, blur):
     assert rows.max() - rows.min() + 1 == expected
   else:
     assert rows.max() - rows.min() + 1 <= expected
+
+
+def _train_loss_and_gradients(model, variables, x, labels):
+  """Cross-entropy of a train-mode pass (dropout on, fixed rng) and its parameter gradients."""
+  def loss(params):
+    logits = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+  return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+
+def _assert_train_gradients_equal_the_reference(lowering, seed, **fields):
+  reference = CNN(hidden=(16,), lowering="xla", **fields)
+  variables, x = _init(reference, (4, 28, 28, 1))
+  x = jax.random.normal(jax.random.key(seed), x.shape)
+  labels = jax.random.randint(jax.random.key(seed + 1), (4,), 0, 10)
+  expected = _train_loss_and_gradients(reference, variables, x, labels)
+  actual = _train_loss_and_gradients(reference.clone(lowering=lowering), variables, x, labels)
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+
+
+ALTERNATIVE_LOWERINGS = tuple(name for name in ops.LOWERINGS if name != "xla")
+
+
+@pytest.mark.parametrize("lowering", ALTERNATIVE_LOWERINGS)
+def test_mnist_cnn_train_gradients_do_not_depend_on_the_lowering(lowering):
+  # On CPU 'auto' tiles the kernel gradient of both conv layers and pools through switches.
+  _assert_train_gradients_equal_the_reference(lowering, seed=0)
+
+
+# Each example compiles two train steps (about 5 s).
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None)
+@given(lowering=st.sampled_from(ALTERNATIVE_LOWERINGS),
+       padding=st.sampled_from(("valid", "same", "circular")), pool=st.sampled_from(("max", "avg")),
+       blur=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_cnn_train_gradients_do_not_depend_on_the_lowering(lowering, padding, pool, blur, seed):
+  _assert_train_gradients_equal_the_reference(lowering, seed, padding=padding, pool=pool,
+                                              blur=blur)
+
+
+def test_cnn_parameters_do_not_depend_on_the_lowering():
+  shapes = {name: param_shapes(CNN(lowering=name), (1, 28, 28, 1)) for name in ops.LOWERINGS}
+  assert shapes["auto"] == shapes["tiled"] == shapes["xla"]
 
 
 def test_mlp_output_shape_and_parameter_count():

@@ -1,9 +1,10 @@
-"""Tests of cnn_jax/ops/lowering.py: every alternative lowering equals the reference lowering.
+"""Tests of cnn_jax/ops/lowering.py: every lowering equals the reference lowering.
 
-The reference is `cnn_jax.ops.correlate` / `cnn_jax.ops.max_pool` (XLA's convolution and
-reduce_window, whose own tests check them against the seed notes' formulas). Values and both
-gradients must agree for any shape, stride, padding, dilation and group count, whatever the tile
-size (a tiny `tile_bytes` forces one row per tile, a large one the whole batch in one tile).
+The reference is `lowering='xla'` of `cnn_jax.ops.correlate` / `cnn_jax.ops.max_pool` (XLA's
+convolution and reduce_window, whose own tests check them against the seed notes' formulas).
+Values, both gradients and forward-mode derivatives must agree for any shape, stride, padding,
+dilation and group count, whatever the tile size (a tiny `tile_bytes` forces one row per tile, a
+large one the whole batch in one tile) and whichever parts run tiled.
 """
 
 import itertools
@@ -16,22 +17,23 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 from cnn_jax import ops
-from cnn_jax.ops import lowering
+from cnn_jax.ops import conv, lowering
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+ALTERNATIVES = tuple(name for name in ops.LOWERINGS if name != "xla")
 
 
-def _values_and_gradients(correlate, x, kernel, bias, dy, options):
+def _values_and_gradients(correlate, x, kernel, bias, dy):
   """`y` and the vector-Jacobian products with respect to x, the kernel and the bias."""
   def run(x, kernel, bias):
-    y, pullback = jax.vjp(lambda x, k, b: correlate(x, k, bias=b, **options), x, kernel, bias)
+    y, pullback = jax.vjp(lambda x, k, b: correlate(x, k) + b, x, kernel, bias)
     return (y,) + pullback(dy)
   return jax.jit(run)(x, kernel, bias)
 
 
 @st.composite
 def correlation_problems(draw):
-  """A random valid correlation: shapes, options, tile size and which parts run tiled."""
+  """A random correlation: x shape, kernel shape and the options of `ops.correlate`."""
   ndim = draw(st.integers(1, 2))
   groups = draw(st.integers(1, 3))
   channels_in = groups * draw(st.integers(1, 3))
@@ -48,75 +50,128 @@ def correlation_problems(draw):
                                       min_size=ndim, max_size=ndim).map(tuple))))
   if options["padding"] != "circular":
     options["input_dilation"] = tuple(draw(st.integers(1, 2)) for _ in range(ndim))
-  options["tile_bytes"] = draw(st.sampled_from([1, 64, 2 ** 12, 2 ** 21]))
-  options["tiled"] = draw(st.one_of(st.none(), st.sets(st.sampled_from(lowering.TILED_PARTS),
-                                                      min_size=1)))
   return (batch,) + spatial + (channels_in,), kernel_size + (channels_in // groups,
                                                              channels_out), options
 
 
-def _output_shape_or_none(x_shape, kernel_shape, options):
-  reference_options = {k: v for k, v in options.items() if k not in ("tile_bytes", "tiled")}
-  try:
-    return jax.eval_shape(lambda x, k: ops.correlate(x, k, **reference_options),
-                          jax.ShapeDtypeStruct(x_shape, jnp.float32),
-                          jax.ShapeDtypeStruct(kernel_shape, jnp.float32)).shape
-  except ValueError:
-    return None
-
-
-# Each example compiles two programs; 15 examples cover every option within the time budget.
-@settings(max_examples=15)
-@given(correlation_problems(), st.integers(0, 2 ** 16))
-def test_tiled_correlate_equals_reference_in_values_and_gradients(problem, seed):
+def _random_problem(problem, seed):
+  """x, kernel, bias and an output cotangent for a valid problem (else the example is skipped)."""
   x_shape, kernel_shape, options = problem
-  y_shape = _output_shape_or_none(x_shape, kernel_shape, options)
+  try:
+    y_shape = jax.eval_shape(lambda x, k: ops.correlate(x, k, lowering="xla", **options),
+                             jax.ShapeDtypeStruct(x_shape, jnp.float32),
+                             jax.ShapeDtypeStruct(kernel_shape, jnp.float32)).shape
+  except ValueError:
+    y_shape = None
   assume(y_shape is not None and all(n > 0 for n in y_shape))
   note(f"x {x_shape}, kernel {kernel_shape}, {options}")
   keys = jax.random.split(jax.random.key(seed), 4)
-  x = jax.random.normal(keys[0], x_shape)
-  kernel = jax.random.normal(keys[1], kernel_shape)
-  bias = jax.random.normal(keys[2], kernel_shape[-1:])
-  dy = jax.random.normal(keys[3], y_shape)
-  reference_options = {k: v for k, v in options.items() if k not in ("tile_bytes", "tiled")}
-  expected = _values_and_gradients(ops.correlate, x, kernel, bias, dy, reference_options)
-  actual = _values_and_gradients(lowering.tiled_correlate, x, kernel, bias, dy, options)
-  for name, a, e in zip(("y", "dx", "dkernel", "dbias"), actual, expected):
-    np.testing.assert_allclose(a, e, err_msg=name, **TOLERANCE)
+  return (jax.random.normal(keys[0], x_shape), jax.random.normal(keys[1], kernel_shape),
+          jax.random.normal(keys[2], kernel_shape[-1:]), jax.random.normal(keys[3], y_shape))
 
 
-@pytest.mark.parametrize("tiled", [parts for count in range(4)
+# Each example compiles two programs; 8 examples per test (16 between the two tests of
+# correlate) cover every option within the time budget.
+@settings(max_examples=8)
+@given(correlation_problems(), st.sampled_from(ALTERNATIVES), st.integers(0, 2 ** 16))
+def test_correlate_lowerings_equal_the_reference_in_values_and_gradients(problem, name, seed):
+  x, kernel, bias, dy = _random_problem(problem, seed)
+  options = problem[2]
+  expected = _values_and_gradients(
+      lambda x, k: ops.correlate(x, k, lowering="xla", **options), x, kernel, bias, dy)
+  actual = _values_and_gradients(
+      lambda x, k: ops.correlate(x, k, lowering=name, **options), x, kernel, bias, dy)
+  for part, a, e in zip(("y", "dx", "dkernel", "dbias"), actual, expected):
+    np.testing.assert_allclose(a, e, err_msg=part, **TOLERANCE)
+
+
+@settings(max_examples=8)
+@given(correlation_problems(), st.sets(st.sampled_from(lowering.TILED_PARTS)),
+       st.sampled_from([1, 64, 2 ** 12, 2 ** 21]), st.integers(0, 2 ** 16))
+def test_any_tiled_parts_and_tile_size_equal_the_reference(problem, parts, tile_bytes, seed):
+  x, kernel, bias, dy = _random_problem(problem, seed)
+  correlation = conv.resolve_correlation(x.shape, kernel.shape, **problem[2])
+  note(f"tiled {parts}, tile_bytes {tile_bytes}")
+  expected = _values_and_gradients(
+      lambda x, k: ops.correlate(x, k, lowering="xla", **problem[2]), x, kernel, bias, dy)
+  actual = _values_and_gradients(
+      lambda x, k: lowering.correlate(x, k, correlation, tiled=frozenset(parts),
+                                      tile_bytes=tile_bytes), x, kernel, bias, dy)
+  for part, a, e in zip(("y", "dx", "dkernel", "dbias"), actual, expected):
+    np.testing.assert_allclose(a, e, err_msg=part, **TOLERANCE)
+
+
+@pytest.mark.parametrize("parts", [parts for count in range(4)
                                    for parts in itertools.combinations(lowering.TILED_PARTS,
                                                                        count)])
-def test_every_choice_of_tiled_parts_equals_reference_on_a_strided_grouped_3d_problem(tiled):
+def test_every_choice_of_tiled_parts_equals_reference_on_a_strided_grouped_3d_problem(parts):
   options = dict(stride=(2, 1, 2), padding="same", kernel_dilation=(1, 2, 1), groups=2)
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 5, 4))
   kernel = jax.random.normal(jax.random.key(1), (2, 2, 3, 2, 6))
   bias = jnp.zeros(6)
   dy = jax.random.normal(jax.random.key(2), ops.correlate(x, kernel, **options).shape)
-  expected = _values_and_gradients(ops.correlate, x, kernel, bias, dy, options)
-  actual = _values_and_gradients(lowering.tiled_correlate, x, kernel, bias, dy,
-                                 dict(options, tiled=tiled, tile_bytes=256))
+  correlation = conv.resolve_correlation(x.shape, kernel.shape, **options)
+  expected = _values_and_gradients(
+      lambda x, k: ops.correlate(x, k, lowering="xla", **options), x, kernel, bias, dy)
+  actual = _values_and_gradients(
+      lambda x, k: lowering.correlate(x, k, correlation, tiled=frozenset(parts), tile_bytes=256),
+      x, kernel, bias, dy)
   for a, e in zip(actual, expected):
     np.testing.assert_allclose(a, e, **TOLERANCE)
 
 
-def test_tiled_correlate_rejects_bad_input_like_the_reference():
+@pytest.mark.parametrize("name", ALTERNATIVES)
+def test_correlate_lowerings_have_the_reference_forward_mode_derivative(name):
+  # jax.jvp must work (the Lie derivative uses it) and give the same tangent.
+  options = dict(stride=2, padding="same")
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 32))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 32, 32))
+  tangents = (jax.random.normal(jax.random.key(2), x.shape),
+              jax.random.normal(jax.random.key(3), kernel.shape))
+  jvp = lambda lowering_name: jax.jvp(
+      lambda x, k: ops.correlate(x, k, lowering=lowering_name, **options), (x, kernel), tangents)
+  for a, e in zip(jvp(name), jvp("xla")):
+    np.testing.assert_allclose(a, e, **TOLERANCE)
+
+
+def test_auto_tiles_the_kernel_gradient_of_large_convolutions_on_cpu_only():
+  mnist_conv2 = conv.resolve_correlation((256, 26, 26, 32), (3, 3, 32, 64))
+  assert lowering.tiled_parts("auto", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+                              "cpu") == {"kernel_gradient"}
+  for platform in ("gpu", "tpu"):
+    assert not lowering.tiled_parts("auto", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+                                    platform)
+  assert lowering.tiled_parts("tiled", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+                              "gpu") == set(lowering.TILED_PARTS)
+  assert not lowering.tiled_parts("xla", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2, "cpu")
+
+
+@pytest.mark.parametrize("x_shape, kernel_shape, options, tiled", [
+    ((128, 32, 32, 16), (3, 3, 16, 16), dict(padding="same"), False),  # few output channels
+    ((128, 8, 8, 64), (3, 3, 64, 64), dict(padding="same"), False),  # few pixels and channels
+    ((128, 8, 8, 256), (3, 3, 256, 256), dict(padding="same"), True),  # few pixels, many channels
+    ((128, 32, 32, 64), (1, 1, 64, 128), dict(stride=2), True),  # 1x1 strided
+    ((128, 16, 16, 32), (3, 3, 32, 64), dict(stride=2, padding="same"), True),  # strided
+    ((32, 224, 224, 3), (11, 11, 3, 64), dict(stride=4, padding=2), False),  # too many taps
+    ((32, 27, 27, 64), (5, 5, 32, 192), dict(padding="same", groups=2), False),  # grouped
+])
+def test_auto_tiles_only_the_kernel_gradients_that_measured_faster(x_shape, kernel_shape,
+                                                                   options, tiled):
+  correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
+  parts = lowering.auto_tiled_parts(x_shape, kernel_shape, correlation)
+  assert parts == ({"kernel_gradient"} if tiled else set())
+
+
+def test_correlate_rejects_an_unknown_lowering():
+  with pytest.raises(ValueError, match="lowering must be one of"):
+    ops.correlate(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 2)), lowering="im2col")
+
+
+@pytest.mark.parametrize("name", ops.LOWERINGS)
+def test_every_lowering_rejects_bad_input_like_the_reference(name):
   x, kernel = jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 3, 2))
   with pytest.raises(ValueError, match="groups"):
-    ops.correlate(x, kernel, groups=2)
-  with pytest.raises(ValueError, match="groups"):
-    lowering.tiled_correlate(x, kernel, groups=2)
-
-
-@pytest.mark.parametrize("arguments, message", [
-    (dict(tile_bytes=0), "tile_bytes"),
-    (dict(tile_bytes=2.5), "tile_bytes"),
-    (dict(tiled=("backward",)), "tiled"),
-])
-def test_tiled_correlate_rejects_bad_tuning_arguments(arguments, message):
-  with pytest.raises(ValueError, match=message):
-    lowering.tiled_correlate(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 2)), **arguments)
+    ops.correlate(x, kernel, groups=2, lowering=name)
 
 
 @st.composite
@@ -130,30 +185,51 @@ def pooling_problems(draw):
   return shape, window, stride, padding
 
 
-@settings(max_examples=15)
-@given(pooling_problems(), st.integers(0, 2 ** 16))
-def test_switch_max_pool_equals_reference_in_values_and_gradients_even_with_ties(problem, seed):
+@settings(max_examples=10)
+@given(pooling_problems(), st.sampled_from(ALTERNATIVES), st.integers(0, 2 ** 16))
+def test_max_pool_lowerings_equal_the_reference_in_values_and_gradients_even_with_ties(
+    problem, name, seed):
   shape, window, stride, padding = problem
   if isinstance(padding, int):
     assume(all(padding < f for f in window))  # a window of padding alone has no maximum
   # Small integers make tied maxima common: the gradient must go to the same (first) one.
   x = jax.random.randint(jax.random.key(seed), shape, -2, 3).astype(jnp.float32)
-  reference = lambda x: ops.max_pool(x, window, stride, padding)
-  switched = lambda x: lowering.switch_max_pool(x, window, stride, padding)
+  reference = lambda x: ops.max_pool(x, window, stride, padding, lowering="xla")
+  alternative = lambda x: ops.max_pool(x, window, stride, padding, lowering=name)
   dy = jax.random.normal(jax.random.key(seed + 1), jax.eval_shape(reference, x).shape)
   with_gradient = lambda pool: jax.jit(lambda x, dy: (pool(x), jax.vjp(pool, x)[1](dy)[0]))
   y, dx = with_gradient(reference)(x, dy)
-  y_switched, dx_switched = with_gradient(switched)(x, dy)
-  np.testing.assert_array_equal(y_switched, y)
-  np.testing.assert_allclose(dx_switched, dx, rtol=1e-6, atol=1e-6)
+  y_alternative, dx_alternative = with_gradient(alternative)(x, dy)
+  np.testing.assert_array_equal(y_alternative, y)
+  np.testing.assert_allclose(dx_alternative, dx, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALTERNATIVES)
+def test_max_pool_lowerings_have_the_reference_forward_mode_derivative(name):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  dx = jax.random.normal(jax.random.key(1), x.shape)
+  jvp = lambda lowering_name: jax.jvp(
+      lambda x: ops.max_pool(x, 3, 2, "same", lowering=lowering_name), (x,), (dx,))
+  for a, e in zip(jvp(name), jvp("xla")):
+    np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
 
 
 def test_switch_max_pool_sends_a_tied_windows_gradient_to_its_first_maximum():
   x = jnp.array([[5.0, 5.0], [5.0, 1.0]]).reshape(1, 2, 2, 1)
-  (dx,) = jax.grad(lambda x: lowering.switch_max_pool(x, 2).sum(), argnums=(0,))(x)
+  (dx,) = jax.grad(lambda x: ops.max_pool(x, 2, lowering="tiled").sum(), argnums=(0,))(x)
   np.testing.assert_array_equal(dx.reshape(2, 2), [[1.0, 0.0], [0.0, 0.0]])
 
 
-def test_switch_max_pool_rejects_bad_input_like_the_reference():
+def test_max_pool_uses_switches_on_cpu_under_auto_and_never_under_xla():
+  assert lowering.max_pool_uses_switches("auto", "cpu")
+  assert not lowering.max_pool_uses_switches("auto", "gpu")
+  assert not lowering.max_pool_uses_switches("xla", "cpu")
+  assert lowering.max_pool_uses_switches("tiled", "tpu")
+
+
+@pytest.mark.parametrize("name", ops.LOWERINGS)
+def test_max_pool_rejects_bad_input_like_the_reference(name):
   with pytest.raises(ValueError, match="circular"):
-    lowering.switch_max_pool(jnp.ones((1, 4, 4, 1)), 2, padding="circular")
+    ops.max_pool(jnp.ones((1, 4, 4, 1)), 2, padding="circular", lowering=name)
+  with pytest.raises(ValueError, match="lowering must be one of"):
+    ops.max_pool(jnp.ones((1, 4, 4, 1)), 2, lowering="switch")
