@@ -3,7 +3,8 @@
 `get_model(name, **overrides)` builds any model by name; `MODEL_NAMES` lists them. Every model is
 called as `model.apply(variables, x, train=...)` with `x: [N, H, W, C]` and returns float32
 logits `[N, num_classes]`; batch norm state lives in 'batch_stats', dropout draws from the
-'dropout' rng, and per-layer activations are sown into 'intermediates'.
+'dropout' rng, and per-layer activations are sown into 'intermediates' and open to additive
+'perturbations' (`layers.record_layer`).
 """
 
 from cnn_jax.models.alexnet import AlexNet, AlexNetTorchvision, apply_on_two_devices

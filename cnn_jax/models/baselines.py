@@ -57,10 +57,10 @@ class MLP(nn.Module):
       if index > 1:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       x = self.act(nn.Dense(width, dtype=self.dtype, name=f"Fc{index}")(x))
-      self.sow("intermediates", f"fc{index}", x)
+      x = layers.record_layer(self, f"fc{index}", x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
-    self.sow("intermediates", "logits", x)
+    x = layers.record_layer(self, "logits", x)
     return x
 
 
@@ -187,22 +187,22 @@ class CNN(nn.Module):
       x = layers.Conv(features, kernel, padding=self.padding, dtype=self.dtype,
                       lowering=self.lowering, name=f"Conv{index}")(x)
       x = self.act(x)
-      self.sow("intermediates", f"conv{index}", x)
+      x = layers.record_layer(self, f"conv{index}", x)
       if pooled:
         pool_count += 1
         x = layers.pool(x, self.pool, self.pool_window, self.pool_window, pool_padding,
                         blur=self.blur, blur_size=self.blur_size, lowering=self.lowering)
-        self.sow("intermediates", f"pool{pool_count}", x)
+        x = layers.record_layer(self, f"pool{pool_count}", x)
     if self.head == "global_avg":
       x = ops.global_avg_pool(x)
-      self.sow("intermediates", "global_pool", x)
+      x = layers.record_layer(self, "global_pool", x)
     else:
       x = jnp.reshape(x, (jnp.shape(x)[0], -1))
     for index, (width, rate) in enumerate(zip(self.hidden, self.dropout_rates), start=1):
       x = nn.Dropout(rate, deterministic=not train)(x)
       x = self.act(nn.Dense(width, dtype=self.dtype, name=f"Fc{index}")(x))
-      self.sow("intermediates", f"fc{index}", x)
+      x = layers.record_layer(self, f"fc{index}", x)
     x = nn.Dropout(self.dropout_rates[-1], deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
-    self.sow("intermediates", "logits", x)
+    x = layers.record_layer(self, "logits", x)
     return x

@@ -46,6 +46,25 @@ def check_image_batch(x: jax.Array, model_name: str) -> None:
     raise ValueError(f"{model_name} expects a float x, got dtype {jnp.result_type(x)}")
 
 
+def record_layer(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
+  """Records a layer's output `x` under `name`, as every model does after each layer.
+
+  Sown into the 'intermediates' collection (what the metrics and visualizations read) and passed
+  through `module.perturb(name, x)`: with a 'perturbations' collection given to `apply`, the layer
+  becomes `x + perturbation`, so gradients and Jacobian-vector products with respect to any layer's
+  output are one `jax.grad` / `jax.jvp` away (`cnn_jax.analysis.lie_attribution`); without it,
+  `perturb` returns `x` unchanged. `init` creates no perturbation (the variables it returns hold
+  only what the model learns or tracks).
+
+  Returns:
+    `x` (plus the perturbation, when one is given).
+  """
+  if not module.is_initializing():
+    x = module.perturb(name, x)
+  module.sow("intermediates", name, x)
+  return x
+
+
 class Conv(nn.Module):
   """A convolution layer on `ops.correlate` (cross-correlation, as in every DL library).
 

@@ -234,24 +234,24 @@ class ResNet(nn.Module):
     if self.stem == "imagenet":
       x = self.act(norm(name="StemNorm")(conv(self.widths[0], (7, 7), strides=2,
                                               name="StemConv")(x)))
-      self.sow("intermediates", "conv1", x)
+      x = layers.record_layer(self, "conv1", x)
       x = layers.pool(x, "max", 3, 2, self.padding, blur=self.blur, blur_size=self.blur_size,
                       lowering=self.lowering)
-      self.sow("intermediates", "pool1", x)
+      x = layers.record_layer(self, "pool1", x)
     else:
       x = self.act(norm(name="StemNorm")(conv(self.widths[0], (3, 3), name="StemConv")(x)))
-      self.sow("intermediates", "conv1", x)
+      x = layers.record_layer(self, "conv1", x)
     for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for index in range(1, size + 1):
         x = self.block(features=width, strides=2 if stage > 1 and index == 1 else 1, conv=conv,
                        norm=norm, act=self.act, residual=self.residual, shortcut=self.shortcut,
                        zero_init_last_norm=self.zero_init_residual, blur_pool=blur_pool,
                        name=f"Block{stage}_{index}")(x)
-        self.sow("intermediates", f"block{stage}_{index}", x)
+        x = layers.record_layer(self, f"block{stage}_{index}", x)
     x = ops.global_avg_pool(x)
-    self.sow("intermediates", "global_pool", x)
+    x = layers.record_layer(self, "global_pool", x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
-    self.sow("intermediates", "logits", x)
+    x = layers.record_layer(self, "logits", x)
     return x
 
 

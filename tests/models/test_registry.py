@@ -2,8 +2,10 @@
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from cnn_jax.models import MODEL_NAMES, get_model
@@ -70,3 +72,30 @@ def test_overrides_reach_the_module():
   model = get_model("resnet20", num_classes=100, padding="circular", axis_name="batch")
   assert (model.num_classes, model.padding, model.axis_name) == (100, "circular", "batch")
   assert get_model("plain56").residual is False and get_model("resnet56").residual is True
+
+
+@pytest.mark.parametrize("name, overrides, shape", [
+    ("mlp", {}, (2, 28, 28, 1)), ("cnn", {"features": (4, 8)}, (2, 28, 28, 1)),
+    ("resnet20", {"widths": (4, 8, 8)}, (2, 32, 32, 3)),
+    ("alexnet_torchvision", {"num_classes": 7}, (1, 224, 224, 3))])
+def test_every_recorded_layer_is_sown_and_open_to_an_additive_perturbation(name, overrides,
+                                                                           shape):
+  model = get_model(name, **overrides)
+  x = jax.random.uniform(jax.random.key(0), shape)
+  variables = model.init(jax.random.key(1), x, train=False)
+  assert "perturbations" not in variables
+  logits, state = model.apply(variables, x, train=False,
+                              mutable=["intermediates", "perturbations"])
+  sown = {path for path in flax.traverse_util.flatten_dict(state["intermediates"])}
+  assert set(flax.traverse_util.flatten_dict(state["perturbations"])) == sown
+  assert sown and ("logits",) in sown
+  # A perturbation of the logits layer adds to the logits; one of the first layer moves them.
+  zeros = jax.tree.map(jnp.zeros_like, state["perturbations"])
+  delta = jax.random.normal(jax.random.key(2), logits.shape)
+  shifted = model.apply({**variables, "perturbations": {**zeros, "logits": delta}}, x,
+                        train=False)
+  np.testing.assert_allclose(shifted, logits + delta, rtol=1e-5, atol=1e-5)
+  first = next(iter(state["perturbations"]))
+  moved = model.apply({**variables, "perturbations": {
+      **zeros, first: jnp.ones_like(zeros[first])}}, x, train=False)
+  assert float(jnp.max(jnp.abs(moved - logits))) > 1e-4
