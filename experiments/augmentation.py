@@ -6,7 +6,7 @@ clean accuracy (all 1,000), shift consistency (Zhang 2019; crop shifts and circu
 P(top-1 change) and MAC under 1-pixel diagonal shifts (Azulay & Weiss 2019), accuracy vs
 horizontal / vertical translation and vs rotation angle, per-layer equivariance error (circular
 shifts), and the Lie derivative of the logits under translation and rotation (Gruver et al. 2022)
-with its per-layer decomposition.
+per layer (in each layer's own feature space) and split over the layers that introduce it.
 """
 
 from __future__ import annotations
@@ -77,13 +77,13 @@ def execute(run: Run, config, digits: Digits) -> dict:
       features_fn, layer_images, [tuple(shift) for shift in settings.layer_shifts])
   lie_layers = analysis.layer_lie_derivatives(features_fn, layer_images,
                                               analysis.translation("horizontal"))
-  logits_fn = lambda x: features_fn(x)[-1][1]
-  lie = {}
-  for transformation in (analysis.translation("horizontal"), analysis.rotation()):
-    derivative = analysis.lie_derivative(
-        logits_fn, layer_images,
-        lambda x, t, transformation=transformation: analysis.warp_images(x, transformation, t))
-    lie[transformation.name] = float(jnp.mean(jnp.linalg.norm(derivative, axis=-1)))
+  attributions = {
+      transformation.name: analysis.lie_attribution(
+          classifier.model, classifier.variables, layer_images, transformation,
+          preprocess=classifier.model_input, train=False)
+      for transformation in (analysis.translation("horizontal"), analysis.rotation())}
+  lie = {name: float(jnp.mean(jnp.linalg.norm(attribution.total, axis=-1)))
+         for name, attribution in attributions.items()}
   return {
       "clean_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
       "final_train_loss": records[-1].train_loss,
@@ -104,6 +104,9 @@ def execute(run: Run, config, digits: Digits) -> dict:
       "lie_rotation_logits": lie["rotation"],
       "layer_lie_translation": [{"name": layer.name, "relative_norm": layer.relative_norm}
                                 for layer in lie_layers],
+      "lie_attribution": {name: [contribution._asdict()
+                                 for contribution in attribution.contributions()]
+                          for name, attribution in attributions.items()},
   }
 
 
@@ -223,9 +226,13 @@ def report(results: list[dict], config, out_dir: str) -> str:
       same = [e for r in group for e in r["metrics"]["layers"] if e["name"] == entry["name"]]
       lie = [e["relative_norm"] for r in group for e in r["metrics"]["layer_lie_translation"]
              if e["name"] == entry["name"]]
+      shares = {name: [e["share"] for r in group for e in r["metrics"]["lie_attribution"][name]
+                       if e["name"] == entry["name"]]
+                for name in ("translation_horizontal", "rotation")}
       layer_rows.append([model, group[0]["run"]["options"]["augmentation"], entry["name"],
                          entry["stride"] or "–", cell([e["on_grid"] for e in same], 3),
-                         cell([e["off_grid"] for e in same], 3), cell(lie, 3)])
+                         cell([e["off_grid"] for e in same], 3), cell(lie, 3),
+                         cell(shares["translation_horizontal"], 2), cell(shares["rotation"], 2)])
   settings = config.augmentation
   return "\n".join([
       f"{settings.num_steps} training steps of batch {config.batch_size} per run; augmentation "
@@ -240,8 +247,13 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "![accuracy vs angle](accuracy_vs_angle.png)", "", "![consistency](consistency.png)", "",
       "Per-layer equivariance error (circular shifts "
       f"{[tuple(s) for s in settings.layer_shifts]}; on-grid: shifts that are multiples of the "
-      "layer's cumulative stride; layers without spatial axes: invariance error) and relative "
-      "per-layer Lie derivative, models trained without augmentation:", "",
+      "layer's cumulative stride; layers without spatial axes: invariance error), relative "
+      "per-layer Lie derivative `‖L_l‖/‖f_l‖` (each layer in its own feature space), and each "
+      "layer's share of the logits' Lie derivative in Gruver et al.'s split "
+      "`L f = sum_l J_{>l} L(layer_l)` (`cnn_jax.analysis.lie_attribution`: the norm of layer l's "
+      "term over the sum of the terms' norms; a ReLU's aliasing of the bilinear warp counts "
+      "towards its layer), models trained without augmentation:", "",
       markdown_table(["model", "augmentation", "layer", "stride", "error on grid",
-                      "error off grid", "‖L_l‖/‖f_l‖ (translation)"], layer_rows), "",
+                      "error off grid", "‖L_l‖/‖f_l‖ (translation)", "share of L f (translation)",
+                      "share of L f (rotation)"], layer_rows), "",
       "![per-layer equivariance](layer_equivariance.png)"])

@@ -22,6 +22,8 @@ FAKE_METRICS = {
     "layers": [{"name": "fc1", "stride": None, "on_grid": 0.3, "off_grid": float("nan")}],
     "lie_translation_logits": 1.0, "lie_rotation_logits": 2.0,
     "layer_lie_translation": [{"name": "fc1", "relative_norm": 0.2}],
+    "lie_attribution": {name: [{"name": "fc1", "norm": 1.0, "share": 1.0}]
+                        for name in ("translation_horizontal", "rotation")},
     "wall_time_seconds": 1.0,
 }
 
