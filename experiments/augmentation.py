@@ -1,12 +1,14 @@
 """Experiment 1: augmentation {none, translate, rotate, both} x model, every invariance metric.
 
-Each (model, augmentation, seed) is trained on the 4,000 offline digits, then measured on
-test digits (images on the [0, 1] scale, black = 0; normalization is inside the classifier):
-clean accuracy (all 1,000), shift consistency (Zhang 2019; crop shifts and circular shifts),
-P(top-1 change) and MAC under 1-pixel diagonal shifts (Azulay & Weiss 2019), accuracy vs
-horizontal / vertical translation and vs rotation angle, per-layer equivariance error (circular
-shifts), and the Lie derivative of the logits under translation and rotation (Gruver et al. 2022)
-per layer (in each layer's own feature space) and split over the layers that introduce it.
+Each (dataset, model, augmentation, seed) is trained on the dataset's train split (the 4,000
+offline digits; CIFAR-10's 50,000 images where it is prepared in `config.data_dir`, else its runs
+are not planned), then measured on test images (on the [0, 1] scale, black = 0; normalization
+is inside the classifier): clean accuracy (the whole test split), shift consistency (Zhang
+2019; crop shifts and circular shifts), P(top-1 change) and MAC under 1-pixel diagonal shifts
+(Azulay & Weiss 2019), accuracy vs horizontal / vertical translation and vs rotation angle,
+per-layer equivariance error (circular shifts), and the Lie derivative of the logits under
+translation and rotation (Gruver et al. 2022) per layer (in each layer's own feature space) and
+split over the layers that introduce it.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cnn_jax import analysis
+from cnn_jax.data import get_dataset_info
 from cnn_jax.data.augment import build_augmentation, rotate
-from experiments.in_memory_training import (Digits, evaluation_subset, prng_key, to_unit,
-                                            train_classifier, training_config)
+from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
+                                            evaluation_subset, is_prepared, not_prepared_message,
+                                            prng_key, to_unit, train_classifier, training_config)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
 
 NAME = "augmentation"
 AUGMENTATIONS = ("none", "translate", "rotate", "both")
+DATASET_TITLES = {"mnist_offline": "Offline MNIST digits ('mnist_offline')",
+                  "cifar10": "CIFAR-10 ('cifar10')"}
+assert tuple(DATASET_TITLES) == IN_MEMORY_DATASETS
 
 
 def augmentation_spec(name: str, config) -> str:
@@ -40,31 +47,61 @@ def augmentation_spec(name: str, config) -> str:
 
 def validate(config) -> None:
   check_seeds(f"config.{NAME}.seeds", config.augmentation.seeds)
+  check_names(f"config.{NAME}.datasets", config.augmentation.datasets, IN_MEMORY_DATASETS)
   check_names(f"config.{NAME}.models", config.augmentation.models, tuple(MODELS))
   check_names(f"config.{NAME}.augmentations", config.augmentation.augmentations, AUGMENTATIONS)
-  if config.augmentation.num_steps < 1:
-    raise ValueError(f"config.{NAME}.num_steps must be >= 1, got "
-                     f"{config.augmentation.num_steps!r}")
+  for field in ("num_steps", "cifar10_num_steps"):
+    if not isinstance(config.augmentation[field], int) or config.augmentation[field] < 1:
+      raise ValueError(f"config.{NAME}.{field} must be an int >= 1, got "
+                       f"{config.augmentation[field]!r}")
+
+
+def num_steps(config, dataset: str) -> int:
+  """Training steps of a run on `dataset`."""
+  settings = config.augmentation
+  return settings.num_steps if dataset == DATASET else settings.cifar10_num_steps
+
+
+def name_prefix(dataset: str) -> str:
+  """'' for the digits (the names runs and figures had before CIFAR-10), else '<dataset>_'."""
+  return "" if dataset == DATASET else f"{dataset}_"
+
+
+def result_dataset(result: dict) -> str:
+  """The dataset of a finished run (results written before CIFAR-10 runs name none: digits)."""
+  return result["run"]["options"].get("dataset", DATASET)
+
+
+def absent_datasets(config) -> tuple[str, ...]:
+  """The datasets of `config.augmentation.datasets` that are not prepared in `config.data_dir`."""
+  return tuple(name for name in config.augmentation.datasets
+               if not is_prepared(name, config.data_dir))
 
 
 def plan(config) -> list[Run]:
-  return [Run(NAME, f"{model}_{augmentation}_seed{seed}", seed,
-              {"model": model, "augmentation": augmentation})
-          for seed in config.augmentation.seeds for model in config.augmentation.models
+  """Every (dataset, model, augmentation) at every seed, datasets that are not prepared left out."""
+  absent = absent_datasets(config)
+  return [Run(NAME, f"{name_prefix(dataset)}{model}_{augmentation}_seed{seed}", seed,
+              {"model": model, "augmentation": augmentation, "dataset": dataset})
+          for seed in config.augmentation.seeds
+          for dataset in config.augmentation.datasets if dataset not in absent
+          for model in config.augmentation.models
           for augmentation in config.augmentation.augmentations]
 
 
-def execute(run: Run, config, digits: Digits) -> dict:
+def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
+  """Trains the run's model on `dataset` (the run's) and measures it; the metrics, JSON-ready."""
   settings = config.augmentation
+  steps = num_steps(config, dataset.name)
   model_name, overrides = MODELS[run.options["model"]]
   classifier, records = train_classifier(
-      model_name, overrides, digits.train_images, digits.train_labels, seed=run.seed,
-      num_steps=settings.num_steps, batch_size=config.batch_size,
+      model_name, overrides, dataset.train_images, dataset.train_labels, seed=run.seed,
+      num_steps=steps, batch_size=config.batch_size,
       config=training_config(learning_rate=config.learning_rate),
       augment=build_augmentation(augmentation_spec(run.options["augmentation"], config)),
-      record_every=max(settings.num_steps // 4, 1))
+      record_every=max(steps // 4, 1), dataset=dataset.name)
   apply_fn = classifier.apply_fn()
-  images, labels = evaluation_subset(digits, config.eval_images)
+  images, labels = evaluation_subset(dataset, config.eval_images)
   images = to_unit(images)
   layer_images = images[:config.layer_images]
   key = prng_key(run.seed)
@@ -85,7 +122,7 @@ def execute(run: Run, config, digits: Digits) -> dict:
   lie = {name: float(jnp.mean(jnp.linalg.norm(attribution.total, axis=-1)))
          for name, attribution in attributions.items()}
   return {
-      "clean_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
+      "clean_accuracy": classifier.accuracy(dataset.test_images, dataset.test_labels),
       "final_train_loss": records[-1].train_loss,
       "consistency_crop": consistency["crop"],
       "consistency_circular": consistency["circular"],
@@ -139,6 +176,23 @@ def _curve_plot(groups, config, path: str, title: str, xlabel: str, curve) -> No
 
 
 def report(results: list[dict], config, out_dir: str) -> str:
+  """One subsection per dataset: its finished runs, or why it was not run (not prepared)."""
+  by_dataset = {}
+  for result in results:
+    by_dataset.setdefault(result_dataset(result), []).append(result)
+  sections = []
+  for dataset in sorted(set(by_dataset) | set(absent_datasets(config)),
+                        key=IN_MEMORY_DATASETS.index):
+    body = (_dataset_report(by_dataset[dataset], config, out_dir, dataset)
+            if dataset in by_dataset else
+            f"Not run: {not_prepared_message(dataset, config.data_dir)}.")
+    sections += [f"### {DATASET_TITLES[dataset]}", "", body, ""]
+  return "\n".join(sections).rstrip()
+
+
+def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> str:
+  """The tables and figures (files `<name_prefix(dataset)>*.png`) of one dataset's runs."""
+  prefix = name_prefix(dataset)
   groups = by_option(results, "model", "augmentation")
   rows = []
   for (model, augmentation_name), group in groups.items():
@@ -163,12 +217,12 @@ def report(results: list[dict], config, out_dir: str) -> str:
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation f‖", "‖L_rotation f‖"], rows)
 
-  _curve_plot(groups, config, os.path.join(out_dir, "accuracy_vs_shift.png"),
+  _curve_plot(groups, config, os.path.join(out_dir, f"{prefix}accuracy_vs_shift.png"),
               "Accuracy vs horizontal translation (zeros enter)", "shift (pixels)",
               lambda group: (group[0]["metrics"]["translations"],
                              [r["metrics"]["accuracy_vs_translation"]["horizontal"]
                               for r in group]))
-  _curve_plot(groups, config, os.path.join(out_dir, "accuracy_vs_angle.png"),
+  _curve_plot(groups, config, os.path.join(out_dir, f"{prefix}accuracy_vs_angle.png"),
               "Accuracy vs rotation angle", "angle (degrees)",
               lambda group: (group[0]["metrics"]["angles"],
                              [r["metrics"]["accuracy_vs_rotation"] for r in group]))
@@ -187,7 +241,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
   axes.set_ylabel("shift consistency")
   axes.legend(fontsize=7)
   figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, "consistency.png"), dpi=100)
+  figure.savefig(os.path.join(out_dir, f"{prefix}consistency.png"), dpi=100)
   plt.close(figure)
 
   figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -214,7 +268,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
     axis.grid(alpha=0.3)
   axes[0].legend(fontsize=6)
   figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, "layer_equivariance.png"), dpi=100)
+  figure.savefig(os.path.join(out_dir, f"{prefix}layer_equivariance.png"), dpi=100)
   plt.close(figure)
 
   layer_rows = []
@@ -235,16 +289,18 @@ def report(results: list[dict], config, out_dir: str) -> str:
                          cell(shares["translation_horizontal"], 2), cell(shares["rotation"], 2)])
   settings = config.augmentation
   return "\n".join([
-      f"{settings.num_steps} training steps of batch {config.batch_size} per run; augmentation "
-      f"'translate' = random crop of the {settings.max_shift}-pixel zero-padded digit, 'rotate' "
-      f"= uniform in ±{settings.max_degrees}°, 'both' = the two in turn. Metrics on "
-      f"{config.eval_images} test digits (clean accuracy on all 1,000); consistency: two shifts "
+      f"{num_steps(config, dataset)} training steps of batch {config.batch_size} per run; "
+      f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
+      f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
+      f"Metrics on {config.eval_images} test images (clean accuracy on all "
+      f"{get_dataset_info(dataset).num_test:,}); consistency: two shifts "
       f"uniform in ±{settings.consistency_shift} px per axis, {settings.consistency_passes} "
       "passes; P(top-1 change) and MAC (mean absolute change of the top-class probability) over "
       "8 consecutive 1-pixel diagonal shifts with zeros entering; Lie derivatives on "
-      f"{config.layer_images} digits, per pixel (translation) and per radian (rotation).", "",
-      table, "", "![accuracy vs shift](accuracy_vs_shift.png)", "",
-      "![accuracy vs angle](accuracy_vs_angle.png)", "", "![consistency](consistency.png)", "",
+      f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
+      table, "", f"![accuracy vs shift]({prefix}accuracy_vs_shift.png)", "",
+      f"![accuracy vs angle]({prefix}accuracy_vs_angle.png)", "",
+      f"![consistency]({prefix}consistency.png)", "",
       "Per-layer equivariance error (circular shifts "
       f"{[tuple(s) for s in settings.layer_shifts]}; on-grid: shifts that are multiples of the "
       "layer's cumulative stride; layers without spatial axes: invariance error), relative "
@@ -256,4 +312,4 @@ def report(results: list[dict], config, out_dir: str) -> str:
       markdown_table(["model", "augmentation", "layer", "stride", "error on grid",
                       "error off grid", "‖L_l‖/‖f_l‖ (translation)", "share of L f (translation)",
                       "share of L f (rotation)"], layer_rows), "",
-      "![per-layer equivariance](layer_equivariance.png)"])
+      f"![per-layer equivariance]({prefix}layer_equivariance.png)"])

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cnn_jax.data.augment import build_augmentation
-from experiments.in_memory_training import Digits, train_classifier, training_config
+from experiments.in_memory_training import (InMemoryDataset, train_classifier,
+                                            training_config)
 from experiments.model_zoo import check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -39,7 +40,7 @@ def plan(config) -> list[Run]:
           for seed in config.depth.seeds for depth in config.depth.depths for kind in KINDS]
 
 
-def execute(run: Run, config, digits: Digits) -> dict:
+def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   blocks = (run.options["depth"] - 2) // 6
   model_name = "resnet20" if run.options["kind"] == "residual" else "plain20"
   classifier, records = train_classifier(

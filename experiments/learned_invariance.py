@@ -38,8 +38,8 @@ import numpy as np
 
 from cnn_jax.analysis import logits_in_batches
 from cnn_jax.data.augment import translate
-from experiments.in_memory_training import (Digits, evaluation_subset, to_unit, train_classifier,
-                                            training_config)
+from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, to_unit,
+                                            train_classifier, training_config)
 from experiments.model_zoo import SMALL_CNN, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -102,7 +102,7 @@ def new_class_predictions(logits: jax.Array) -> jax.Array:
   return new_classes[jnp.argmax(logits[:, new_classes], axis=-1)]
 
 
-def execute(run: Run, config, digits: Digits) -> dict:
+def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   settings = config.learned_invariance
   canvas = settings.canvas
   overrides = model_overrides(config)

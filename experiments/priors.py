@@ -23,7 +23,8 @@ import numpy as np
 from cnn_jax import models
 from cnn_jax.analysis.self_similarity import self_similarity_ratio
 from cnn_jax.data.augment import build_augmentation
-from experiments.in_memory_training import Digits, train_classifier, training_config
+from experiments.in_memory_training import (InMemoryDataset, train_classifier,
+                                            training_config)
 from experiments.model_zoo import SMALL_CNN, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -105,7 +106,7 @@ def _self_similarity(config) -> dict:
   return {"ratios": rows}
 
 
-def execute(run: Run, config, digits: Digits) -> dict:
+def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   if run.options["kind"] == "self_similarity":
     return _self_similarity(config)
   overrides = (SMALL_CNN if run.options["architecture"] == "cnn"

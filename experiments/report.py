@@ -36,7 +36,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned.items()) + ".",
       "Tables give mean ± std over seeds. Data: the 5,000 offline MNIST digits "
-      "('mnist_offline', 4,000 train / 1,000 test). Every model is trained by "
+      "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
+      "prepared (see its section). Every model is trained by "
       "`cnn_jax.train`'s data-parallel step (SGD with Nesterov momentum, cosine schedule, "
       f"batch {config.batch_size}, peak rate {config.learning_rate}).", ""]
   for name in sorted(config.experiments, key=list(SECTION_TITLES).index):

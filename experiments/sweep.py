@@ -12,6 +12,11 @@ every seed after the first, and a resumed sweep, skips most of the compilation. 
 `<workdir>/report/README.md` and its PNGs are (re)written from all finished runs. Runs go seed
 by seed (every experiment at the first seed, then the next), so a sweep cut short still reports
 every experiment.
+
+Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
+('' = TFDS's default, `~/tensorflow_datasets`); otherwise its CIFAR-10 runs are not planned, the
+sweep logs how to prepare it, and the report says so. A dataset is read into memory once, before
+its first unfinished run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ml_collections import config_flags
 
 from experiments import augmentation, depth, equivariance, learned_invariance, priors, report
 from experiments.configs.exp_sweep import EXPERIMENT_NAMES
-from experiments.in_memory_training import load_digits
+from experiments.in_memory_training import DATASET, load_dataset, not_prepared_message
 from experiments.model_zoo import check_names
 from experiments.runs import Run, is_finished, load_result, save_result
 
@@ -53,7 +58,8 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def validate_sweep(config) -> None:
-  """Raises ValueError for unknown experiment, model or augmentation names and empty seeds."""
+  """Raises ValueError for unknown experiment, dataset, model or augmentation names, and for
+  empty seeds."""
   check_names("config.experiments", config.experiments, EXPERIMENT_NAMES)
   for name in config.experiments:
     EXPERIMENTS[name].validate(config)
@@ -81,15 +87,21 @@ def run_sweep(config, workdir: str, *, report_only: bool = False) -> dict[str, l
     The finished results by experiment name.
   """
   validate_sweep(config)
+  if augmentation.NAME in config.experiments:
+    for name in augmentation.absent_datasets(config):
+      logging.warning("Experiment %s skips %s: %s.", augmentation.NAME, name,
+                      not_prepared_message(name, config.data_dir))
   runs = plan_sweep(config)
-  digits = None
+  datasets = {}
   start = time.time()
   for index, run in enumerate(runs, start=1):
     if report_only or is_finished(workdir, run):
       continue
-    digits = digits if digits is not None else load_digits()
+    name = run.options.get("dataset", DATASET)
+    if name not in datasets:
+      datasets[name] = load_dataset(name, config.data_dir)
     run_start = time.time()
-    metrics = EXPERIMENTS[run.experiment].execute(run, config, digits)
+    metrics = EXPERIMENTS[run.experiment].execute(run, config, datasets[name])
     metrics["wall_time_seconds"] = time.time() - run_start
     save_result(workdir, run, metrics)
     logging.info("[%d/%d] %s/%s done in %.1f s (sweep %.0f s)", index, len(runs), run.experiment,

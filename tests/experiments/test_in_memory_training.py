@@ -2,9 +2,10 @@ import jax
 import numpy as np
 import pytest
 
+from cnn_jax.data import get_dataset_info
 from cnn_jax.data.augment import build_augmentation
-from experiments.in_memory_training import (evaluation_subset, load_digits, train_classifier,
-                                            training_config)
+from experiments.in_memory_training import (Classifier, evaluation_subset, load_digits,
+                                            train_classifier, training_config)
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +46,13 @@ def test_frozen_modules_keep_their_parameters(digits):
   assert not np.allclose(tuned["params"]["Head"]["kernel"], start["params"]["Head"]["kernel"])
   with pytest.raises(ValueError, match=r"frozen_modules must name .* \['Conv1'\]"):
     train(start, frozen_modules=("Conv1",))
+
+
+@pytest.mark.parametrize("dataset", ["mnist_offline", "cifar10"])
+def test_classifier_normalizes_with_its_datasets_statistics(dataset):
+  info = get_dataset_info(dataset)
+  classifier = Classifier(model=None, variables={}, input_transform=lambda images: images,
+                          dataset=dataset)
+  images = np.full((2, 4, 4, len(info.mean)), 0.5, np.float32)
+  expected = (0.5 - np.array(info.mean)) / np.array(info.std)
+  np.testing.assert_allclose(classifier.model_input(images)[1, 2, 3], expected, rtol=1e-5)

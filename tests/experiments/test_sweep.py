@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 
 import jax
@@ -42,6 +43,9 @@ def tiny_config():
     ("experiments", ("augmentation", "colour"), r"config.experiments must be .* \['colour'\]"),
     ("augmentation.models", ("cnn", "vgg"), r"config.augmentation.models .* \['vgg'\]"),
     ("augmentation.augmentations", ("flip",), r"config.augmentation.augmentations .* \['flip'\]"),
+    ("augmentation.datasets", ("mnist_offline", "svhn"),
+     r"config.augmentation.datasets must be .* \('mnist_offline', 'cifar10'\).* \['svhn'\]"),
+    ("augmentation.cifar10_num_steps", 0, "config.augmentation.cifar10_num_steps must be an int"),
     ("augmentation.seeds", (), "config.augmentation.seeds must be a non-empty list"),
     ("priors.seeds", (), "config.priors.seeds must be a non-empty list"),
     ("depth.depths", (9,), "config.depth.depths must be a non-empty list of depths 6n"),
@@ -103,12 +107,30 @@ def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch
     return dict(FAKE_METRICS)
 
   monkeypatch.setattr(augmentation, "execute", execute)
-  monkeypatch.setattr(sweep, "load_digits", lambda: None)
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
   results = sweep.run_sweep(config, str(tmp_path))
   assert executed == [second.name]
   assert [r["metrics"]["clean_accuracy"] for r in results["augmentation"]] == [0.25, 0.5]
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
   assert "| mlp | none | 2 | 0.375 ± 0.125 |" in readme
+
+
+def test_absent_cifar10_is_logged_and_reported(tmp_path, caplog):
+  config = exp_sweep.get_config("smoke")
+  config.experiments = ("augmentation",)
+  config.augmentation.datasets = ("mnist_offline", "cifar10")
+  config.data_dir = str(tmp_path / "tfds")
+  (digits_run,) = augmentation.plan(config)
+  save_result(str(tmp_path), digits_run, FAKE_METRICS)
+  with caplog.at_level(logging.WARNING):
+    sweep.run_sweep(config, str(tmp_path), report_only=True)
+  # One line from the sweep (TFDS itself also warns that the folder it looked in is empty).
+  (message,) = [r.getMessage() for r in caplog.records if "tfds build cifar10" in r.getMessage()]
+  assert config.data_dir in message and "download_and_prepare()" in message
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  assert "### CIFAR-10 ('cifar10')\n\nNot run: dataset 'cifar10' is not prepared" in readme
+  assert "tfds build cifar10" in readme
+  assert "augmentation 1/1" in readme  # the one digits run is planned, the CIFAR-10 one is not
 
 
 @pytest.mark.slow
