@@ -46,21 +46,11 @@ def test_cnn_global_average_head_parameter_count_does_not_depend_on_input_size()
   assert len(counts) == 1 and len(flatten_counts) == 2
 
 
-def test_cnn_sows_every_stage_in_forward_order():
+def test_cnn_sows_every_stage_in_forward_order(sown_layer_names):
   model = CNN(features=(4, 8, 8), kernel_sizes=(3, 3, 3), pool_after=(True, False, True),
               hidden=(16, 16), dropout_rates=(0.0, 0.1, 0.2))
-  x = jax.ShapeDtypeStruct((2, 16, 16, 1), jnp.float32)
-  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
-  names = []
-
-  def forward(variables, x):
-    # Inside the trace the dict keeps insertion order (jit/eval_shape outputs sort dict keys).
-    names.extend(model.apply(variables, x, train=False, mutable="intermediates")[1][
-        "intermediates"])
-
-  jax.eval_shape(forward, variables, x)
-  assert names == ["conv1", "pool1", "conv2", "conv3", "pool2", "fc1",
-                                          "fc2", "logits"]
+  names = sown_layer_names(model, (2, 16, 16, 1))
+  assert names == ["conv1", "pool1", "conv2", "conv3", "pool2", "fc1", "fc2", "logits"]
 
 
 def test_cnn_act_reaches_every_activation():
