@@ -38,6 +38,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from cnn_jax.ops.arithmetic import output_size
+
 # The names `ops.correlate` and `ops.max_pool` accept for their `lowering` argument.
 LOWERINGS = ("xla", "tiled", "auto")
 DEFAULT_LOWERING = "auto"
@@ -103,9 +105,8 @@ def auto_tiled_parts(x_shape, kernel_shape, correlation: Correlation) -> frozens
   taps = math.prod(kernel_size)
   if correlation.groups != 1 or taps > _MAX_AUTO_TAPS:
     return frozenset()
-  out_size = tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(
-      _padded_size(x_shape, correlation), kernel_size, correlation.strides,
-      correlation.kernel_dilations))
+  out_size = _output_size(_padded_size(x_shape, correlation), kernel_size, correlation.strides,
+                          correlation.kernel_dilations)
   strided = any(s > 1 for s in correlation.strides)
   pixels = math.prod(out_size)
   large = channels_out >= _MIN_AUTO_CHANNELS_OUT and (
@@ -169,10 +170,10 @@ class _Geometry(NamedTuple):
   tiled: frozenset[str]
 
 
-def _output_size(padded_size, geometry: _Geometry) -> tuple[int, ...]:
+def _output_size(padded_size, kernel_size, strides, dilations) -> tuple[int, ...]:
   """`O = floor((P - D (K - 1) - 1) / S) + 1` per spatial axis of a padded input of size P."""
-  return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(
-      padded_size, geometry.kernel_size, geometry.strides, geometry.dilations))
+  return tuple(output_size(p, k, s, 0, d)
+               for p, k, s, d in zip(padded_size, kernel_size, strides, dilations))
 
 
 def _patches(x_tile: jax.Array, out_size, geometry: _Geometry) -> jax.Array:
@@ -231,7 +232,8 @@ def _tiling(batch: int, out_rows: int, row_bytes: int, tile_bytes: int) -> tuple
 
 def _tile_plan(x_padded: jax.Array, geometry: _Geometry, tile_bytes: int):
   """Output size, tile shape `(images, rows)` and tile counts `(image tiles, row tiles)`."""
-  out_size = _output_size(x_padded.shape[1:-1], geometry)
+  out_size = _output_size(x_padded.shape[1:-1], geometry.kernel_size, geometry.strides,
+                          geometry.dilations)
   row_bytes = (x_padded.dtype.itemsize * x_padded.shape[-1] * len(_taps(geometry))
                * math.prod(out_size[1:]))
   images, rows = _tiling(x_padded.shape[0], out_size[0], row_bytes, tile_bytes)
@@ -290,7 +292,8 @@ def _forward_by_images(x_padded: jax.Array, kernel: jax.Array,
   of a strided slice, a pad with interior padding S - 1, into its own images only (row bands
   would overlap and add into the whole input gradient on every tile).
   """
-  out_size = _output_size(x_padded.shape[1:-1], geometry)
+  out_size = _output_size(x_padded.shape[1:-1], geometry.kernel_size, geometry.strides,
+                          geometry.dilations)
   image_bytes = (x_padded.dtype.itemsize * x_padded.shape[-1] * len(_taps(geometry))
                  * math.prod(out_size))
   images, _ = _tiling(x_padded.shape[0], 1, image_bytes, geometry.tile_bytes)
