@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_jax.analysis.intermediates import intermediates_in_order
-from cnn_jax.analysis.lie_derivative import Transformation, warp_features, warp_images
+from cnn_jax.analysis.lie_derivative import Transformation, feature_generator, warp_images
 
 
 class LayerContribution(NamedTuple):
@@ -60,18 +60,6 @@ class LieAttribution(NamedTuple):
     total = sum(norms)
     return [LayerContribution(name, norm, norm / total if total > 0 else 0.0)
             for (name, _), norm in zip(self.terms, norms)]
-
-
-def _feature_generator(activation: jax.Array, transformation: Transformation,
-                       input_size: int) -> jax.Array:
-  """`A_k h_k`: d/dt of the feature-space warp at t = 0; zero for maps without spatial axes."""
-  if activation.ndim != 4:
-    return jnp.zeros_like(activation)
-  scale = input_size / activation.shape[1] if transformation.scales_with_stride else 1.0
-  zero = jnp.zeros((), activation.dtype)
-  _, generator = jax.jvp(lambda t: warp_features(activation, transformation.matrix(t / scale)),
-                         (zero,), (jnp.ones_like(zero),))
-  return generator
 
 
 def _layer_paths(perturbations: Mapping) -> dict[str, tuple[str, ...]]:
@@ -130,7 +118,7 @@ def lie_attribution(model: nn.Module, variables: Mapping, images: jax.Array,
     activations = dict(layers)
     warped_outputs = [total]  # D_0 = L f, then D_k for every recorded layer
     for name in recorded:
-      direction = _feature_generator(activations[name], transformation, images.shape[1])
+      direction = feature_generator(activations[name], transformation, images.shape[1])
       tangent = flax.traverse_util.flatten_dict(zero_perturbations)
       tangent[paths[name]] = direction
       warped_outputs.append(output_jvp(flax.traverse_util.unflatten_dict(tangent)))

@@ -97,6 +97,31 @@ def warp_features(features: jax.Array, matrix: jax.Array) -> jax.Array:
   return jax.vmap(jax.vmap(sample, in_axes=-1, out_axes=-1))(features)
 
 
+def feature_generator(activation: jax.Array, transformation: Transformation,
+                      input_size: int) -> jax.Array:
+  """`d/dt T'_t f_l |_{t=0}`: the warp's generator applied to a layer's activation.
+
+  `T'_t` is the warp on a feature map of cumulative stride `s = input_size / h` (translation by
+  `t / s` feature pixels; rotation unchanged), and the identity on activations without spatial
+  axes, whose generator is 0.
+
+  Args:
+    activation: `[N, h, w, C]` or `[N, D]`.
+    transformation: `translation(axis)` or `rotation()`.
+    input_size: the input images' height H.
+
+  Returns:
+    An array of `activation`'s shape.
+  """
+  if activation.ndim != 4:
+    return jnp.zeros_like(activation)
+  scale = input_size / activation.shape[1] if transformation.scales_with_stride else 1.0
+  zero = jnp.zeros((), activation.dtype)
+  _, generator = jax.jvp(lambda t: warp_features(activation, transformation.matrix(t / scale)),
+                         (zero,), (jnp.ones_like(zero),))
+  return generator
+
+
 class LayerLieDerivative(NamedTuple):
   """The size of one layer's Lie derivative, averaged over the images."""
   name: str
@@ -153,13 +178,7 @@ def layer_lie_derivatives(features_fn: FeaturesFn, images: jax.Array,
   activations, tangents = jax.jvp(activations_of, (zero,), (jnp.ones_like(zero),))
   results = []
   for name, activation, tangent in zip(names, activations, tangents):
-    if activation.ndim == 4:
-      scale = images.shape[1] / activation.shape[1] if transformation.scales_with_stride else 1.0
-      _, feature_generator = jax.jvp(
-          lambda t, activation=activation: warp_features(activation,
-                                                         transformation.matrix(t / scale)),
-          (zero,), (jnp.ones_like(zero),))
-      tangent = tangent - feature_generator
+    tangent = tangent - feature_generator(activation, transformation, images.shape[1])
     norms = _per_image_norm(tangent)
     # Layers that are zero on an image (dead ReLUs) carry no violation there: count 0, not 0/0.
     feature_norms = _per_image_norm(activation)
