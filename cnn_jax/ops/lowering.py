@@ -16,8 +16,8 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   - max pooling: the gradient of each window goes to its first maximum (as XLA's
     `select_and_scatter`) through elementwise selects and strided pads that XLA fuses.
 * 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
-  `benchmarks/` per-op table): on CPU the tiled kernel gradient of the shapes where XLA's is
-  slow and the switch max-pool backward; elsewhere (GPU, TPU) the reference.
+  `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
+  kernels and the switch max-pool backward; elsewhere (GPU, TPU) the reference.
 
 Both gradients are derived, not hand-written: the correlation and the pooling are `custom_jvp`
 functions whose tangent maps are the im2col products and switch selects above, so reverse mode
@@ -48,12 +48,6 @@ DEFAULT_LOWERING = "auto"
 TILE_BYTES = 2 ** 21
 # The three parts of a correlation's training step that can run as tiled matrix products.
 TILED_PARTS = ("forward", "input_gradient", "kernel_gradient")
-# Kernels with more taps than this (AlexNet's 11x11) build patch matrices too wide to gain.
-_MAX_AUTO_TAPS = 49
-# Stride-1 kernel gradients gain from tiling with at least this many output channels, and either
-# this many output pixels per image or this many multiply-adds per image and tap (`O C_in C_out`);
-# below, XLA's convolution is as fast or faster (per-op tables, 2026-11-25).
-_MIN_AUTO_CHANNELS_OUT, _MIN_AUTO_PIXELS, _MIN_AUTO_TAP_MACS = 32, 196, 2 ** 20
 
 
 def check_lowering(lowering: str) -> None:
@@ -84,34 +78,19 @@ def channels_last_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
       out_spec=(0, ndim + 1) + tuple(range(1, ndim + 1)))
 
 
-def _padded_size(x_shape, correlation: Correlation) -> tuple[int, ...]:
-  """`P = (N - 1) D_in + 1 + P_lo + P_hi` per spatial axis."""
-  return tuple((n - 1) * d + 1 + lo + hi for n, d, (lo, hi) in zip(
-      x_shape[1:-1], correlation.input_dilations, correlation.pads))
-
-
 def auto_tiled_parts(x_shape, kernel_shape, correlation: Correlation) -> frozenset[str]:
   """The parts that measured faster tiled than XLA's convolution on CPU, for one shape.
 
-  Only the kernel gradient, of ungrouped kernels with at most 7x7 taps, when the kernel is 1x1
-  or strided (XLA convolves a zero-dilated gradient: 1.1-7x slower), or when it has at least
-  `_MIN_AUTO_CHANNELS_OUT` output channels and either `_MIN_AUTO_PIXELS` output pixels per image
-  or `_MIN_AUTO_TAP_MACS` multiply-adds per image and tap (1.2-2x; smaller products, such as
-  ResNet-20's 16 channels or 64 channels on 8x8, run faster in XLA). Never the forward pass
-  (XLA's is as fast and fuses with its neighbours) nor the input gradient (col2im measured
-  1.0-2.4x slower where training needs it).
+  Only the kernel gradient, of ungrouped kernels that are 1x1 (a plain matrix product: XLA's
+  kernel-gradient convolution measured 1.4-3.6x slower) or read a single input channel
+  (MNIST's first layer: 1.2-1.5x). Everything else, forward and input gradient included, is
+  faster in XLA's own convolution under `cnn_jax.xla_cpu`'s flags (per-op table 2026-11-25:
+  tiled kernel gradients of 3x3 layers 1.1-2.2x slower).
   """
-  kernel_size, channels_out = tuple(kernel_shape[:-2]), kernel_shape[-1]
-  taps = math.prod(kernel_size)
-  if correlation.groups != 1 or taps > _MAX_AUTO_TAPS:
-    return frozenset()
-  out_size = _output_size(_padded_size(x_shape, correlation), kernel_size, correlation.strides,
-                          correlation.kernel_dilations)
-  strided = any(s > 1 for s in correlation.strides)
-  pixels = math.prod(out_size)
-  large = channels_out >= _MIN_AUTO_CHANNELS_OUT and (
-      pixels >= _MIN_AUTO_PIXELS or pixels * x_shape[-1] * channels_out >= _MIN_AUTO_TAP_MACS)
-  return frozenset({"kernel_gradient"}) if taps == 1 or strided or large else frozenset()
+  one_by_one = math.prod(kernel_shape[:-2]) == 1
+  if correlation.groups == 1 and (one_by_one or x_shape[-1] == 1):
+    return frozenset({"kernel_gradient"})
+  return frozenset()
 
 
 def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,

@@ -134,26 +134,26 @@ def test_correlate_lowerings_have_the_reference_forward_mode_derivative(name):
     np.testing.assert_allclose(a, e, **TOLERANCE)
 
 
-def test_auto_tiles_the_kernel_gradient_of_large_convolutions_on_cpu_only():
-  mnist_conv2 = conv.resolve_correlation((256, 26, 26, 32), (3, 3, 32, 64))
-  assert lowering.tiled_parts("auto", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+def test_auto_tiles_the_kernel_gradient_of_1x1_convolutions_on_cpu_only():
+  shortcut = conv.resolve_correlation((128, 32, 32, 64), (1, 1, 64, 128), stride=2)
+  assert lowering.tiled_parts("auto", (128, 32, 32, 64), (1, 1, 64, 128), shortcut,
                               "cpu") == {"kernel_gradient"}
   for platform in ("gpu", "tpu"):
-    assert not lowering.tiled_parts("auto", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+    assert not lowering.tiled_parts("auto", (128, 32, 32, 64), (1, 1, 64, 128), shortcut,
                                     platform)
-  assert lowering.tiled_parts("tiled", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2,
+  assert lowering.tiled_parts("tiled", (128, 32, 32, 64), (1, 1, 64, 128), shortcut,
                               "gpu") == set(lowering.TILED_PARTS)
-  assert not lowering.tiled_parts("xla", (256, 26, 26, 32), (3, 3, 32, 64), mnist_conv2, "cpu")
+  assert not lowering.tiled_parts("xla", (128, 32, 32, 64), (1, 1, 64, 128), shortcut, "cpu")
 
 
 @pytest.mark.parametrize("x_shape, kernel_shape, options, tiled", [
-    ((128, 32, 32, 16), (3, 3, 16, 16), dict(padding="same"), False),  # few output channels
-    ((128, 8, 8, 64), (3, 3, 64, 64), dict(padding="same"), False),  # few pixels and channels
-    ((128, 8, 8, 256), (3, 3, 256, 256), dict(padding="same"), True),  # few pixels, many channels
-    ((128, 32, 32, 64), (1, 1, 64, 128), dict(stride=2), True),  # 1x1 strided
-    ((128, 16, 16, 32), (3, 3, 32, 64), dict(stride=2, padding="same"), True),  # strided
-    ((32, 224, 224, 3), (11, 11, 3, 64), dict(stride=4, padding=2), False),  # too many taps
-    ((32, 27, 27, 64), (5, 5, 32, 192), dict(padding="same", groups=2), False),  # grouped
+    ((128, 32, 32, 64), (1, 1, 64, 128), dict(stride=2), True),  # 1x1 strided shortcut
+    ((32, 56, 56, 64), (1, 1, 64, 256), dict(), True),  # 1x1 bottleneck
+    ((256, 28, 28, 1), (3, 3, 1, 32), dict(), True),  # one input channel
+    ((256, 26, 26, 32), (3, 3, 32, 64), dict(), False),  # 3x3: XLA's is faster
+    ((128, 16, 16, 32), (3, 3, 32, 64), dict(stride=2, padding="same"), False),  # strided 3x3
+    ((32, 224, 224, 3), (11, 11, 3, 64), dict(stride=4, padding=2), False),  # AlexNet's stem
+    ((32, 27, 27, 64), (1, 1, 32, 192), dict(groups=2), False),  # grouped
 ])
 def test_auto_tiles_only_the_kernel_gradients_that_measured_faster(x_shape, kernel_shape,
                                                                    options, tiled):
