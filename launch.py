@@ -10,20 +10,13 @@ Multi-host: start one process per host with the same flags plus --coordinator_ad
 """
 
 import logging as python_logging
-import os
 
-# Before jax is imported: XLA reads the flag once. One virtual CPU device per core lets the
-# data-parallel step keep both cores busy (see PERF_NOTES); a GPU or TPU backend ignores it.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                             f"device_count={min(os.cpu_count() or 1, 8)}").strip()
+import jax
+import tensorflow as tf
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from cnn_jax import train  # noqa: E402
+from cnn_jax import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (and :argument).",
