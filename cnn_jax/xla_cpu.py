@@ -27,28 +27,18 @@ YNN_FUSION_TYPES = ("dot", "reduce")
 TESTED_JAXLIB = ((0, 10, 2), (0, 11))
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-  """'0.10.2' -> (0, 10, 2); a suffix such as '.dev20261125' ends the numeric part."""
-  numbers = []
-  for part in version.split("."):
-    if not part.isdigit():
-      break
-    numbers.append(int(part))
-  return tuple(numbers)
-
-
-def with_cnn_jax_flags(xla_flags: str, jaxlib_version: str) -> str:
+def with_cnn_jax_flags(xla_flags: str, jaxlib_version: tuple[int, ...]) -> str:
   """`xla_flags` plus `YNN_FUSION_FLAG=<YNN_FUSION_TYPES>`, unless already there or untested.
 
   Args:
     xla_flags: the current value of `XLA_FLAGS` ('' when unset).
-    jaxlib_version: `jaxlib.version.__version__`.
+    jaxlib_version: `jaxlib.version.__version_info__`, e.g. `(0, 10, 2)`.
 
   Returns:
     The value `XLA_FLAGS` should have.
   """
   lowest, untested = TESTED_JAXLIB
-  if YNN_FUSION_FLAG in xla_flags or not lowest <= _version_tuple(jaxlib_version) < untested:
+  if YNN_FUSION_FLAG in xla_flags or not lowest <= jaxlib_version < untested:
     return xla_flags
   return f"{xla_flags} {YNN_FUSION_FLAG}={','.join(YNN_FUSION_TYPES)}".strip()
 
@@ -57,7 +47,7 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
   """Sets `environ['XLA_FLAGS']` as `with_cnn_jax_flags` says; returns whether it changed."""
   import jaxlib.version
   before = environ.get("XLA_FLAGS", "")
-  after = with_cnn_jax_flags(before, jaxlib.version.__version__)
+  after = with_cnn_jax_flags(before, jaxlib.version.__version_info__)
   if after != before:
     environ["XLA_FLAGS"] = after
   return after != before
