@@ -47,8 +47,7 @@ MODELS = {
 
 def build_model(spec: ModelSpec, lowering: str, **overrides):
   """`spec`'s model with every conv and max pool lowered as `lowering` says (`ops.LOWERINGS`)."""
-  if lowering not in LOWERINGS:
-    raise ValueError(f"lowering must be one of {LOWERINGS}, got {lowering!r}")
+  ops.lowering.check_lowering(lowering)
   return models.get_model(spec.model, **spec.overrides, **overrides, lowering=lowering)
 
 
