@@ -188,9 +188,10 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
       x.shape, kernel.shape, stride=stride, padding=padding, kernel_dilation=kernel_dilation,
       input_dilation=input_dilation, groups=groups,
       bias_shape=None if bias is None else jnp.shape(bias), precision=precision)
-  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation,
-                                jax.default_backend())
-  y = lowerings.correlate(x, kernel, correlation, tiled=tiled)
+  platform = jax.default_backend()
+  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform)
+  materialize = lowerings.materializes_kernel_gradient_input(lowering, platform)
+  y = lowerings.correlate(x, kernel, correlation, tiled=tiled, materialize_input=materialize)
   if bias is not None:
     y = y + bias
   return y

@@ -86,17 +86,19 @@ def test_correlate_lowerings_equal_the_reference_in_values_and_gradients(problem
 
 
 @settings(max_examples=8)
-@given(correlation_problems(), st.sets(st.sampled_from(lowering.TILED_PARTS)),
+@given(correlation_problems(), st.sets(st.sampled_from(lowering.TILED_PARTS)), st.booleans(),
        st.sampled_from([1, 64, 2 ** 12, 2 ** 21]), st.integers(0, 2 ** 16))
-def test_any_tiled_parts_and_tile_size_equal_the_reference(problem, parts, tile_bytes, seed):
+def test_any_tiled_parts_and_tile_size_equal_the_reference(problem, parts, materialize,
+                                                          tile_bytes, seed):
   x, kernel, bias, dy = _random_problem(problem, seed)
   correlation = conv.resolve_correlation(x.shape, kernel.shape, **problem[2])
-  note(f"tiled {parts}, tile_bytes {tile_bytes}")
+  note(f"tiled {parts}, materialize_input {materialize}, tile_bytes {tile_bytes}")
   expected = _values_and_gradients(
       lambda x, k: ops.correlate(x, k, lowering="xla", **problem[2]), x, kernel, bias, dy)
   actual = _values_and_gradients(
       lambda x, k: lowering.correlate(x, k, correlation, tiled=frozenset(parts),
-                                      tile_bytes=tile_bytes), x, kernel, bias, dy)
+                                      materialize_input=materialize, tile_bytes=tile_bytes),
+      x, kernel, bias, dy)
   for part, a, e in zip(("y", "dx", "dkernel", "dbias"), actual, expected):
     np.testing.assert_allclose(a, e, err_msg=part, **TOLERANCE)
 
@@ -160,6 +162,32 @@ def test_auto_tiles_only_the_kernel_gradients_that_measured_faster(x_shape, kern
   correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
   parts = lowering.auto_tiled_parts(x_shape, kernel_shape, correlation)
   assert parts == ({"kernel_gradient"} if tiled else set())
+
+
+def test_auto_materializes_the_kernel_gradient_input_on_cpu_only():
+  assert lowering.materializes_kernel_gradient_input("auto", "cpu")
+  assert not lowering.materializes_kernel_gradient_input("auto", "gpu")
+  assert not lowering.materializes_kernel_gradient_input("xla", "cpu")
+  assert lowering.materializes_kernel_gradient_input("tiled", "tpu")
+
+
+@pytest.mark.parametrize("materialize", [False, True])
+def test_a_materialized_kernel_gradient_input_survives_jax_and_xla_as_a_conditional(
+    materialize):
+  # The input is an elementwise chain (batch-norm apply + ReLU), as in a network. JAX drops a
+  # conditional whose branches only forward their operand and XLA folds one with a constant
+  # predicate; either would silently let XLA fuse the chain into the kernel gradient again.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+  correlation = conv.resolve_correlation(x.shape, kernel.shape, padding="same")
+
+  def loss(kernel, x, scale):
+    layer_input = jax.nn.relu(x * scale + 1.0)
+    return lowering.correlate(layer_input, kernel, correlation,
+                              materialize_input=materialize).sum()
+
+  optimized = jax.jit(jax.grad(loss)).lower(kernel, x, 0.5).compile().as_text()
+  assert ("conditional(" in optimized) == materialize
 
 
 def test_correlate_rejects_an_unknown_lowering():
