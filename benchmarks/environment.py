@@ -71,12 +71,13 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> dict:
-  """Achieved GFLOP/s of a `size^3` float32 matmul in JAX (and torch): the practical ceiling."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: str = "float32",
+                       torch_device: str = "cpu") -> dict:
+  """Achieved GFLOP/s of a `size^3` matmul in JAX (and torch) in `dtype`: the practical ceiling."""
   import jax
   import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.key(1), (size, size), dtype)
   matmul = jax.jit(jnp.matmul)
   matmul(a, b).block_until_ready()
   flops = 2 * size ** 3
@@ -86,8 +87,10 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> dict:
     import torch
   except ImportError:
     return result
-  ta, tb = torch.randn(size, size), torch.randn(size, size)
+  ta, tb = (torch.randn(size, size, dtype=getattr(torch, dtype), device=torch_device)
+            for _ in range(2))
+  synchronize = torch.cuda.synchronize if torch_device == "cuda" else lambda: None
   torch.matmul(ta, tb)
-  result["torch_matmul_gflops"] = flops / median_seconds(lambda: torch.matmul(ta, tb),
-                                                         repeats) / 1e9
+  result["torch_matmul_gflops"] = flops / median_seconds(
+      lambda: (torch.matmul(ta, tb), synchronize()), repeats) / 1e9
   return result

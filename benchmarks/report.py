@@ -17,8 +17,9 @@ def _environment(record: dict) -> str:
           f"{record.get('torch')} ({record.get('torch_threads')} threads), {record['devices']} "
           f"JAX device(s), {record['cpu_count']} CPUs, load average "
           f"{record['load_average_1min']:.1f} at start, "
-          f"{record.get('load_average_1min_end', float('nan')):.1f} at end. Matmul "
-          f"2048^3 peak: JAX {record['jax_matmul_gflops']:.0f} GFLOP/s, torch "
+          f"{record.get('load_average_1min_end', float('nan')):.1f} at end. Models in "
+          f"{record.get('dtype', 'float32')}, torch on {record.get('torch_device', 'cpu')}. "
+          f"Matmul 2048^3 peak: JAX {record['jax_matmul_gflops']:.0f} GFLOP/s, torch "
           f"{record.get('torch_matmul_gflops', float('nan')):.0f} GFLOP/s. Peak RSS "
           f"{record.get('peak_rss_mb', float('nan')):.0f} MB.")
 

@@ -3,6 +3,7 @@
     python -m benchmarks.run                  # quick: ~2 min, the MNIST CNN and ResNet-20
     python -m benchmarks.run --mode full      # every model, every op shape, growth, pmap
     python -m benchmarks.run --sections ops --models resnet18
+    python -m benchmarks.run --mode full --sections models --dtype bfloat16   # on a GPU
 
 Writes `benchmarks/results/<timestamp>-<mode>.jsonl` (one JSON record per measurement, the first
 describing the environment) and the same as Markdown tables (`.md`), which it also prints.
@@ -13,7 +14,10 @@ Sections:
           the default, 'tiled' every tiled part) and for the torch twin, interleaved round by
           round;
           compile time, first step, XLA FLOPs per step, achieved GFLOP/s and its fraction of the
-          2048^3 matmul peak measured in the same run, XLA's planned step memory.
+          2048^3 matmul peak measured in the same run, XLA's planned step memory. `--dtype`
+          sets the compute dtype of this section and of the peak's matmul (parameters stay
+          float32; torch runs under autocast); the torch twin runs on CUDA when JAX's default
+          backend is a GPU.
   ops     per conv shape of the models: forward, dX, dW with every lowering; per max-pool
           shape: forward, backward.
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
@@ -50,6 +54,8 @@ def _parse(argv):
   parser.add_argument("--models", default=None, help="comma-separated benchmark model names")
   parser.add_argument("--lowerings", default="xla,auto",
                       help="comma-separated JAX lowerings of the models (ops.LOWERINGS)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                      help="compute dtype of the models section (parameters stay float32)")
   parser.add_argument("--repeats", type=int, default=None, help="timed steps per measurement")
   parser.add_argument("--no-malloc-tunables", action="store_true",
                       help="do not re-execute with GLIBC_TUNABLES (for an A/B comparison)")
@@ -78,15 +84,17 @@ def _validated(arguments):
   return model_names, repeats, op_repeats, sections, lowerings
 
 
-def model_records(model_names, lowerings, repeats: int, peak_gflops: float) -> list[dict]:
+def model_records(model_names, lowerings, repeats: int, peak_gflops: float, dtype: str,
+                  torch_device: str) -> list[dict]:
   """One record per (model, implementation): JAX per lowering and torch, timed round-robin."""
   from benchmarks import environment, steps
   records = []
   for name in model_names:
     spec = steps.MODELS[name]
     print(f"[models] {name} ...", file=sys.stderr, flush=True)
-    runners = {f"jax-{lowering}": steps.jax_runner(spec, lowering) for lowering in lowerings}
-    twin = steps.torch_runner(spec, name)
+    runners = {f"jax-{lowering}": steps.jax_runner(spec, lowering, dtype=dtype)
+               for lowering in lowerings}
+    twin = steps.torch_runner(spec, name, dtype=dtype, device=torch_device)
     everyone = dict(runners, torch=twin)
     times = {(impl, part): [] for impl in everyone for part in ("train", "eval")}
     for runner in everyone.values():
@@ -99,7 +107,8 @@ def model_records(model_names, lowerings, repeats: int, peak_gflops: float) -> l
     reference = runners.get("jax-xla") or next(iter(runners.values()))
     for impl in everyone:
       train_s, eval_s = median(impl, "train"), median(impl, "eval")
-      record = {"section": "models", "model": name, "impl": impl, "batch": spec.batch,
+      record = {"section": "models", "model": name, "impl": impl, "dtype": dtype,
+                "batch": spec.batch,
                 "image_shape": list(spec.image_shape),
                 "train_images_per_s": spec.batch / train_s,
                 "eval_images_per_s": spec.batch / eval_s,
@@ -145,15 +154,21 @@ def main(argv=None) -> None:
   environment.ensure_malloc_tunables(not arguments.no_malloc_tunables)
   model_names, repeats, op_repeats, sections, lowerings = _validated(arguments)
 
+  import jax
   import torch
   torch.set_num_threads(2)
   from benchmarks import data_parallel, growth, report
+  torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  if torch_device == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("JAX runs on a GPU but this torch has no CUDA: install a CUDA build of "
+                     "torch for the reference (the 'bench' extra pins the CPU build)")
 
   started = datetime.datetime.now(datetime.timezone.utc)
   os.makedirs(arguments.output, exist_ok=True)
   stem = os.path.join(arguments.output, f"{started:%Y%m%d-%H%M%S}-{arguments.mode}")
-  peak = environment.matmul_peak_gflops()
+  peak = environment.matmul_peak_gflops(dtype=arguments.dtype, torch_device=torch_device)
   header = {"section": "environment", "mode": arguments.mode, "started": started.isoformat(),
+            "dtype": arguments.dtype, "torch_device": torch_device,
             **environment.describe(), **peak}
   records = [header]
 
@@ -169,7 +184,8 @@ def main(argv=None) -> None:
       file.write(report.markdown(records))
 
   if "models" in sections:
-    records += model_records(model_names, lowerings, repeats, peak["jax_matmul_gflops"])
+    records += model_records(model_names, lowerings, repeats, peak["jax_matmul_gflops"],
+                             arguments.dtype, torch_device)
     save()
   if "pmap" in sections:
     print("[pmap] ...", file=sys.stderr, flush=True)

@@ -119,10 +119,14 @@ def initial_state(variables, optimizer):
   return params, batch_stats, optimizer.init(params)
 
 
-def jax_runner(spec: ModelSpec, lowering_name: str, *, batch: int | None = None,
-               image_shape=None) -> JaxRunner:
-  """Builds, compiles and runs once the JAX train and eval steps of `spec`."""
-  model = build_model(spec, lowering_name)
+def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
+               batch: int | None = None, image_shape=None) -> JaxRunner:
+  """Builds, compiles and runs once the JAX train and eval steps of `spec`.
+
+  `dtype` is the compute dtype ('float32' or 'bfloat16'); parameters and logits stay float32.
+  """
+  model = build_model(spec, lowering_name,
+                      **({} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}))
   images, labels = synthetic_batch(spec, batch, image_shape)
   optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 
@@ -176,9 +180,14 @@ class TorchRunner:
   parameters: int
 
 
-def torch_runner(spec: ModelSpec, name: str, *, batch: int | None = None,
-                 image_shape=None, probe_steps: int = 2) -> TorchRunner:
-  """Builds the torch twin of benchmark model `name`; picks channels-last if it trains faster."""
+def torch_runner(spec: ModelSpec, name: str, *, dtype: str = "float32", device: str = "cpu",
+                 batch: int | None = None, image_shape=None,
+                 probe_steps: int = 2) -> TorchRunner:
+  """Builds the torch twin of benchmark model `name`; picks channels-last if it trains faster.
+
+  With `dtype='bfloat16'` the steps run under `torch.autocast` (float32 parameters, as JAX's
+  `dtype` field); on `device='cuda'` each step ends with a synchronize.
+  """
   import torch
   from torch.nn import functional as F
 
@@ -186,10 +195,12 @@ def torch_runner(spec: ModelSpec, name: str, *, batch: int | None = None,
   batch = batch or spec.batch
   height, width, channels = image_shape or spec.image_shape
   torch.manual_seed(0)
-  model = torch_models.build(name, spec.num_classes)
+  model = torch_models.build(name, spec.num_classes).to(device)
   optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-  images = torch.randn(batch, channels, height, width)
-  labels = torch.randint(0, spec.num_classes, (batch,))
+  images = torch.randn(batch, channels, height, width, device=device)
+  labels = torch.randint(0, spec.num_classes, (batch,), device=device)
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
 
   def steps(memory_format):
     model.to(memory_format=memory_format)
@@ -198,13 +209,17 @@ def torch_runner(spec: ModelSpec, name: str, *, batch: int | None = None,
     def train():
       model.train()
       optimizer.zero_grad(set_to_none=True)
-      F.cross_entropy(model(x), labels).backward()
+      with autocast():
+        loss = F.cross_entropy(model(x), labels)
+      loss.backward()
       optimizer.step()
+      synchronize()
 
     def evaluate():
       model.eval()
-      with torch.inference_mode():
+      with torch.inference_mode(), autocast():
         model(x)
+      synchronize()
 
     return train, evaluate
 
