@@ -45,7 +45,7 @@ def describe() -> dict:
       "jax": jax.__version__,
       "devices": len(jax.devices()),
       "cpu_count": os.cpu_count(),
-      "processor": platform.processor() or platform.machine(),
+      "processor": _cpu_model(),
       "load_average_1min": os.getloadavg()[0],
   }
   try:
@@ -54,6 +54,20 @@ def describe() -> dict:
   except ImportError:
     description.update(torch=None)
   return description
+
+
+def _cpu_model() -> str:
+  """The CPU's model name and its matrix extensions (AVX-512, AMX: what bfloat16 can use)."""
+  try:
+    with open("/proc/cpuinfo") as file:
+      info = dict(line.split(":", 1) for line in file.read().split("\n\n")[0].splitlines()
+                  if ":" in line)
+  except OSError:
+    return platform.processor() or platform.machine()
+  info = {key.strip(): value.strip() for key, value in info.items()}
+  extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
+                if flag in info.get("flags", "").split()]
+  return " ".join([info.get("model name", platform.machine())] + extensions)
 
 
 def peak_rss_mb() -> float:

@@ -15,7 +15,7 @@ def _environment(record: dict) -> str:
   return (f"Run {record['started']} ({record['mode']}): GLIBC_TUNABLES "
           f"{'set' if record['glibc_tunables'] else 'NOT set'}; jax {record['jax']}, torch "
           f"{record.get('torch')} ({record.get('torch_threads')} threads), {record['devices']} "
-          f"JAX device(s), {record['cpu_count']} CPUs, load average "
+          f"JAX device(s), {record['cpu_count']} CPUs ({record['processor']}), load average "
           f"{record['load_average_1min']:.1f} at start, "
           f"{record.get('load_average_1min_end', float('nan')):.1f} at end. Models in "
           f"{record.get('dtype', 'float32')}, torch on {record.get('torch_device', 'cpu')}. "

@@ -1,7 +1,7 @@
 """The XLA:CPU settings cnn-jax runs with, set through `XLA_FLAGS` when `cnn_jax` is imported.
 
 jaxlib 0.10 hands CPU convolutions, matrix products, reductions and elementwise fusions to
-YNNPACK (`--xla_cpu_experimental_ynn_fusion_type`). On the project's 2-core Zen 4 machine its
+YNNPACK (`--xla_cpu_experimental_ynn_fusion_type`). On the project's 2-core machine its
 convolutions are 2-4x slower than XLA's own (Eigen) ones: a 3x3 64->64 correlation on 32x32,
 batch 128, took 68 / 68 / 255 ms (forward / input gradient / kernel gradient) against 36 / 38 /
 67 ms, and it pulls a convolution into any elementwise fusion that consumes it. Its matrix

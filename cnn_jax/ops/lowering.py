@@ -45,7 +45,7 @@ from cnn_jax.ops.arithmetic import output_size
 LOWERINGS = ("xla", "tiled", "auto")
 DEFAULT_LOWERING = "auto"
 # Bytes of one tile's patch matrix: a few MB stays in the L2/L3 caches while the matrix product
-# runs (on the project's Zen 4 machine 1-4 MB measured alike, 0.5 MB and whole batches slower).
+# runs (on the project's 2-core machine 1-4 MB measured alike, 0.5 MB and whole batches slower).
 TILE_BYTES = 2 ** 21
 # The three parts of a correlation's training step that can run as tiled matrix products.
 TILED_PARTS = ("forward", "input_gradient", "kernel_gradient")
