@@ -164,11 +164,13 @@ def test_auto_tiles_only_the_kernel_gradients_that_measured_faster(x_shape, kern
   assert parts == ({"kernel_gradient"} if tiled else set())
 
 
-def test_auto_materializes_the_kernel_gradient_input_on_cpu_only():
+def test_the_kernel_gradient_input_is_materialized_on_cpu_only_and_never_under_xla():
   assert lowering.materializes_kernel_gradient_input("auto", "cpu")
-  assert not lowering.materializes_kernel_gradient_input("auto", "gpu")
+  assert lowering.materializes_kernel_gradient_input("tiled", "cpu")
   assert not lowering.materializes_kernel_gradient_input("xla", "cpu")
-  assert lowering.materializes_kernel_gradient_input("tiled", "tpu")
+  for platform in ("gpu", "tpu"):
+    assert not lowering.materializes_kernel_gradient_input("auto", platform)
+    assert not lowering.materializes_kernel_gradient_input("tiled", platform)
 
 
 @pytest.mark.parametrize("materialize", [False, True])
