@@ -60,11 +60,11 @@ def _cpu_model() -> str:
   """The CPU's model name and its matrix extensions (AVX-512, AMX: what bfloat16 can use)."""
   try:
     with open("/proc/cpuinfo") as file:
-      info = dict(line.split(":", 1) for line in file.read().split("\n\n")[0].splitlines()
-                  if ":" in line)
+      first_cpu = file.read().split("\n\n")[0].splitlines()
   except OSError:
     return platform.processor() or platform.machine()
-  info = {key.strip(): value.strip() for key, value in info.items()}
+  info = {key.strip(): value.strip()
+          for key, value in (line.split(":", 1) for line in first_cpu if ":" in line)}
   extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
                 if flag in info.get("flags", "").split()]
   return " ".join([info.get("model name", platform.machine())] + extensions)

@@ -125,8 +125,7 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
 
   `dtype` is the compute dtype ('float32' or 'bfloat16'); parameters and logits stay float32.
   """
-  model = build_model(spec, lowering_name,
-                      **({} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}))
+  model = build_model(spec, lowering_name, dtype=jnp.dtype(dtype))
   images, labels = synthetic_batch(spec, batch, image_shape)
   optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 

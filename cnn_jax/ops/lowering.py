@@ -165,10 +165,10 @@ class _Geometry(NamedTuple):
   materialize_input: bool
 
 
-def _output_size(padded_size, kernel_size, strides, dilations) -> tuple[int, ...]:
+def _output_size(padded_size, geometry: _Geometry) -> tuple[int, ...]:
   """`O = floor((P - D (K - 1) - 1) / S) + 1` per spatial axis of a padded input of size P."""
-  return tuple(output_size(p, k, s, 0, d)
-               for p, k, s, d in zip(padded_size, kernel_size, strides, dilations))
+  return tuple(output_size(p, k, s, 0, d) for p, k, s, d in zip(
+      padded_size, geometry.kernel_size, geometry.strides, geometry.dilations))
 
 
 def _patches(x_tile: jax.Array, out_size, geometry: _Geometry) -> jax.Array:
@@ -227,8 +227,7 @@ def _tiling(batch: int, out_rows: int, row_bytes: int, tile_bytes: int) -> tuple
 
 def _tile_plan(x_padded: jax.Array, geometry: _Geometry, tile_bytes: int):
   """Output size, tile shape `(images, rows)` and tile counts `(image tiles, row tiles)`."""
-  out_size = _output_size(x_padded.shape[1:-1], geometry.kernel_size, geometry.strides,
-                          geometry.dilations)
+  out_size = _output_size(x_padded.shape[1:-1], geometry)
   row_bytes = (x_padded.dtype.itemsize * x_padded.shape[-1] * len(_taps(geometry))
                * math.prod(out_size[1:]))
   images, rows = _tiling(x_padded.shape[0], out_size[0], row_bytes, tile_bytes)
@@ -287,8 +286,7 @@ def _forward_by_images(x_padded: jax.Array, kernel: jax.Array,
   of a strided slice, a pad with interior padding S - 1, into its own images only (row bands
   would overlap and add into the whole input gradient on every tile).
   """
-  out_size = _output_size(x_padded.shape[1:-1], geometry.kernel_size, geometry.strides,
-                          geometry.dilations)
+  out_size = _output_size(x_padded.shape[1:-1], geometry)
   image_bytes = (x_padded.dtype.itemsize * x_padded.shape[-1] * len(_taps(geometry))
                  * math.prod(out_size))
   images, _ = _tiling(x_padded.shape[0], 1, image_bytes, geometry.tile_bytes)
