@@ -89,7 +89,9 @@ def test_pmap_and_shard_map_give_the_same_parameters_after_several_steps(setup):
     finals[parallelism] = data_parallel.to_host((device_state, metrics, sums))
   for from_pmap, from_shard_map in zip(jax.tree.leaves(finals["pmap"]),
                                        jax.tree.leaves(finals["shard_map"])):
-    np.testing.assert_allclose(from_pmap, from_shard_map, rtol=1e-6, atol=1e-7)
+    # Two compilations of one step: XLA may order float32 sums differently (CPU-dependent), and
+    # the differences pass through several SGD steps, so the same 1e-5 as the one-device test.
+    np.testing.assert_allclose(from_pmap, from_shard_map, rtol=1e-5, atol=1e-6)
   assert not np.allclose(finals["pmap"][0].params["Dense_0"]["kernel"],
                          state.params["Dense_0"]["kernel"])
 
