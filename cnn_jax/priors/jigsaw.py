@@ -165,9 +165,13 @@ def compatibility(dissimilarity) -> jax.Array:
 
 
 def best_buddies(compatibilities) -> np.ndarray:
-  """`[4, n]`: the best buddy of tile `i` in direction `d`, or -1 where it has none."""
-  compatibilities = np.asarray(compatibilities)
-  best = compatibilities.argmax(-1)                                   # [4, n]
+  """`[4, n]`: the best buddy of tile `i` in direction `d`, or -1 where it has none.
+
+  `compatibilities: [4, n, n]`, higher = better; the diagonal is ignored.
+  """
+  compatibilities = np.asarray(compatibilities, np.float64)
+  n = compatibilities.shape[-1]
+  best = np.where(np.eye(n, dtype=bool), -np.inf, compatibilities).argmax(-1)   # [4, n]
   mutual = best[_OPPOSITE[:, None], best] == np.arange(best.shape[1])
   return np.where(mutual, best, -1)
 
@@ -205,6 +209,8 @@ def place_greedily(compatibilities, grid: tuple[int, int], max_regrowths: int = 
                      f"got shape {compatibilities.shape}")
   if not isinstance(max_regrowths, int) or max_regrowths < 0:
     raise ValueError(f"max_regrowths must be an int >= 0, got {max_regrowths!r}")
+  # A tile is never its own neighbour, whatever the diagonal holds.
+  compatibilities = np.where(np.eye(n, dtype=bool), -np.inf, compatibilities)
   buddies = best_buddies(compatibilities)
   has_buddy = buddies >= 0
   if has_buddy.any():
