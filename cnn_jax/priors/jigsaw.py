@@ -196,10 +196,11 @@ def place_greedily(compatibilities, grid: tuple[int, int], max_regrowths: int = 
   is kept while it raises the best-buddy estimate (the fraction of adjacent pairs that are best
   buddies, no ground truth used), at most `max_regrowths` times.
 
-  Ties go to the lowest index. Cost: each growth takes `n` steps, each scoring every free cell
-  (F of them: O(rows + cols) for a compact assembly, O(n) at worst) against every unplaced tile
-  in 4 directions, so O(n^2 F) time per growth and O(n^2) memory for the compatibilities. A
-  numpy loop; n is at most a few hundred here.
+  Ties go to the first free cell in row-major order, then the lowest tile index. Cost: each
+  growth takes `n` steps; a step updates the scores of the placed tile's 4 free neighbours
+  (O(n) each) and ranks every free cell (F of them: O(rows + cols) for a compact assembly, O(n)
+  at worst) against every tile, so O(n^2 F) time per growth and O(n^2) memory for the
+  compatibilities. A numpy loop; n is at most a few hundred here.
   """
   compatibilities = np.asarray(compatibilities, np.float64)
   rows, cols = grid
@@ -238,54 +239,53 @@ def place_greedily(compatibilities, grid: tuple[int, int], max_regrowths: int = 
 
 def _grow(compatibilities: np.ndarray, buddies: np.ndarray, grid: tuple[int, int],
           seed: list[tuple[int, tuple[int, int]]]) -> np.ndarray:
-  """Places the `seed` tiles at their relative cells, then the rest greedily (rules 1-2)."""
+  """Places the `seed` tiles at their relative cells, then the rest greedily (rules 1-2).
+
+  Every free cell next to the assembly keeps, for all n tiles, the sum of its compatibilities
+  with the cell's placed neighbours and whether the tile is their best buddy in every direction;
+  placing a tile updates only its 4 neighbouring cells.
+  """
   rows, cols = grid
   n = compatibilities.shape[1]
-  # Canvas with a margin: the assembly (at most rows x cols) never reaches its border.
-  canvas = -np.ones((2 * rows + 3, 2 * cols + 3), np.int64)
   placed = np.zeros(n, bool)
-  origin = np.array([rows + 1, cols + 1])
-  bounds = None  # min row, max row, min column, max column
+  cells = {}      # (row, col) -> tile
+  frontier = {}   # free (row, col) -> [score sum [n], placed-neighbour count, agrees [n]]
+  bounds = None   # min row, max row, min column, max column
 
   def put(tile, cell):
     nonlocal bounds
     row, col = cell
-    canvas[row, col] = tile
+    cells[cell] = tile
     placed[tile] = True
+    frontier.pop(cell, None)
     bounds = ([row, row, col, col] if bounds is None else
               [min(bounds[0], row), max(bounds[1], row), min(bounds[2], col),
                max(bounds[3], col)])
+    for e, (dr, dc) in enumerate(_OFFSETS):
+      other = (row + dr, col + dc)
+      if other in cells:
+        continue
+      entry = frontier.setdefault(other, [np.zeros(n), 0, np.ones(n, bool)])
+      # The new tile sits at the opposite direction of the free cell `other`.
+      entry[0] = entry[0] + compatibilities[_OPPOSITE[e], :, tile]
+      entry[1] += 1
+      entry[2] = entry[2] & (buddies[_OPPOSITE[e]] == tile)
 
   for tile, offset in seed:
-    put(tile, origin + offset)
+    put(tile, tuple(offset))
   while not placed.all():
-    occupied = canvas >= 0
-    near = np.zeros_like(occupied)
-    for shift in _OFFSETS:
-      near |= np.roll(occupied, tuple(shift), axis=(0, 1))
-    cells = np.argwhere(near & ~occupied)
-    cells = cells[[_fits(bounds, cell, rows, cols) for cell in cells]]
-    unplaced = np.flatnonzero(~placed)
-    # neighbours[e, s]: the tile at direction e of free cell s, -1 if none.
-    neighbours = np.stack([canvas[cells[:, 0] + dr, cells[:, 1] + dc] for dr, dc in _OFFSETS])
-    present = neighbours >= 0
-    count = present.sum(0)                                                   # [F]
-    score = np.zeros((len(cells), len(unplaced)))
-    agrees = np.ones((len(cells), len(unplaced)), bool)
-    for e in range(4):
-      # C[e, tile, neighbour]: the neighbour sits at direction e of the candidate tile.
-      pair = compatibilities[e][np.ix_(unplaced, np.maximum(neighbours[e], 0))].T  # [F, U]
-      score += np.where(present[e][:, None], pair, 0.0)
-      agrees &= ~present[e][:, None] | (buddies[e][unplaced][None, :] == neighbours[e][:, None])
-    score /= count[:, None]
+    free = sorted(cell for cell in frontier if _fits(bounds, cell, rows, cols))
+    count = np.array([frontier[cell][1] for cell in free])                    # [F]
+    score = np.stack([frontier[cell][0] for cell in free]) / count[:, None]   # [F, n]
+    agrees = np.stack([frontier[cell][2] for cell in free]) & ~placed
     if agrees.any():
       ranked = np.where(agrees, count[:, None] + score, -np.inf)
     else:
-      ranked = np.where((count == count.max())[:, None], score, -np.inf)
+      ranked = np.where((count == count.max())[:, None] & ~placed, score, -np.inf)
     cell, tile = np.unravel_index(np.argmax(ranked), ranked.shape)
-    put(unplaced[tile], cells[cell])
+    put(tile, free[cell])
   top, left = bounds[0], bounds[2]
-  return canvas[top:top + rows, left:left + cols].reshape(-1)
+  return np.array([cells[(top + r, left + c)] for r in range(rows) for c in range(cols)])
 
 
 def _buddy_links(placement, buddies: np.ndarray, grid: tuple[int, int]):
