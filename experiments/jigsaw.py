@@ -40,8 +40,8 @@ from experiments.report_tables import markdown_table  # noqa: E402
 KINDS = ("photo", "white_noise", "pixels_shuffled")
 MEASURE_NAMES = {"prediction": "prediction-based (Pomeranz)", "lpq": "plain colour jump (L_p)^q"}
 # Published results on Cho et al. 2010's 20 images, 432 pieces of 28x28 pixels, known piece
-# orientation (percent). NOT VERIFIED: this session's search returned no table text of the
-# papers; the figures below are as the lead's brief and the literature are usually quoted and
+# orientation (percent). NOT VERIFIED: the search available to the session that wrote this
+# returned no table text of these papers; the figures are recalled from the literature and
 # must be checked against the tables named before being cited.
 PUBLISHED_432 = (
     ("Cho et al. 2010 (probabilistic, no clues)", "Pomeranz et al. 2011, Table 1", 10.0, 55.0),
@@ -211,33 +211,28 @@ def _cell(summary, digits=3):
 
 
 def example_figure(config, path: str) -> None:
-  """A shuffled photo and its reassembly (each measure), and the same for white noise."""
-  grid, size = tuple(config.example_grid), config.count_tile_size
-  rows = []
-  for kind in ("photo", "white_noise"):
-    image = puzzle_image(config.example_photo, kind, grid, size, config.seeds[0])
-    tiles, _ = cut_tiles(image, size)
-    shuffled, permutation = shuffle_tiles(jax.random.key(config.seeds[0]), tiles)
-    panels = [("original", image), ("shuffled", assemble_tiles(tiles, permutation, grid))]
-    for measure in config.measures:
-      placement, _ = solve_batch([image], size, [jax.random.key(config.seeds[0])], measure,
-                                 config)
-      scores = (f"direct {float(direct_comparison(placement[0])):.2f}, neighbour "
-                f"{float(neighbour_comparison(placement[0], grid)):.2f}")
-      panels.append((f"solved, {measure}\n{scores}", assemble_tiles(tiles, placement[0], grid)))
-    rows.append((kind, panels))
-  figure, axes = plt.subplots(len(rows), len(rows[0][1]), figsize=(3.2 * len(rows[0][1]), 5.4),
-                              squeeze=False)
-  for row, (kind, panels) in zip(axes, rows):
-    for axis, (title, image) in zip(row, panels):
-      image = np.clip(np.asarray(image), 0, 1)
-      axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-      axis.set_title(f"{kind.replace('_', ' ')}: {title}", fontsize=8)
-      axis.axis("off")
-  figure.suptitle(f"{grid[0]}x{grid[1]} = {grid[0] * grid[1]} tiles of {size}x{size} pixels",
-                  fontsize=9)
+  """The example photo, shuffled, and its reassembly with each measure."""
+  grid, size, seed = tuple(config.example_grid), config.count_tile_size, config.seeds[0]
+  image = puzzle_image(config.example_photo, "photo", grid, size, seed)
+  tiles, _ = cut_tiles(image, size)
+  shuffled, permutation = shuffle_tiles(jax.random.key(seed), tiles)
+  panels = [("original", image), ("shuffled", assemble_tiles(tiles, permutation, grid))]
+  for measure in config.measures:
+    placement, _ = solve_batch([image], size, [jax.random.key(seed)], measure, config)
+    panels.append((f"solved, {MEASURE_NAMES[measure]}\ndirect comparison "
+                   f"{float(direct_comparison(placement[0])):.2f}, neighbour "
+                   f"{float(neighbour_comparison(placement[0], grid)):.2f}",
+                   assemble_tiles(tiles, placement[0], grid)))
+  figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
+  for axis, (title, panel) in zip(axes, panels):
+    panel = np.clip(np.asarray(panel), 0, 1)
+    axis.imshow(panel[..., 0] if panel.shape[-1] == 1 else panel, cmap="gray", vmin=0, vmax=1)
+    axis.set_title(title, fontsize=8)
+    axis.axis("off")
+  figure.suptitle(f"{config.example_photo}: {grid[0]}x{grid[1]} = {grid[0] * grid[1]} tiles of "
+                  f"{size}x{size} pixels (seed {seed})", fontsize=9)
   figure.tight_layout()
-  figure.savefig(path, dpi=90)
+  figure.savefig(path, dpi=80)
   plt.close(figure)
 
 
@@ -256,6 +251,8 @@ def accuracy_figure(results, config, path: str, against: str) -> None:
                   and tuple(r["grid"]) == tuple(config.size_grid)
                   and r["tile_size"] in config.tile_sizes]
         xs = [r["tile_size"] for r in chosen]
+      order = np.argsort(xs)
+      chosen, xs = [chosen[i] for i in order], [xs[i] for i in order]
       means = np.array([r[metric]["mean"] for r in chosen])
       errors = np.abs(np.array([r[metric]["ci95"] for r in chosen]).T - means)
       axis.errorbar(xs, means, yerr=errors, fmt=style, capsize=3,
@@ -287,6 +284,8 @@ def accuracy_figure(results, config, path: str, against: str) -> None:
       axis.minorticks_off()
       axis.set_xlabel(f"tile side (pixels), {config.size_grid[0]}x{config.size_grid[1]} tiles")
     axis.set_ylabel(f"{metric} comparison (fraction)")
+    axis.set_title(f"mean over {len(config.photos)} photos, error bars: 95% t interval",
+                   fontsize=8)
     axis.set_ylim(-0.03, 1.03)
     axis.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
@@ -344,12 +343,39 @@ def write_report(output: dict, config, out_dir: str) -> str:
       "![accuracy vs tile size](jigsaw_accuracy_vs_tile_size.png)", "",
       "## Tests", "", "Per-photo neighbour-comparison means (n = number of photos per group).", "",
       markdown_table(["test", "kind", "grid", "measure", "p"], test_rows), "",
+      _multiple_comparisons(output["tests"]), "",
   ]
+  lines += _per_photo_section(results, config, colour)
   lines += _published_section(output, results)
   path = os.path.join(out_dir, "README.md")
   with open(path, "w") as file:
     file.write("\n".join(lines) + "\n")
   return path
+
+
+def _multiple_comparisons(tests) -> str:
+  chance = [t["p"] for t in tests if t["test"].startswith("no structure = chance")]
+  structure = [t["p"] for t in tests if t["test"].startswith("photos > no structure")]
+  return (f"{sum(p < 0.05 for p in chance)} of the {len(chance)} tests of 'no structure = "
+          f"chance' have p < 0.05 (about {0.05 * len(chance):.1f} expected by chance alone; "
+          f"Bonferroni threshold {0.05 / max(len(chance), 1):.4f}, smallest p "
+          f"{min(chance, default=float('nan')):.2g}); the largest p of 'photos > no structure' "
+          f"is {max(structure, default=float('nan')):.2g}.")
+
+
+def _per_photo_section(results, config, colour) -> list[str]:
+  largest = max((r for r in results if r["kind"] == "photo"), key=lambda r: r["tiles"])
+  chosen = [r for r in results if r["kind"] == "photo" and r["grid"] == largest["grid"]
+            and r["tile_size"] == largest["tile_size"]]
+  header = ["photo", "channels"] + [f"{metric} ({r['measure']})" for r in chosen
+                                     for metric in ("neighbour", "direct")]
+  rows = [[name, "colour" if name in colour else "grey"]
+          + [f"{r[metric]['per_image_mean'][name]:.3f} ± {r[metric]['per_image_std'][name]:.3f}"
+             for r in chosen for metric in ("neighbour", "direct")]
+          for name in config.photos]
+  return [f"## Per photo, {largest['tiles']} tiles of {largest['tile_size']} pixels", "",
+          f"Mean ± sample std over the {len(config.seeds)} seeds (crops and shuffles).", "",
+          markdown_table(header, rows), ""]
 
 
 def _published_section(output, results) -> list[str]:
@@ -365,8 +391,9 @@ def _published_section(output, results) -> list[str]:
   return [
       "## Against the published 432-piece results", "",
       "Published: Cho et al. 2010's 20 images, 432 pieces of 28x28 pixels, known orientation "
-      "(percent). **The published figures are not verified** (no table text could be retrieved "
-      "in the session that wrote this experiment; check the tables named before citing them).",
+      "(percent). **The published figures are not verified**: they are recalled, not read "
+      "from the papers (no table text could be retrieved when this experiment was written); "
+      "check the tables named before citing them.",
       "", markdown_table(["method", "source", "direct %", "neighbour %"], rows), "",
       "Protocol differences: our images are not Cho et al.'s 20 (these are scikit-image and "
       "scikit-learn photos, several smaller than 504x672 and so upsampled, which makes them "
@@ -382,6 +409,8 @@ config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__)
                                 "Experiment config file (and :argument, e.g. ':smoke').",
                                 lock_config=True)
 flags.DEFINE_string("out", None, "Directory for README.md, results.json and the figures.")
+flags.DEFINE_bool("report_only", False, "Rewrite README.md and the figures from --out's "
+                  "results.json (same config) without solving the puzzles again.")
 
 
 def main(argv):
@@ -393,7 +422,11 @@ def main(argv):
   unknown = set(config.photos) - set(dict(PHOTOS))
   if unknown:
     raise app.UsageError(f"config.photos: unknown {sorted(unknown)}; allowed {sorted(dict(PHOTOS))}")
-  output = run_experiment(config)
+  if FLAGS.report_only:
+    with open(os.path.join(FLAGS.out, "results.json")) as file:
+      output = json.load(file)
+  else:
+    output = run_experiment(config)
   logging.info("Report: %s", write_report(output, config, FLAGS.out))
 
 
