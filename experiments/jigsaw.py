@@ -22,20 +22,17 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from scipy import stats
 
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from cnn_jax.priors.jigsaw import (assemble_tiles, chance_levels, compatibility,  # noqa: E402
-                                   cut_tiles, direct_comparison, edge_dissimilarity,
-                                   neighbour_comparison, place_greedily, shuffle_tiles)
-from experiments.configs.jigsaw import PHOTOS  # noqa: E402
-from experiments.report_tables import markdown_table  # noqa: E402
+from cnn_jax.priors.jigsaw import (assemble_tiles, chance_levels, compatibility, cut_tiles,
+                                   direct_comparison, edge_dissimilarity, neighbour_comparison,
+                                   place_greedily, shuffle_tiles)
+from experiments.configs.jigsaw import PHOTOS
+from experiments.report_tables import markdown_table  # also selects matplotlib's Agg backend
 
 KINDS = ("photo", "white_noise", "pixels_shuffled")
 MEASURE_NAMES = {"prediction": "prediction-based (Pomeranz)", "lpq": "plain colour jump (L_p)^q"}
@@ -421,7 +418,8 @@ def main(argv):
   config = FLAGS.config
   unknown = set(config.photos) - set(dict(PHOTOS))
   if unknown:
-    raise app.UsageError(f"config.photos: unknown {sorted(unknown)}; allowed {sorted(dict(PHOTOS))}")
+    raise app.UsageError(f"config.photos: unknown {sorted(unknown)}; allowed "
+                         f"{sorted(dict(PHOTOS))}")
   if FLAGS.report_only:
     with open(os.path.join(FLAGS.out, "results.json")) as file:
       output = json.load(file)

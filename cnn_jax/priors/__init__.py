@@ -10,13 +10,13 @@ turns one of those claims into pure array functions that an experiment can measu
   (Pomeranz et al. 2011); the literature's direct and neighbour comparisons.
 """
 
-from cnn_jax.priors.jigsaw import (DIRECTIONS, assemble_tiles, best_buddies, chance_levels,
-                                   compatibility, cut_tiles, direct_comparison,
-                                   edge_dissimilarity, neighbour_comparison, shuffle_tiles,
-                                   solve_jigsaw)
+from cnn_jax.priors.jigsaw import (DIRECTIONS, MEASURES, assemble_tiles, best_buddies,
+                                   buddy_estimate, chance_levels, compatibility, cut_tiles,
+                                   direct_comparison, edge_dissimilarity, neighbour_comparison,
+                                   place_greedily, shuffle_tiles, solve_jigsaw)
 
 __all__ = [
-    "DIRECTIONS", "assemble_tiles", "best_buddies", "chance_levels", "compatibility", "cut_tiles",
-    "direct_comparison", "edge_dissimilarity", "neighbour_comparison", "shuffle_tiles",
-    "solve_jigsaw",
+    "DIRECTIONS", "MEASURES", "assemble_tiles", "best_buddies", "buddy_estimate",
+    "chance_levels", "compatibility", "cut_tiles", "direct_comparison", "edge_dissimilarity",
+    "neighbour_comparison", "place_greedily", "shuffle_tiles", "solve_jigsaw",
 ]

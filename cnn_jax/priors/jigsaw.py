@@ -79,7 +79,7 @@ def cut_tiles(image, tile_size: int) -> tuple[jax.Array, tuple[int, int]]:
 
 
 def assemble_tiles(tiles, placement, grid: tuple[int, int]) -> jax.Array:
-  """`tiles: [n, T, T, C]`, `placement: [rows * cols]` (tile index per cell) -> `[rows T, cols T, C]`."""
+  """`tiles: [n, T, T, C]`, `placement: [rows * cols]` (tile per cell) -> `[rows T, cols T, C]`."""
   tiles = jnp.asarray(tiles)
   rows, cols = grid
   if tiles.ndim != 4 or tiles.shape[0] != rows * cols:
@@ -289,7 +289,7 @@ def _grow(compatibilities: np.ndarray, buddies: np.ndarray, grid: tuple[int, int
 
 
 def _buddy_links(placement, buddies: np.ndarray, grid: tuple[int, int]):
-  """Which right and down pairs of a placement are best buddies: `([rows, cols-1], [rows-1, cols])`."""
+  """Best-buddy flags of the right and down pairs: `[rows, cols-1], [rows-1, cols]`."""
   tiles = np.asarray(placement).reshape(grid)
   right = buddies[0][tiles[:, :-1]] == tiles[:, 1:]
   down = buddies[1][tiles[:-1, :]] == tiles[1:, :]
