@@ -343,7 +343,7 @@ def write_report(output: dict, config, out_dir: str) -> str:
       _multiple_comparisons(output["tests"]), "",
   ]
   lines += _per_photo_section(results, config, colour)
-  lines += _published_section(output, results)
+  lines += _published_section(output, results, len(config.photos))
   path = os.path.join(out_dir, "README.md")
   with open(path, "w") as file:
     file.write("\n".join(lines) + "\n")
@@ -375,14 +375,14 @@ def _per_photo_section(results, config, colour) -> list[str]:
           markdown_table(header, rows), ""]
 
 
-def _published_section(output, results) -> list[str]:
+def _published_section(output, results, photos: int) -> list[str]:
   ours = [r for r in results if r["kind"] == "photo" and r["tiles"] == 432
           and r["tile_size"] == 28]
   if not ours:
     return []
   rows = [[row["method"], row["source"], f"{row['direct']:.1f}", f"{row['neighbour']:.1f}"]
           for row in output["published_432"]]
-  rows += [[f"ours, {MEASURE_NAMES[r['measure']]}", "this run, 12 other photos",
+  rows += [[f"ours, {MEASURE_NAMES[r['measure']]}", f"this run, {photos} other photos",
             f"{100 * r['direct']['mean']:.1f}", f"{100 * r['neighbour']['mean']:.1f}"]
            for r in ours]
   return [
