@@ -216,9 +216,9 @@ def random_positions(key: jax.Array, grid: tuple[int, int], candidates: jax.Arra
   return jnp.stack(jnp.divmod(flat, candidates.shape[1]), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("patch_size", "iterations"))
+@functools.partial(jax.jit, static_argnames=("patch_size", "iterations", "every_iteration"))
 def _patchmatch(source, target, candidates, initial_positions, key, *, patch_size: int,
-                iterations: int):
+                iterations: int, every_iteration: bool = False):
   source_patches = image_patches(source, patch_size)
   target_patches = image_patches(target, patch_size)
   grid = source_patches.shape[:2]
@@ -234,16 +234,19 @@ def _patchmatch(source, target, candidates, initial_positions, key, *, patch_siz
   def iteration(field, step_key):
     field = propagate(source_patches, target_patches, candidates, field, steps)
     field = random_search(source_patches, target_patches, candidates, field, step_key, radii)
-    return field, jnp.mean(field.distances)
+    return field, field if every_iteration else jnp.mean(field.distances)
 
-  start_mean = jnp.mean(field.distances)
-  field, means = lax.scan(iteration, field, jax.random.split(loop_key, iterations))
-  return field, jnp.concatenate([start_mean[None], means])
+  start = field
+  field, history = lax.scan(iteration, field, jax.random.split(loop_key, iterations))
+  if every_iteration:
+    return field, jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), start,
+                               history)
+  return field, jnp.concatenate([jnp.mean(start.distances)[None], history])
 
 
 def nearest_neighbour_field(source, target, key: jax.Array, *, patch_size: int = 7,
-                            iterations: int = 5, candidates=None, initial_positions=None
-                            ) -> tuple[NearestNeighbourField, jax.Array]:
+                            iterations: int = 5, candidates=None, initial_positions=None,
+                            every_iteration: bool = False):
   """The PatchMatch nearest-neighbour field from `source` to `target` (see the module docstring).
 
   Args:
@@ -256,10 +259,13 @@ def nearest_neighbour_field(source, target, key: jax.Array, *, patch_size: int =
       None for all.
     initial_positions: int `[H_A - P + 1, W_A - P + 1, 2]`, a starting field (e.g. upsampled
       from a coarser scale); it replaces the random start wherever it is closer.
+    every_iteration: also return the whole field after each iteration.
 
   Returns:
-    The field (`positions [H_A', W_A', 2]`, `distances [H_A', W_A']`) and the mean distance
-    after each iteration, `[iterations + 1]` (entry 0: the starting field).
+    The field (`positions [H_A', W_A', 2]`, `distances [H_A', W_A']`) and its history: the mean
+    distance after each iteration, `[iterations + 1]` (entry 0: the starting field), or with
+    `every_iteration` the fields themselves, a `NearestNeighbourField` of
+    `[iterations + 1, H_A', W_A', ...]` arrays.
   """
   source, target = as_image("source", source), as_image("target", target)
   if source.shape[-1] != target.shape[-1]:
@@ -278,7 +284,7 @@ def nearest_neighbour_field(source, target, key: jax.Array, *, patch_size: int =
                        f"{initial_positions.dtype} of shape {initial_positions.shape}")
     initial_positions = initial_positions.astype(jnp.int32)
   return _patchmatch(source, target, candidates, initial_positions, key, patch_size=patch_size,
-                     iterations=iterations)
+                     iterations=iterations, every_iteration=bool(every_iteration))
 
 
 @functools.partial(jax.jit, static_argnames=("patch_size", "chunk_size"))

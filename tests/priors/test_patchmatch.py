@@ -67,7 +67,7 @@ def test_brute_force_equals_a_numpy_nested_loop(chunk_size):
 def test_mean_distance_never_increases_across_iterations(seed):
   source, target = smooth_image(seed % 97, SOURCE_SHAPE), smooth_image(seed % 89 + 1, TARGET_SHAPE)
   _, means = nearest_neighbour_field(source, target, jax.random.key(seed), patch_size=PATCH,
-                                     iterations=4)
+                                     iterations=5)
   assert np.all(np.diff(np.asarray(means)) <= 0)
 
 
@@ -134,7 +134,7 @@ def test_matches_stay_among_the_candidates():
   candidates = np.zeros(grid, bool)
   candidates[3:9, 10:20] = True
   for field in (nearest_neighbour_field(source, target, jax.random.key(0), patch_size=PATCH,
-                                        iterations=2, candidates=candidates)[0],
+                                        iterations=5, candidates=candidates)[0],
                 exact_nearest_neighbours(source, target, patch_size=PATCH, candidates=candidates)):
     positions = np.asarray(field.positions)
     assert candidates[positions[..., 0], positions[..., 1]].all()
