@@ -214,8 +214,8 @@ def _complete_level(image, mask, start, corner, key, *, window_size, patch_size:
   def iteration(carry, step_key):
     current, positions = carry
     window = lax.dynamic_slice(current, (*corner, 0), (*window_size, current.shape[-1]))
-    field, _ = patchmatch._patchmatch(window, current, candidates, positions, step_key,
-                                      patch_size=patch_size, iterations=nnf_iterations)
+    field, _ = patchmatch.search(window, current, candidates, positions, step_key,
+                                 patch_size=patch_size, iterations=nnf_iterations)
     voted = vote(image_patches(current, patch_size), field, window_mask, patch_size)
     window = jnp.where(window_mask[..., None], voted, window)
     return (lax.dynamic_update_slice(current, window, (*corner, 0)), field.positions), None
@@ -246,6 +246,7 @@ def complete_hole(image, mask, key: jax.Array, *, patch_size: int = 7, levels: i
   """
   image = as_image("image", image)
   mask = check_mask(mask, image.shape)
+  patchmatch.check_patch_size(patch_size, image.shape)
   if levels is None:
     levels = default_levels(image.shape, patch_size)
   for name, value in (("levels", levels), ("em_iterations", em_iterations),

@@ -217,8 +217,11 @@ def random_positions(key: jax.Array, grid: tuple[int, int], candidates: jax.Arra
 
 
 @functools.partial(jax.jit, static_argnames=("patch_size", "iterations", "every_iteration"))
-def _patchmatch(source, target, candidates, initial_positions, key, *, patch_size: int,
-                iterations: int, every_iteration: bool = False):
+def search(source, target, candidates, initial_positions, key, *, patch_size: int,
+           iterations: int, every_iteration: bool = False):
+  """`nearest_neighbour_field` for validated inputs (`[H, W, C]` float32 images, a boolean
+  `candidates` with at least one True, int32 `initial_positions` or None): callable inside jit.
+  """
   source_patches = image_patches(source, patch_size)
   target_patches = image_patches(target, patch_size)
   grid = source_patches.shape[:2]
@@ -283,8 +286,8 @@ def nearest_neighbour_field(source, target, key: jax.Array, *, patch_size: int =
       raise ValueError(f"initial_positions must be integer positions of shape {(*grid, 2)}, got "
                        f"{initial_positions.dtype} of shape {initial_positions.shape}")
     initial_positions = initial_positions.astype(jnp.int32)
-  return _patchmatch(source, target, candidates, initial_positions, key, patch_size=patch_size,
-                     iterations=iterations, every_iteration=bool(every_iteration))
+  return search(source, target, candidates, initial_positions, key, patch_size=patch_size,
+                iterations=iterations, every_iteration=bool(every_iteration))
 
 
 @functools.partial(jax.jit, static_argnames=("patch_size", "chunk_size"))

@@ -101,3 +101,5 @@ def test_bad_masks_and_shapes_are_rejected():
     complete_hole(image, square_mask(0, 0, 4), key, levels=0)
   with pytest.raises(ValueError, match="patch_size must be an int in"):
     complete_hole(image, square_mask(0, 0, 4), key, patch_size=30, levels=2)
+  with pytest.raises(ValueError, match="patch_size must be an int in"):
+    complete_hole(image, square_mask(0, 0, 4), key, patch_size="7")
