@@ -138,17 +138,13 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
   `parse_arg("model=resnet20,smoke", model="cnn", smoke=False)` ->
   `{'model': 'resnet20', 'smoke': True}`. `spec` names every allowed key with its default; a
   given value is converted to the type of the default (bool: 'True'/'False', or the bare key for
-  True). A single bare word that is not a boolean key sets the first key (`"resnet20"` means
-  `model=resnet20`).
+  True).
 
   Raises:
     ValueError: a key not in `spec` (with the valid keys), or a value of the wrong type.
   """
   values = dict(spec)
-  items = [item for item in (arg or "").split(",") if item]
-  if len(items) == 1 and "=" not in items[0] and not isinstance(spec.get(items[0]), bool):
-    items = [f"{next(iter(spec))}={items[0]}"]
-  for item in items:
+  for item in filter(None, (arg or "").split(",")):
     key, has_value, text = item.partition("=")
     check_names(f"the config argument {arg!r}", [key], spec)
     default = spec[key]

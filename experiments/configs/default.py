@@ -3,7 +3,6 @@
 `get_config(arg)` takes an optional argument string (`cnn_jax.train.configuration.parse_arg`):
 
   model=<name>   a `cnn_jax.models` name: config.model becomes that model with its own defaults
-                 (a bare name works too: `:resnet20`)
   smoke          shrink everything (tiny model, 6 steps) for tests
 
 Every field is set with absl's `--config.<field>=<value>`, model fields included
