@@ -116,7 +116,7 @@ def test_every_config_field_has_a_one_line_comment():
   assert fields == commented == set(default.get_config())
 
 
-@pytest.mark.parametrize("name", ["default", "mnist_cnn", "cifar10_resnet20",
+@pytest.mark.parametrize("name", ["default", "mnist_cnn", "mnist_cnn3", "cifar10_resnet20",
                                   "imagenet_resnet50"])
 def test_every_config_file_builds_a_valid_smoke_config(name):
   module = importlib.import_module(f"experiments.configs.{name}")

@@ -193,15 +193,14 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
   Raises:
     ValueError: a `--config.<path>` the config does not have.
   """
-  config_arguments = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-  file_config = lambda: flag_values["config"].parser.parse(
-      config_arguments[-1] if config_arguments else flag_values["config"].default)
+  config_flag = flag_values["config"]
   try:
     remaining = flag_values(argv)
   except (AttributeError, KeyError) as error:  # absl's own message is a bare traceback
     paths = [arg[len("--config."):].split("=", 1)[0] for arg in argv
              if arg.startswith("--config.")]
-    config = file_config()
+    arguments = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    config = config_flag.parser.parse(arguments[-1] if arguments else config_flag.default)
     try:
       check_field_paths(config, paths)
     except ValueError as unknown:
@@ -213,9 +212,10 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
             f"--config=<file>:model=<name>") from None
       raise
     raise error
-  overrides = config_flags.get_override_values(flag_values["config"])
+  overrides = config_flags.get_override_values(config_flag)
   if "model.name" in overrides:
-    switch_model(flag_values.config, overrides, file_config().model.name)
+    file_model = config_flag.parser.parse(config_flag.config_filename).model.name
+    switch_model(flag_values.config, overrides, file_model)
   return remaining
 
 
