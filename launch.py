@@ -46,8 +46,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, argv: list[str] | None =
   flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
-define_flags()
-
 # Libraries whose INFO lines would bury the progress lines; their warnings still show.
 QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
 
@@ -78,4 +76,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=configuration.parse_flags_or_exit)

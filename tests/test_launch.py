@@ -99,7 +99,7 @@ def test_the_argument_string_sets_the_model_and_smoke_mode():
 
 
 @pytest.mark.parametrize("argument, message", [
-    ("modle=cnn", r"has no field 'modle'; did you mean 'model'\? Valid fields: model, smoke"),
+    ("modle=cnn", r"has no key 'modle'; did you mean 'model'\? Valid keys: model, smoke"),
     ("smoke=yes", r"smoke must be True or False, got 'yes'"),
 ])
 def test_unknown_argument_items_are_refused(argument, message):

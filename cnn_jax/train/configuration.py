@@ -90,15 +90,15 @@ def model_arguments(model: ml_collections.ConfigDict) -> tuple[str, dict]:
   return name, fields
 
 
-def check_names(where: str, names, valid) -> None:
+def check_names(where: str, names, valid, kind: str = "field") -> None:
   """Raises ValueError naming the first of `names` not in `valid`, the nearest valid one, and
-  all of them."""
+  all of them: "config.model has no field 'blurr'; did you mean 'blur'? Valid fields: ..."."""
   valid = sorted(valid)
   for name in names:
     if name not in valid:
       nearest = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-      hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
-      raise ValueError(f"{where} has no field {name!r}{hint} Valid fields: {', '.join(valid)}")
+      hint = f"; did you mean {nearest[0]!r}?" if nearest else "."
+      raise ValueError(f"{where} has no {kind} {name!r}{hint} Valid {kind}s: {', '.join(valid)}")
 
 
 def check_field_paths(config: ml_collections.ConfigDict, paths) -> None:
@@ -146,7 +146,7 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
   values = dict(spec)
   for item in filter(None, (arg or "").split(",")):
     key, has_value, text = item.partition("=")
-    check_names(f"the config argument {arg!r}", [key], spec)
+    check_names(f"the config argument {arg!r}", [key], spec, kind="key")
     default = spec[key]
     if isinstance(default, bool):
       if has_value and text not in ("True", "False"):

@@ -50,7 +50,7 @@ def test_parse_arg_converts_to_the_defaults_types():
       "model": "cnn", "smoke": False}
   with pytest.raises(ValueError, match="steps must be a int, got 'many'"):
     configuration.parse_arg("steps=many", steps=1)
-  with pytest.raises(ValueError, match=r"no field 'smok'; did you mean 'smoke'"):
+  with pytest.raises(ValueError, match=r"no key 'smok'; did you mean 'smoke'"):
     configuration.parse_arg("smok", model="cnn", smoke=False)
   with pytest.raises(ValueError, match=r"'model' needs a value: model=<str>"):
     configuration.parse_arg("model", model="cnn", smoke=False)
