@@ -64,13 +64,13 @@ def test_every_model_field_is_set_from_the_command_line(name):
 
 
 def test_a_run_with_model_fields_from_the_command_line_trains(tmp_path):
-  config = parse_launch_flags("--config.model.blur=True", "--config.model.padding=circular",
-                              "--config.model.dtype=bfloat16")
+  # bfloat16 reaches the model too (above) but compiles slowly on CPU: left out here.
+  config = parse_launch_flags("--config.model.blur=True", "--config.model.padding=circular")
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 6 and math.isfinite(summary["test_loss"])
   with open(tmp_path / "config.json") as file:
     saved = json.load(file)["model"]
-  assert (saved["blur"], saved["padding"], saved["dtype"]) == (True, "circular", "bfloat16")
+  assert (saved["blur"], saved["padding"]) == (True, "circular")
 
 
 def test_switching_the_model_name_resets_its_fields_then_applies_the_other_overrides():
