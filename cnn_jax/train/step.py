@@ -32,6 +32,7 @@ ImageTransform = Callable[[jax.Array], jax.Array]
 
 
 def identity(images: jax.Array) -> jax.Array:
+  """The input transform of datasets used as they are."""
   return images
 
 
