@@ -2,8 +2,14 @@
 
 Examples:
   python launch.py --config=experiments/configs/default.py --workdir=runs/default
-  python launch.py --config=experiments/configs/default.py:model=cnn,smoke --workdir=/tmp/smoke
-  python launch.py --config=experiments/configs/default.py --config.learning_rate=0.1 ...
+  python launch.py --config=experiments/configs/default.py:model=resnet20,smoke --workdir=/tmp/r
+  python launch.py --config=experiments/configs/default.py --config.model.blur=True \
+      --config.learning_rate=0.2 --config.total_epochs=5 --workdir=runs/blur
+
+Every config field can be set with `--config.<field>=<value>`, the model's too
+(`--config.model.<field>`); `--config.model.name=<name>` switches to that model with its own
+defaults (then the other `--config.model.*` flags apply). A misspelled field is refused with the
+valid names.
 
 Multi-host: start one process per host with the same flags plus --coordinator_address=host:port,
 --num_processes and --process_id.
@@ -17,17 +23,28 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnn_jax import train
+from cnn_jax.train import configuration
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (and :argument).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
-flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir instead of refusing "
-                  "a different config.")
-flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Multi-host: the number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS, argv: list[str] | None = None) -> None:
+  """Defines launch.py's flags in `flag_values` (`argv`: the command line the config overrides
+  are read from; default sys.argv)."""
+  config_flags.DEFINE_config_file("config", None, "Training config file (and :argument).",
+                                  flag_values=flag_values, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir instead of refusing "
+                    "a different config.", flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, "Multi-host: the number of processes.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.",
+                       flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+
 
 # Libraries whose INFO lines would bury the progress lines; their warnings still show.
 QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
@@ -59,4 +76,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=configuration.parse_flags_or_exit)

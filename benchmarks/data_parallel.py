@@ -2,8 +2,9 @@
 
 The device count is fixed when jax starts (`--xla_force_host_platform_device_count`), so each
 configuration runs in its own child process (`python -m benchmarks.data_parallel`), alternating,
-with the same global batch. The pmapped step averages gradients with `pmean` and synchronizes
-batch norm over the axis 'batch', as a data-parallel training run does.
+with the same global batch. Both run the project's train step as `launch.py` maps it
+(`benchmarks.steps.jax_runner`): gradients averaged with `pmean`, batch norm synchronized over
+the axis 'batch'.
 """
 
 from __future__ import annotations
@@ -15,53 +16,15 @@ import statistics
 import subprocess
 import sys
 
-AXIS_NAME = "batch"
-
-
-def _pmapped_images_per_s(model_name: str, lowering_name: str, repeats: int) -> float:
-  import jax
-  import numpy as np
-  import optax
-
-  from benchmarks import environment, steps
-  spec = steps.MODELS[model_name]
-  devices = jax.local_device_count()
-  model = steps.build_model(spec, lowering_name,
-                            **({"axis_name": AXIS_NAME} if "resnet" in spec.model else {}))
-  images, labels = steps.synthetic_batch(spec)
-  optimizer = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
-
-  train_step = steps.sgd_train_step(model, optimizer, axis_name=AXIS_NAME)
-
-  init_model = steps.build_model(spec, lowering_name)
-  variables = init_model.init({"params": jax.random.key(1)}, images[:1], train=False)
-  state = steps.initial_state(variables, optimizer)
-  state = jax.tree.map(lambda x: np.broadcast_to(x, (devices,) + np.shape(x)), state)
-  shard = lambda x: x.reshape((devices, x.shape[0] // devices) + x.shape[1:])
-  step = jax.pmap(train_step, axis_name=AXIS_NAME, in_axes=(0, 0, 0, None),
-                  donate_argnums=(0,))
-  images, labels, rng = shard(images), shard(labels), jax.random.key(3)
-  box = {"state": step(state, images, labels, rng)[0]}
-
-  def train():
-    box["state"], loss = step(box["state"], images, labels, rng)
-    loss.block_until_ready()
-
-  train()
-  return spec.batch / environment.median_seconds(train, repeats)
-
 
 def _worker(arguments) -> None:
   import jax
 
   from benchmarks import environment, steps
-  if jax.local_device_count() == 1:
-    runner = steps.jax_runner(steps.MODELS[arguments.model], arguments.lowering)
-    runner.train()
-    images_per_s = steps.MODELS[arguments.model].batch / environment.median_seconds(
-        runner.train, arguments.repeats)
-  else:
-    images_per_s = _pmapped_images_per_s(arguments.model, arguments.lowering, arguments.repeats)
+  runner = steps.jax_runner(steps.MODELS[arguments.model], arguments.lowering)
+  runner.train()
+  images_per_s = steps.MODELS[arguments.model].batch / environment.median_seconds(
+      runner.train, arguments.repeats)
   print(json.dumps({"devices": jax.local_device_count(), "train_images_per_s": images_per_s}))
 
 
@@ -80,7 +43,7 @@ def compare(model_name: str, lowering_name: str, repeats: int, rounds: int) -> l
           env=environment_variables, check=True, capture_output=True, text=True).stdout
       results[devices].append(json.loads(output.strip().splitlines()[-1])["train_images_per_s"])
   return [{"section": "data_parallel", "model": model_name, "lowering": lowering_name,
-           "devices": devices, "form": "jit, 1 device x 2 threads" if devices == 1 else
+           "devices": devices, "form": "pmap, 1 device x 2 threads" if devices == 1 else
            "pmap, 2 devices", "train_images_per_s": statistics.median(values),
            "all_rounds": values} for devices, values in results.items()]
 

@@ -1,6 +1,8 @@
-"""Benchmark steps: the same training and evaluation step for cnn-jax models and their torch twins.
+"""Benchmark steps: the project's training and evaluation steps and their torch twins.
 
-Train step = forward + backward + SGD with momentum 0.9, float32, one synthetic batch reused;
+The JAX side times `cnn_jax.train.step.make_train_step` mapped over the devices as `launch.py`
+runs it (uint8 input normalized on device, forward + backward + SGD with momentum 0.9, float32,
+metrics); torch's twin does forward + backward + the same SGD. One synthetic batch is reused;
 eval step = forward in inference mode. Each `Runner` exposes `train()` and `evaluate()`, each
 running one step and blocking until it is done, so that the caller can interleave JAX and torch
 (absolute speeds on a shared machine drift by 2-3x; ratios within one round do not).
@@ -9,7 +11,6 @@ running one step and blocking until it is done, so that the caller can interleav
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,7 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnn_jax import models, ops
+from cnn_jax import models, ops, train
+from cnn_jax.data.augment import build_augmentation
+from cnn_jax.train import parallel, step
+from cnn_jax.train.state import create_train_state
 
 # 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default.
 LOWERINGS = ops.LOWERINGS
@@ -68,7 +72,7 @@ def _first(cost):
 
 @dataclasses.dataclass
 class JaxRunner:
-  """A jitted (AOT-compiled) train step with a donated state, and an eval step.
+  """The mapped (AOT-compiled) train step with a donated state, and the eval step.
 
   Attributes:
     compile_seconds: lowering + compiling both steps.
@@ -88,86 +92,73 @@ class JaxRunner:
   parameters: int
 
 
-def sgd_train_step(model, optimizer, axis_name: str | None = None):
-  """The benchmarked step, `(state, images, labels, rng) -> (state, loss)`.
-
-  `state = (params, batch_stats, opt_state)`; cross-entropy, forward + backward + optimizer.
-  With `axis_name` (inside `jax.pmap`), gradients are averaged over that axis first.
-  """
-
-  def train_step(state, images, labels, rng):
-    params, batch_stats, opt_state = state
-
-    def loss_fn(params):
-      logits, updates = model.apply({"params": params, **batch_stats}, images, train=True,
-                                    rngs={"dropout": rng}, mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
-
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-    param_updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, param_updates), dict(updates), opt_state), loss
-
-  return train_step
-
-
-def initial_state(variables, optimizer):
-  """`(params, batch_stats, opt_state)` of `sgd_train_step` from a model's init variables."""
-  params = variables["params"]
-  batch_stats = {k: v for k, v in variables.items() if k == "batch_stats"}
-  return params, batch_stats, optimizer.init(params)
+def train_batch(spec: ModelSpec, batch: int | None = None, image_shape=None) -> dict:
+  """A batch as the input pipeline yields it: uniform uint8 'image' `[N, H, W, C]`, 'label' `[N]`
+  and an all-true 'mask'."""
+  batch = batch or spec.batch
+  rng = np.random.default_rng(0)
+  return {"image": rng.integers(0, 256, (batch, *(image_shape or spec.image_shape)), np.uint8),
+          "label": rng.integers(0, spec.num_classes, batch).astype(np.int32),
+          "mask": np.ones(batch, bool)}
 
 
 def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
-               batch: int | None = None, image_shape=None) -> JaxRunner:
-  """Builds, compiles and runs once the JAX train and eval steps of `spec`.
+               batch: int | None = None, image_shape=None,
+               parallelism: str = "pmap") -> JaxRunner:
+  """Builds, compiles and runs once the project's train and eval steps for `spec`.
 
-  `dtype` is the compute dtype ('float32' or 'bfloat16'); parameters and logits stay float32.
+  The steps are `cnn_jax.train.step.make_train_step` and `make_eval_step`, mapped over all
+  devices with `parallelism` as `launch.py` maps them, with plain SGD (momentum 0.9, as the torch
+  twin), no augmentation and no label smoothing. `dtype` is the compute dtype ('float32' or
+  'bfloat16'); parameters and logits stay float32.
   """
-  model = build_model(spec, lowering_name, dtype=jnp.dtype(dtype))
-  images, labels = synthetic_batch(spec, batch, image_shape)
+  model = train.with_axis_name(build_model(spec, lowering_name, dtype=jnp.dtype(dtype)),
+                               step.AXIS_NAME)
+  batch = train_batch(spec, batch, image_shape)
+  channels = batch["image"].shape[-1]
   optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
-
-  train_step = sgd_train_step(model, optimizer)
-
-  def eval_step(variables, images):
-    return model.apply(variables, images, train=False)
+  mean, std = (0.5,) * channels, (0.25,) * channels
+  data_parallel = parallel.build_data_parallel(
+      parallelism,
+      step.make_train_step(model, optimizer, optax.constant_schedule(LEARNING_RATE),
+                           build_augmentation(""), mean, std, label_smoothing=0.0),
+      step.make_eval_step(model, mean, std))
 
   start = time.perf_counter()
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      {"params": jax.random.key(1), "dropout": jax.random.key(2)}, images[:1])
-  state = initial_state(variables, optimizer)
-  rng = jax.random.key(3)
-  train_compiled = jax.jit(train_step, donate_argnums=0).lower(state, images, labels,
-                                                               rng).compile()
-  eval_compiled = jax.jit(eval_step).lower(variables, images).compile()
+  state = jax.device_get(create_train_state(model, optimizer, jax.random.key(1),
+                                            batch["image"].shape[1:]))
+  device_batch = data_parallel.put_batch(batch)
+  key = jax.random.key(3)
+  train_compiled = data_parallel.train_step.lower(
+      data_parallel.put_state(state), device_batch, key).compile()
+  eval_compiled = data_parallel.eval_step.lower(data_parallel.put_state(state),
+                                                device_batch).compile()
   compile_seconds = time.perf_counter() - start
   memory = train_compiled.memory_analysis()
   memory_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2 ** 20
 
   # The train step donates (deletes) its state; evaluation keeps a copy of the initial one.
-  variables = jax.tree.map(jnp.copy, variables)
-  box = {"state": state}
+  eval_state = data_parallel.put_state(state)
+  box = {"state": data_parallel.put_state(state)}
 
-  def train():
-    box["state"], loss = train_compiled(box["state"], images, labels, rng)
-    loss.block_until_ready()
+  def train_once():
+    box["state"], metrics = train_compiled(box["state"], device_batch, key)
+    jax.block_until_ready(metrics)
 
   def evaluate():
-    eval_compiled(variables, images).block_until_ready()
+    jax.block_until_ready(eval_compiled(eval_state, device_batch))
 
   start = time.perf_counter()
-  train()
+  train_once()
   first_step_seconds = time.perf_counter() - start
   return JaxRunner(
-      train=train, evaluate=evaluate, compile_seconds=compile_seconds,
+      train=train_once, evaluate=evaluate, compile_seconds=compile_seconds,
       first_step_seconds=first_step_seconds,
       train_flops=float(_first(train_compiled.cost_analysis()).get("flops", np.nan)),
       eval_flops=float(_first(eval_compiled.cost_analysis()).get("flops", np.nan)),
       train_memory_mb=memory_mb,
-      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])))
+      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)))
 
 
 @dataclasses.dataclass

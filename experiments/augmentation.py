@@ -22,10 +22,11 @@ import numpy as np
 
 from cnn_jax import analysis
 from cnn_jax.data import get_dataset_info
-from cnn_jax.data.augment import build_augmentation, rotate
+from cnn_jax.data.augment import rotate
+from cnn_jax.train.preprocess import to_unit_interval
 from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
-                                            prng_key, to_unit, train_classifier, training_config)
+                                            prng_key, train_classifier, training_config)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -93,16 +94,16 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   """Trains the run's model on `dataset` (the run's) and measures it; the metrics, JSON-ready."""
   settings = config.augmentation
   steps = num_steps(config, dataset.name)
-  model_name, overrides = MODELS[run.options["model"]]
-  classifier, records = train_classifier(
-      model_name, overrides, dataset.train_images, dataset.train_labels, seed=run.seed,
-      num_steps=steps, batch_size=config.batch_size,
-      config=training_config(learning_rate=config.learning_rate),
-      augment=build_augmentation(augmentation_spec(run.options["augmentation"], config)),
-      record_every=max(steps // 4, 1), dataset=dataset.name)
+  model_name, fields = MODELS[run.options["model"]]
+  training = training_config(model_name, seed=run.seed, num_steps=steps,
+                             batch_size=config.batch_size, learning_rate=config.learning_rate,
+                             record_every=max(steps // 4, 1), **fields)
+  training.augmentation = augmentation_spec(run.options["augmentation"], config)
+  classifier, records = train_classifier(training, dataset.train_images, dataset.train_labels,
+                                         dataset=dataset.name)
   apply_fn = classifier.apply_fn()
   images, labels = evaluation_subset(dataset, config.eval_images)
-  images = to_unit(images)
+  images = to_unit_interval(images)
   layer_images = images[:config.layer_images]
   key = prng_key(run.seed)
   consistency = {

@@ -10,14 +10,20 @@ do not; gradients reach the first layers of a residual network undiminished.
 
 from __future__ import annotations
 
+import functools
 import os
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnn_jax.data.augment import build_augmentation
-from experiments.in_memory_training import (InMemoryDataset, train_classifier,
-                                            training_config)
+from cnn_jax.data import get_dataset_info
+from cnn_jax.train.preprocess import normalize, to_unit_interval
+from cnn_jax.train.step import cross_entropy
+from experiments.in_memory_training import (DATASET, InMemoryDataset, prng_key,
+                                            train_classifier, training_config)
 from experiments.model_zoo import check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -40,19 +46,36 @@ def plan(config) -> list[Run]:
           for seed in config.depth.seeds for depth in config.depth.depths for kind in KINDS]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def gradient_norms(model: nn.Module, variables: dict, batch: dict) -> dict:
+  """`{module: ||d loss / d params_module||}` of every top-level module on one batch ('image'
+  uint8 `[b, H, W, C]`, 'label' `[b]`), in train mode (batch statistics of this batch)."""
+  info = get_dataset_info(DATASET)
+  images = normalize(to_unit_interval(batch["image"]), info.mean, info.std)
+
+  def loss_fn(params):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, images,
+                            train=True, rngs={"dropout": prng_key(0)}, mutable=["batch_stats"])
+    return jnp.mean(cross_entropy(logits, batch["label"]))
+
+  grads = jax.grad(loss_fn)(variables["params"])
+  return {name: jnp.sqrt(sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(subtree)))
+          for name, subtree in grads.items()}
+
+
 def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   blocks = (run.options["depth"] - 2) // 6
   model_name = "resnet20" if run.options["kind"] == "residual" else "plain20"
-  classifier, records = train_classifier(
-      model_name, {"stage_sizes": (blocks,) * 3, "widths": WIDTHS}, digits.train_images,
-      digits.train_labels, seed=run.seed, num_steps=config.depth.num_steps,
-      batch_size=config.batch_size, config=training_config(learning_rate=config.learning_rate),
-      augment=build_augmentation(""), record_every=config.depth.record_every,
-      gradient_norms=True)
+  training = training_config(model_name, seed=run.seed, num_steps=config.depth.num_steps,
+                             batch_size=config.batch_size, learning_rate=config.learning_rate,
+                             record_every=config.depth.record_every, stage_sizes=(blocks,) * 3,
+                             widths=WIDTHS)
+  classifier, records = train_classifier(training, digits.train_images, digits.train_labels,
+                                         measure=gradient_norms)
   return {
       "steps": [record.step for record in records],
       "train_loss": [record.train_loss for record in records],
-      "gradient_norms": [record.gradient_norms for record in records],
+      "gradient_norms": [record.measured for record in records],
       "test_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
   }
 

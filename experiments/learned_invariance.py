@@ -38,7 +38,9 @@ import numpy as np
 
 from cnn_jax.analysis import logits_in_batches
 from cnn_jax.data.augment import translate
-from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, to_unit,
+from cnn_jax.train.preprocess import to_unit_interval
+from cnn_jax.train.step import identity
+from experiments.in_memory_training import (InMemoryDataset, evaluation_subset,
                                             train_classifier, training_config)
 from experiments.model_zoo import SMALL_CNN, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
@@ -70,7 +72,7 @@ def random_placement(canvas: int):
   return augment
 
 
-def model_overrides(config) -> dict:
+def model_fields(config) -> dict:
   """The small CNN with a dense layer of `config.learned_invariance.hidden_width` units."""
   return {**SMALL_CNN, "hidden": (config.learned_invariance.hidden_width,)}
 
@@ -105,26 +107,33 @@ def new_class_predictions(logits: jax.Array) -> jax.Array:
 def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   settings = config.learned_invariance
   canvas = settings.canvas
-  overrides = model_overrides(config)
-  training = training_config(learning_rate=config.learning_rate)
+
+  def training(seed: int, num_steps: int, record_every: int = 10):
+    return training_config("cnn", seed=seed, num_steps=num_steps, batch_size=config.batch_size,
+                           learning_rate=config.learning_rate, record_every=record_every,
+                           **model_fields(config))
+
   variables, pretrain_loss = None, None
   if run.options["condition"] == "pretrained":
     images, labels = _classes(digits.train_images, digits.train_labels, PRETRAIN_CLASSES)
-    pretrained, pretrain_records = train_classifier(
-        "cnn", overrides, images, labels, seed=run.seed, num_steps=settings.pretrain_steps,
-        batch_size=config.batch_size, config=training, augment=random_placement(canvas),
-        record_every=max(settings.pretrain_steps // 10, 1))
+    pretraining = training(run.seed, settings.pretrain_steps,
+                           record_every=max(settings.pretrain_steps // 10, 1))
+    pretrained, pretrain_records = train_classifier(pretraining, images, labels,
+                                                    augment=random_placement(canvas))
     variables = pretrained.variables
     pretrain_loss = pretrain_records[-1].train_loss
   images, labels = _classes(digits.train_images, digits.train_labels, NEW_CLASSES)
-  classifier, records = train_classifier(
-      "cnn", overrides, images, labels, seed=run.seed + 1000, num_steps=settings.train_steps,
-      batch_size=config.batch_size, config=training,
-      augment=lambda key, x: place_on_canvas(x, canvas), variables=variables,
-      frozen_modules=() if run.options["condition"] == "scratch" else FEATURE_MODULES)
+  one_location = training(run.seed + 1000, settings.train_steps)
+  if run.options["condition"] != "scratch":
+    one_location.frozen_modules = FEATURE_MODULES
+  trained, records = train_classifier(one_location, images, labels,
+                                      input_transform=lambda x: place_on_canvas(x, canvas),
+                                      variables=variables)
+  # Tested on canvases placed by hand, at every location.
+  classifier = trained._replace(input_transform=identity)
   test_images, test_labels = _classes(*evaluation_subset(digits, 2 * config.eval_images),
                                       NEW_CLASSES)
-  test_images = to_unit(test_images)
+  test_images = to_unit_interval(test_images)
   apply_fn = classifier.apply_fn()
   offsets = list(range(0, canvas - DIGIT_SIZE + 1, settings.location_step))
   accuracy = [[float(jnp.mean(new_class_predictions(logits_in_batches(

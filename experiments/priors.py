@@ -22,7 +22,7 @@ import numpy as np
 
 from cnn_jax import models
 from cnn_jax.analysis.self_similarity import self_similarity_ratio
-from cnn_jax.data.augment import build_augmentation
+from cnn_jax.train.step import identity
 from experiments.in_memory_training import (InMemoryDataset, train_classifier,
                                             training_config)
 from experiments.model_zoo import SMALL_CNN, check_seeds
@@ -114,11 +114,12 @@ def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   model_name = run.options["architecture"]
   images, labels = balanced_subset(digits.train_images, digits.train_labels,
                                    run.options["train_size"], run.seed)
-  transform = pixel_permutation if run.options["pixels"] == "permuted" else (lambda x: x)
+  transform = pixel_permutation if run.options["pixels"] == "permuted" else identity
   classifier, records = train_classifier(
-      model_name, overrides, images, labels, seed=run.seed, num_steps=config.priors.num_steps,
-      batch_size=config.batch_size, config=training_config(learning_rate=config.learning_rate),
-      augment=build_augmentation(""), input_transform=transform)
+      training_config(model_name, seed=run.seed, num_steps=config.priors.num_steps,
+                      batch_size=config.batch_size, learning_rate=config.learning_rate,
+                      **overrides),
+      images, labels, input_transform=transform)
   return {"test_accuracy": classifier.accuracy(digits.test_images, digits.test_labels),
           "final_train_loss": records[-1].train_loss,
           "parameters": parameter_count(model_name, overrides)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from cnn_jax.train import optim
+
 SECTION_TITLES = {
     "equivariance": "3. Equivariance by construction (random init)",
     "augmentation": "1. Augmentation x model grid",
@@ -38,8 +40,10 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       "Tables give mean ± std over seeds. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
       "prepared (see its section). Every model is trained by "
-      "`cnn_jax.train`'s data-parallel step (SGD with Nesterov momentum, cosine schedule, "
-      f"batch {config.batch_size}, peak rate {config.learning_rate}).", ""]
+      "`cnn_jax.train`'s data-parallel step and loop (SGD with Nesterov momentum, cosine "
+      f"schedule, batch {config.batch_size}, peak rate "
+      f"{optim.peak_learning_rate(config):g} = {config.learning_rate:g} per 256 "
+      "examples).", ""]
   for name in sorted(config.experiments, key=list(SECTION_TITLES).index):
     lines += [f"## {SECTION_TITLES[name]}", ""]
     if results.get(name):

@@ -29,6 +29,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnn_jax.train import configuration
+
 from experiments import augmentation, depth, equivariance, learned_invariance, priors, report
 from experiments.configs.exp_sweep import EXPERIMENT_NAMES
 from experiments.in_memory_training import DATASET, load_dataset, not_prepared_message
@@ -142,4 +144,4 @@ if __name__ == "__main__":
     os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.execv(sys.executable, [sys.executable, "-m", "experiments.sweep", *sys.argv[1:]])
-  app.run(main)
+  app.run(main, flags_parser=configuration.parse_flags_or_exit)

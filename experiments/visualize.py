@@ -41,8 +41,8 @@ def load_test_images(config, num_images: int, batch_size: int) -> list:
                      f"{batch_size}")
   dataset_info = data.get_dataset_info(config.dataset)
   stream = data.create_split(config.dataset, "test", batch_size, train=False,
-                             data_dir=config.data_dir or None,
-                             image_size=config.image_size or None)
+                             data_dir=config.data_dir,
+                             image_size=config.image_size)
   batches, count = [], 0
   for batch in stream:
     images = batch["image"][batch["mask"]][:num_images - count]
@@ -62,7 +62,7 @@ def main(argv):
       os.path.join(FLAGS.workdir, "viz"), model, variables, batches, layer=FLAGS.layer,
       channels=[int(channel) for channel in FLAGS.channel], num_channels=FLAGS.num_channels,
       top_k=FLAGS.top_k, scale=FLAGS.scale, image_index=FLAGS.image,
-      title=f"{config.model} on {config.dataset}")
+      title=f"{config.model.name} on {config.dataset}")
   logging.info("Wrote %s", index)
 
 

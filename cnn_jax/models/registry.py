@@ -51,12 +51,29 @@ def get_model(name: str, **overrides) -> nn.Module:
   Returns:
     An unbound Linen module.
   """
-  if name not in _CONSTRUCTORS:
-    raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-  constructor = _CONSTRUCTORS[name]
-  module_class = constructor.func if isinstance(constructor, functools.partial) else constructor
-  fields = {field.name for field in dataclasses.fields(module_class)} - {"parent", "name"}
+  fields = set(model_fields(name))
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f"model {name!r} has no field(s) {unknown}; its fields: {sorted(fields)}")
-  return constructor(**overrides)
+  return _CONSTRUCTORS[name](**overrides)
+
+
+def _module_class(name: str) -> tuple[type, dict]:
+  """The Linen class behind `name` and the fields its registry entry fixes (partial keywords)."""
+  if name not in _CONSTRUCTORS:
+    raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+  constructor = _CONSTRUCTORS[name]
+  if isinstance(constructor, functools.partial):
+    return constructor.func, dict(constructor.keywords)
+  return constructor, {}
+
+
+def model_fields(name: str) -> dict:
+  """Every field of model `name` (Linen's `parent` and `name` aside) with the value it gets by
+  default: the class default, or the one its registry entry fixes (`resnet20`'s `stage_sizes`).
+
+  Fields without a default anywhere map to `dataclasses.MISSING`.
+  """
+  module_class, fixed = _module_class(name)
+  return {field.name: fixed.get(field.name, field.default)
+          for field in dataclasses.fields(module_class) if field.name not in ("parent", "name")}

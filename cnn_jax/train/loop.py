@@ -1,8 +1,20 @@
-"""`train_and_evaluate(config, workdir)`: a whole run, from an empty or partial workdir to a report.
+"""Training runs: the pieces everything that trains goes through, and `train_and_evaluate`.
 
-The loop is deterministic given the config: the data stream is a function of (seed, step) and the
-step's randomness is `fold_in(key, step)`, so a run stopped after checkpoint k and started again
-continues exactly as if it had not stopped. What the workdir holds:
+    trainer = setup(config, dataset_info)     # model, optimizer, schedule, mapped steps, keys
+    state = initial_state(trainer)            # host TrainState (or from given variables)
+    device_state = trainer.data_parallel.put_state(state)
+    device_state, images_per_second = train(trainer, device_state, batches, steps, callback)
+    test_metrics = evaluate(trainer, device_state, test_batches)
+    model, variables = finish(trainer, device_state)
+
+`batches` is any iterator of numpy batches ('image' uint8 `[B / hosts, H, W, C]`, 'label'):
+`launch.py` feeds TFDS through `train_and_evaluate(config, workdir)`, the experiments feed
+in-memory arrays; the step, its mapping over all devices, the NaN guard and the metric windows
+are the same.
+
+`train_and_evaluate` is deterministic given the config: the data stream is a function of (seed,
+step) and the step's randomness is `fold_in(key, step)`, so a run stopped after checkpoint k and
+started again continues exactly as if it had not stopped. What its workdir holds:
 
   config.json      the run's config; a different config in the same workdir is refused
   checkpoints/     orbax checkpoints (the last `keep_checkpoints` and the best by test accuracy)
@@ -12,33 +24,45 @@ continues exactly as if it had not stopped. What the workdir holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from cnn_jax import data, models
 from cnn_jax.data import augment as augmentation
-from cnn_jax.train import checkpoint, metrics, optim, parallel, report
-from cnn_jax.train.state import create_train_state
-from cnn_jax.train.step import AXIS_NAME, make_eval_step, make_train_step
+from cnn_jax.train import checkpoint, configuration, metrics, optim, parallel, report
+from cnn_jax.train.state import TrainState, create_train_state
+from cnn_jax.train.step import (AXIS_NAME, Augmentation, ImageTransform, identity,
+                                make_eval_step, make_train_step)
 
 RUN_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", "summary.json", "report.md",
              "loss.png", "accuracy.png")
 
 
-def build_model(config, num_classes: int, axis_name: str | None = AXIS_NAME):
-  """The config's model with `num_classes` outputs; batch norm synced over `axis_name` if any."""
-  model = models.get_model(config.model, num_classes=num_classes, **config.model_overrides)
-  if "axis_name" in {field.name for field in model.__dataclass_fields__.values()}:
-    model = model.clone(axis_name=axis_name)
+def with_axis_name(model: nn.Module, axis_name: str | None) -> nn.Module:
+  """`model` with batch norm averaged over `axis_name` (None: no cross-device axis), for models
+  that have the field; other models as they are."""
+  if "axis_name" in {field.name for field in dataclasses.fields(model)}:
+    return model.clone(axis_name=axis_name)
   return model
+
+
+def build_model(config, num_classes: int, axis_name: str | None = AXIS_NAME) -> nn.Module:
+  """`config.model` with `num_classes` outputs; batch norm synced over `axis_name` if any."""
+  name, fields = configuration.model_arguments(config.model)
+  return with_axis_name(models.get_model(name, num_classes=num_classes, **fields), axis_name)
 
 
 def _config_as_dict(config) -> dict:
@@ -96,53 +120,181 @@ def validate_config(config) -> None:
                             jax.process_count())
   parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size,
                             jax.device_count(), jax.process_count())
-  for name in ("log_every_steps", "eval_every_steps"):
-    if config[name] < 1:
+  for name in ("log_every_steps", "eval_every_steps", "total_steps"):
+    if config.get(name) is not None and config[name] < 1:
       raise ValueError(f"config.{name} must be >= 1, got {config[name]!r}")
-  if config.num_train_steps < 1 and not config.num_epochs > 0:
-    raise ValueError(f"set config.num_train_steps >= 1 or config.num_epochs > 0, got "
-                     f"{config.num_train_steps!r} and {config.num_epochs!r}")
+  for name in ("eval_every", "total"):
+    if config.get(f"{name}_steps") is None and not (config.get(f"{name}_epochs") or 0) > 0:
+      raise ValueError(f"set config.{name}_steps >= 1 or config.{name}_epochs > 0, got "
+                       f"{config.get(f'{name}_steps')!r} and {config.get(f'{name}_epochs')!r}")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
 
 
-def _optional(value):
-  """Config fields use '' / 0 for "the default" (ConfigDict fields keep one type)."""
-  return value or None
+class Trainer(NamedTuple):
+  """A run's fixed parts, built from its config by `setup`; the state and the data are apart."""
+  config: ml_collections.ConfigDict
+  model: nn.Module  # batch norm synced over AXIS_NAME (the mapped steps bind it)
+  optimizer: optax.GradientTransformation
+  learning_rate: optax.Schedule
+  data_parallel: parallel.DataParallel  # the train and eval steps mapped over all devices
+  input_shape: tuple[int, int, int]  # `[H, W, C]` of the model input (after the transforms)
+  steps_per_epoch: int
+  total_steps: int
+  eval_every_steps: int
+  init_key: jax.Array  # the parameter initialization's key
+  train_key: jax.Array  # the steps' base key (folded with the step and the device)
 
 
-def evaluate(data_parallel: parallel.DataParallel, device_state, config, dataset_info) -> dict:
-  """Test loss and accuracy over the whole test split: `{'test_loss', 'test_accuracy'}`.
+def setup(config: ml_collections.ConfigDict, dataset_info: data.DatasetInfo, *,
+          augment: Augmentation | None = None,
+          input_transform: ImageTransform = identity) -> Trainer:
+  """Builds everything a run needs but its state and its data; validates `config` first.
 
-  Every host runs the same number of eval steps (the collectives need it); a host whose part of
-  the split ends early feeds all-masked batches.
+  Args:
+    config: a config as built by `experiments/configs/default.py`.
+    dataset_info: the dataset's classes, image shape, `num_train` (which sets the steps per
+      epoch) and pixel statistics (the input normalization).
+    augment: `(key, images [b, H, W, C] in [0, 1]) -> images`, random, on device; default
+      `build_augmentation(config.augmentation)`.
+    input_transform: a deterministic map of the (augmented) images to the model input, in both
+      steps (see `make_train_step`).
   """
-  per_host_batch = config.eval_batch_size // jax.process_count()
-  examples_per_host = math.ceil(dataset_info.num_test / jax.process_count())
-  num_batches = math.ceil(examples_per_host / per_host_batch)
-  batches = data.create_split(config.dataset, "test", per_host_batch, train=False,
-                              data_dir=_optional(config.data_dir),
-                              image_size=_optional(config.image_size))
-  image_shape = (per_host_batch, *dataset_info.image_shape)
-  if config.image_size:
-    image_shape = (per_host_batch, config.image_size, config.image_size, image_shape[-1])
-  empty = {"image": np.zeros(image_shape, np.uint8), "label": np.zeros(per_host_batch, np.int32),
-           "mask": np.zeros(per_host_batch, bool)}
-  sums = []
-  for _ in range(num_batches):
-    batch = next(batches, empty)
-    sums.append(data_parallel.eval_step(device_state, data_parallel.put_batch(batch)))
+  validate_config(config)
+  model = build_model(config, dataset_info.num_classes)
+  augment = augment or augmentation.build_augmentation(config.augmentation)
+  image_shape = dataset_info.image_shape
+  if config.image_size is not None:
+    image_shape = (config.image_size, config.image_size, image_shape[-1])
+  key = jax.random.key(config.seed, impl=config.prng_impl)
+  input_shape = jax.eval_shape(lambda images: input_transform(augment(key, images)),
+                               jax.ShapeDtypeStruct((1, *image_shape), np.float32)).shape[1:]
+  steps_per_epoch = max(dataset_info.num_train // config.batch_size, 1)
+  total_steps = max(configuration.to_steps(config, "total", steps_per_epoch), 1)
+  learning_rate = optim.build_learning_rate_schedule(config, steps_per_epoch, total_steps)
+  optimizer = optim.freeze(optim.build_optimizer(config, learning_rate),
+                           tuple(config.frozen_modules))
+  data_parallel = parallel.build_data_parallel(
+      config.parallelism,
+      make_train_step(model, optimizer, learning_rate, augment, dataset_info.mean,
+                      dataset_info.std, config.label_smoothing, input_transform),
+      make_eval_step(model, dataset_info.mean, dataset_info.std, input_transform))
+  init_key, train_key = jax.random.split(key)
+  return Trainer(config, model, optimizer, learning_rate, data_parallel, tuple(input_shape),
+                 steps_per_epoch, total_steps,
+                 max(configuration.to_steps(config, "eval_every", steps_per_epoch), 1),
+                 init_key, train_key)
+
+
+def initial_state(trainer: Trainer, variables: dict | None = None) -> TrainState:
+  """The host state at step 0: a fresh initialization, or `variables` ('params' and
+  'batch_stats', e.g. a trained model's) with a fresh optimizer state.
+
+  Raises:
+    ValueError: `config.frozen_modules` names a module the model does not have.
+  """
+  state = jax.device_get(create_train_state(trainer.model, trainer.optimizer, trainer.init_key,
+                                            trainer.input_shape))
+  frozen = tuple(trainer.config.frozen_modules)
+  unknown = sorted(set(frozen) - set(state.params))
+  if unknown:
+    raise ValueError(f"config.frozen_modules must name top-level modules of "
+                     f"{trainer.config.model.name} {tuple(state.params)}, got {frozen!r} "
+                     f"(unknown: {unknown})")
+  if variables is not None:
+    state = state.replace(params=variables["params"],
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=trainer.optimizer.init(variables["params"]))
+  return jax.device_get(state)
+
+
+def _window_means(window: list[dict]) -> dict:
+  return {f"train_{name}" if name != "learning_rate" else name:
+          float(np.mean([record[name] for record in window])) for name in window[0]}
+
+
+def train(trainer: Trainer, device_state, batches: Iterator[dict], steps: range,
+          callback: Callable[[int, dict, TrainState], None] | None = None):
+  """Runs the mapped train step once per step number in `steps`, on one batch of `batches` each.
+
+  The metrics are kept on device and averaged on the host over windows that end at every
+  multiple of `config.log_every_steps` or of the eval cadence, and at the last step; there,
+  `callback(step, record, device_state)` gets `record = {'train_loss', 'train_accuracy',
+  'learning_rate', 'images_per_second'}` (the window's means).
+
+  Returns:
+    `(device_state, images_per_second)`: the state after the last step, and the training
+    throughput after the first window (which also pays for compilation; all windows if only one).
+
+  Raises:
+    FloatingPointError: a window's mean loss is NaN or infinite (the callback is not called).
+  """
+  config = trainer.config
+  data_parallel = trainer.data_parallel
+  window, window_start = [], time.time()
+  images = {"all": 0, "steady": 0}
+  seconds = {"all": 0.0, "steady": 0.0}
+  for step in steps:
+    device_state, step_metrics = data_parallel.train_step(
+        device_state, data_parallel.put_batch(next(batches)), trainer.train_key)
+    window.append(step_metrics)
+    if (step % config.log_every_steps and step % trainer.eval_every_steps
+        and step != steps[-1]):
+      continue
+    record = _window_means(data_parallel.to_host(window))
+    elapsed = time.time() - window_start
+    record["images_per_second"] = len(window) * config.batch_size / max(elapsed, 1e-9)
+    for part in ("all", "steady") if images["all"] else ("all",):
+      images[part] += len(window) * config.batch_size
+      seconds[part] += elapsed
+    if not math.isfinite(record["train_loss"]):
+      raise FloatingPointError(
+          f"training loss is {record['train_loss']} at step {step} (mean of steps "
+          f"{step - len(window) + 1}..{step}); stopping without saving. Try a lower "
+          f"config.learning_rate (now {config.learning_rate} per 256 examples).")
+    if callback is not None:
+      callback(step, record, device_state)
+    window, window_start = [], time.time()
+  part = "steady" if seconds["steady"] else "all"
+  return device_state, images[part] / max(seconds[part], 1e-9)
+
+
+def evaluate(trainer: Trainer, device_state, batches: Iterable[dict]) -> dict:
+  """Loss and accuracy over `batches` ('image', 'label', 'mask': padded examples count for
+  nothing): `{'test_loss', 'test_accuracy'}`, exact over the masked examples."""
+  data_parallel = trainer.data_parallel
+  sums = [data_parallel.eval_step(device_state, data_parallel.put_batch(batch))
+          for batch in batches]
   totals = jax.tree.map(lambda *values: float(np.sum(values, dtype=np.float64)),
                         *data_parallel.to_host(sums))
   return {"test_loss": totals["loss_sum"] / totals["count"],
           "test_accuracy": totals["correct"] / totals["count"]}
 
 
-def _mean_train_metrics(window: list[dict], images: int, seconds: float) -> dict:
-  means = {f"train_{name}" if name != "learning_rate" else name:
-           float(np.mean([record[name] for record in window])) for name in window[0]}
-  means["images_per_second"] = images / max(seconds, 1e-9)
-  return means
+def finish(trainer: Trainer, device_state) -> tuple[nn.Module, dict]:
+  """The trained model for inference (no cross-device axis) and its variables on the host:
+  ready for `model.apply(variables, x, train=False)`."""
+  return (with_axis_name(trainer.model, None),
+          trainer.data_parallel.to_host(device_state).variables)
+
+
+def test_batches(config, dataset_info: data.DatasetInfo) -> Iterator[dict]:
+  """This host's batches of the TFDS test split, every example once (masked padding).
+
+  Every host yields the same number of batches (the collectives need it); a host whose part of
+  the split ends early yields all-masked batches.
+  """
+  per_host_batch = config.eval_batch_size // jax.process_count()
+  examples_per_host = math.ceil(dataset_info.num_test / jax.process_count())
+  batches = data.create_split(config.dataset, "test", per_host_batch, train=False,
+                              data_dir=config.data_dir, image_size=config.image_size)
+  image_shape = dataset_info.image_shape
+  if config.image_size is not None:
+    image_shape = (config.image_size, config.image_size, image_shape[-1])
+  empty = {"image": np.zeros((per_host_batch, *image_shape), np.uint8),
+           "label": np.zeros(per_host_batch, np.int32), "mask": np.zeros(per_host_batch, bool)}
+  for _ in range(math.ceil(examples_per_host / per_host_batch)):
+    yield next(batches, empty)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -165,23 +317,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     FloatingPointError: the training loss became NaN or infinite (nothing is saved after it).
   """
   start_time = time.time()
-  validate_config(config)
-  dataset_info = data.get_dataset_info(config.dataset, _optional(config.data_dir))
+  dataset_info = data.get_dataset_info(config.dataset, config.data_dir)
   # Built before the workdir is touched, so that a bad name or spec leaves no trace.
-  model = build_model(config, dataset_info.num_classes)
-  augment = augmentation.build_augmentation(config.augmentation)
+  trainer = setup(config, dataset_info)
+  state = initial_state(trainer)
   prepare_workdir(config, workdir, overwrite)
-  image_shape = dataset_info.image_shape
-  if config.image_size:
-    image_shape = (config.image_size, config.image_size, image_shape[-1])
-  steps_per_epoch = max(dataset_info.num_train // config.batch_size, 1)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else max(int(config.num_epochs * steps_per_epoch), 1))
-  learning_rate = optim.build_learning_rate_schedule(config, steps_per_epoch, total_steps)
-  optimizer = optim.build_optimizer(config, learning_rate)
-
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.device_get(create_train_state(model, optimizer, init_key, image_shape))
+  total_steps = trainer.total_steps
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
   start_step = manager.latest_step() or 0
   if start_step:
@@ -192,55 +333,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metrics.truncate_records(workdir, start_step)
     writer = metrics.MetricWriter(workdir)
 
-  data_parallel = parallel.build_data_parallel(
-      config.parallelism,
-      make_train_step(model, optimizer, learning_rate, augment, dataset_info.mean,
-                      dataset_info.std, config.label_smoothing),
-      make_eval_step(model, dataset_info.mean, dataset_info.std))
-  device_state = data_parallel.put_state(state)
   train_batches = data.create_split(
       config.dataset, "train", config.batch_size // jax.process_count(), train=True,
-      seed=config.seed, data_dir=_optional(config.data_dir), start_step=start_step,
-      image_size=_optional(config.image_size), prefetch=config.prefetch)
+      seed=config.seed, data_dir=config.data_dir, start_step=start_step,
+      image_size=config.image_size, prefetch=config.prefetch)
   logging.info("Training %s on %s: steps %d..%d of %d (%d per epoch), global batch %d on %d "
-               "devices with %s", config.model, config.dataset, start_step + 1, total_steps,
-               total_steps, steps_per_epoch, config.batch_size, data_parallel.num_devices,
-               config.parallelism)
+               "devices with %s", config.model.name, config.dataset, start_step + 1,
+               total_steps, total_steps, trainer.steps_per_epoch, config.batch_size,
+               trainer.data_parallel.num_devices, config.parallelism)
 
-  window, window_start, train_seconds = [], time.time(), 0.0
-  # Throughput after the first window, which also pays for compilation.
-  steady_images, steady_seconds = 0, 0.0
   eval_metrics = {}
-  for step in range(start_step + 1, total_steps + 1):
-    batch = next(train_batches)
-    device_state, step_metrics = data_parallel.train_step(
-        device_state, data_parallel.put_batch(batch), train_key)
-    window.append(step_metrics)
-    is_eval_step = step % config.eval_every_steps == 0 or step == total_steps
-    if step % config.log_every_steps == 0 or is_eval_step:
-      train_metrics = _mean_train_metrics(data_parallel.to_host(window),
-                                          len(window) * config.batch_size,
-                                          time.time() - window_start)
-      if train_seconds:
-        steady_images += len(window) * config.batch_size
-        steady_seconds += time.time() - window_start
-      train_seconds += time.time() - window_start
-      if not math.isfinite(train_metrics["train_loss"]):
-        raise FloatingPointError(
-            f"training loss is {train_metrics['train_loss']} at step {step} (mean of steps "
-            f"{step - len(window) + 1}..{step}); stopping without saving. Try a lower "
-            f"config.learning_rate (now {config.learning_rate}).")
-      train_metrics["epoch"] = step / steps_per_epoch
-      record = dict(train_metrics)
-      if is_eval_step:
-        eval_metrics = evaluate(data_parallel, device_state, config, dataset_info)
-        record.update(eval_metrics)
-        checkpoint.save_checkpoint(manager, data_parallel.to_host(device_state), eval_metrics)
-      if is_writer:
-        writer.write(step, record)
-      metrics.log_progress(step, total_steps, record,
-                           (total_steps - step) * train_seconds / max(step - start_step, 1))
-      window, window_start = [], time.time()
+  progress = {"step": start_step, "train_seconds": 0.0}
+
+  def after_window(step: int, record: dict, device_state) -> None:
+    nonlocal eval_metrics
+    progress["train_seconds"] += ((step - progress["step"]) * config.batch_size
+                                  / record["images_per_second"])
+    progress["step"] = step
+    record["epoch"] = step / trainer.steps_per_epoch
+    if step % trainer.eval_every_steps == 0 or step == total_steps:
+      eval_metrics = evaluate(trainer, device_state, test_batches(config, dataset_info))
+      record.update(eval_metrics)
+      checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
+                                 eval_metrics)
+    if is_writer:
+      writer.write(step, record)
+    seconds_per_step = progress["train_seconds"] / (step - start_step)
+    metrics.log_progress(step, total_steps, record, (total_steps - step) * seconds_per_step)
+
+  _, images_per_second = train(trainer, trainer.data_parallel.put_state(state), train_batches,
+                               range(start_step + 1, total_steps + 1), after_window)
 
   if not eval_metrics:  # The workdir held a finished run: report its last evaluation.
     eval_metrics = dict(manager.metrics(total_steps))
@@ -250,12 +372,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "best_step": best_step,
       "best_test_accuracy": manager.metrics(best_step)[checkpoint.BEST_METRIC],
       "steps": total_steps,
-      "epochs": total_steps / steps_per_epoch,
+      "epochs": total_steps / trainer.steps_per_epoch,
       "wall_time_seconds": time.time() - start_time,
-      "train_images_per_second": (
-          steady_images / steady_seconds if steady_seconds
-          else (total_steps - start_step) * config.batch_size / max(train_seconds, 1e-9)),
-      "num_devices": data_parallel.num_devices,
+      "train_images_per_second": images_per_second,
+      "num_devices": trainer.data_parallel.num_devices,
       "num_processes": jax.process_count(),
   }
   if is_writer:
@@ -277,6 +397,19 @@ def _lists_as_tuples(tree):
   return tree
 
 
+def _upgraded(saved: dict) -> dict:
+  """A config.json written before `config.model` held the model's fields (a name, and its
+  changed fields in `model_overrides`), in today's form; others as they are."""
+  if isinstance(saved.get("model"), str):
+    saved = dict(saved)
+    saved["model"] = configuration.model_config(
+        saved["model"], **saved.pop("model_overrides", {})).to_dict()
+    # '' and 0 were "the default" before placeholders.
+    saved["data_dir"] = saved.get("data_dir") or None
+    saved["image_size"] = saved.get("image_size") or None
+  return saved
+
+
 def restore_for_inference(workdir: str, *, best: bool = False):
   """The trained model of a run, ready for `model.apply(variables, x, train=False)`.
 
@@ -293,7 +426,7 @@ def restore_for_inference(workdir: str, *, best: bool = False):
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"no run in workdir {workdir!r}: {config_path} does not exist")
   with open(config_path) as file:
-    config = ml_collections.ConfigDict(_lists_as_tuples(json.load(file)))
+    config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(json.load(file))))
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
   step = manager.best_step() if best else manager.latest_step()
   if step is None:

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules, built from the config by name with optax.
 
-Schedules (step t, T total steps, W warmup steps, peak rate eta):
+Schedules (step t, T total steps, W warmup steps, peak rate eta = learning_rate x batch / 256):
   'cosine'     linear warmup 0 -> eta over W steps, then `eta (1 + cos(pi (t - W) / (T - W))) / 2`.
   'piecewise'  linear warmup, then eta multiplied by `decay_factor` at every boundary in
                `decay_epochs` (the step schedule of He et al. 2016).
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import jax
 import optax
+
+from cnn_jax.train import configuration
 
 OPTIMIZER_NAMES = ("sgd", "adamw")
 SCHEDULE_NAMES = ("cosine", "piecewise", "constant")
@@ -30,21 +32,34 @@ def validate_optimizer_config(config) -> None:
     raise ValueError(f"config.learning_rate must be > 0, got {config.learning_rate!r}")
   if config.weight_decay < 0:
     raise ValueError(f"config.weight_decay must be >= 0, got {config.weight_decay!r}")
-  if config.warmup_epochs < 0:
-    raise ValueError(f"config.warmup_epochs must be >= 0, got {config.warmup_epochs!r}")
+  for name in ("warmup_epochs", "warmup_steps"):
+    if (config.get(name) or 0) < 0:
+      raise ValueError(f"config.{name} must be >= 0, got {config[name]!r}")
+
+
+def peak_learning_rate(config) -> float:
+  """`config.learning_rate * config.batch_size / 256`: the rate is given per 256 examples and
+  scaled linearly with the global batch (Goyal et al. 2017)."""
+  return config.learning_rate * config.batch_size / 256
 
 
 def build_learning_rate_schedule(config, steps_per_epoch: int,
                                  total_steps: int) -> optax.Schedule:
-  """The learning rate at each step, `t -> eta_t`, as described in the module docstring."""
-  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-  peak = config.learning_rate
+  """The learning rate at each step, `t -> eta_t`, as described in the module docstring.
+
+  `eta = peak_learning_rate(config)`; the warmup and the decay boundaries are durations in steps
+  or epochs (`configuration.to_steps`).
+  """
+  warmup_steps = min(configuration.to_steps(config, "warmup", steps_per_epoch) or 0,
+                     max(total_steps - 1, 0))
+  peak = peak_learning_rate(config)
   if config.schedule == "cosine":
     after_warmup = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1))
   elif config.schedule == "piecewise":
+    boundaries = configuration.to_steps(config, "decay", steps_per_epoch) or ()
     after_warmup = optax.piecewise_constant_schedule(peak, {
-        int(epoch * steps_per_epoch) - warmup_steps: config.decay_factor
-        for epoch in config.decay_epochs if int(epoch * steps_per_epoch) > warmup_steps})
+        boundary - warmup_steps: config.decay_factor
+        for boundary in boundaries if boundary > warmup_steps})
   else:
     after_warmup = optax.constant_schedule(peak)
   if warmup_steps == 0:
@@ -65,3 +80,15 @@ def build_optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTran
         optax.sgd(learning_rate, momentum=config.momentum, nesterov=config.nesterov))
   return optax.adamw(learning_rate, b1=config.momentum, weight_decay=config.weight_decay,
                      mask=_is_kernel)
+
+
+def freeze(optimizer: optax.GradientTransformation,
+           modules: tuple[str, ...]) -> optax.GradientTransformation:
+  """`optimizer` for every top-level module of the parameters but `modules`, whose updates are
+  zero (no weight decay either): they stay as they were initialized or restored."""
+  if not modules:
+    return optimizer
+  label = lambda params: {name: jax.tree.map(
+      lambda _, name=name: "frozen" if name in modules else "trained", subtree)
+                          for name, subtree in params.items()}
+  return optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()}, label)

@@ -48,7 +48,7 @@ def write_report(workdir: str, records: list[dict], summary: dict, config) -> No
                os.path.join(workdir, "accuracy.png"))
   rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float)
                    else f"| {name} | {value} |" for name, value in sorted(summary.items()))
-  text = (f"# Run report: {config.model} on {config.dataset}\n\n"
+  text = (f"# Run report: {config.model.name} on {config.dataset}\n\n"
           f"| quantity | value |\n|---|---|\n{rows}\n\n"
           "![loss](loss.png)\n\n![accuracy](accuracy.png)\n\n"
           f"## Config\n\n```json\n{config.to_json_best_effort(indent=2, sort_keys=True)}\n```\n")

@@ -28,6 +28,12 @@ from cnn_jax.train.state import TrainState
 AXIS_NAME = "batch"
 
 Augmentation = Callable[[jax.Array, jax.Array], jax.Array]
+ImageTransform = Callable[[jax.Array], jax.Array]
+
+
+def identity(images: jax.Array) -> jax.Array:
+  """The input transform of datasets used as they are."""
+  return images
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -47,7 +53,7 @@ def device_step_key(key: jax.Array, step: jax.Array) -> jax.Array:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     learning_rate: optax.Schedule, augment: Augmentation, mean, std,
-                    label_smoothing: float) -> Callable:
+                    label_smoothing: float, input_transform: ImageTransform = identity) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`, to be mapped over 'batch'.
 
   Args:
@@ -55,9 +61,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
       'batch_stats'.
     optimizer: the optax transformation used to create `state.opt_state`.
     learning_rate: the schedule inside `optimizer`, reported in the metrics.
-    augment: `fn(key, images [b, H, W, C] in [0, 1]) -> images`, run on device.
+    augment: `fn(key, images [b, H, W, C] in [0, 1]) -> images`, random, run on device.
     mean, std: per-channel normalization, length C.
     label_smoothing: eps in [0, 1).
+    input_transform: `fn(images in [0, 1]) -> model input in [0, 1]`, deterministic, after
+      `augment` (the experiments' fixed pixel permutation, placement on a canvas); the eval step
+      must get the same one.
 
   Returns:
     A function of `state` (replicated), `batch` ('image' uint8 `[b, H, W, C]`, 'label' int32
@@ -67,7 +76,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
     augment_key, dropout_key = jax.random.split(device_step_key(key, state.step))
-    images = normalize(augment(augment_key, to_unit_interval(batch["image"])), mean, std)
+    images = normalize(input_transform(augment(augment_key, to_unit_interval(batch["image"]))),
+                       mean, std)
     labels = batch["label"]
 
     def loss_fn(params):
@@ -97,12 +107,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_step(model: nn.Module, mean, std) -> Callable:
+def make_eval_step(model: nn.Module, mean, std,
+                   input_transform: ImageTransform = identity) -> Callable:
   """Builds `eval_step(state, batch) -> sums`, to be mapped over 'batch'.
 
   Padded examples (`batch['mask']` False) count for nothing, so summing the returned totals over
   all batches of a split gives the exact split accuracy `correct / count` and mean loss
-  `loss_sum / count`, with no example dropped.
+  `loss_sum / count`, with no example dropped. `input_transform` as in `make_train_step`.
 
   Returns:
     A function of `state` and `batch` ('image' `[b, H, W, C]`, 'label' `[b]`, 'mask' bool `[b]`)
@@ -110,7 +121,7 @@ def make_eval_step(model: nn.Module, mean, std) -> Callable:
   """
 
   def eval_step(state: TrainState, batch: dict):
-    images = normalize(to_unit_interval(batch["image"]), mean, std)
+    images = normalize(input_transform(to_unit_interval(batch["image"])), mean, std)
     logits = model.apply(state.variables, images, train=False)
     mask = batch["mask"].astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)

@@ -7,6 +7,7 @@ be overridden with `--config.<field>=<value>`, e.g. `--config.augmentation.seeds
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 EXPERIMENT_NAMES = ("equivariance", "augmentation", "learned_invariance", "priors", "depth")
 
@@ -18,10 +19,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiments = EXPERIMENT_NAMES  # which experiments to run, in this order
   config.batch_size = 64  # examples per training step, every experiment
-  config.learning_rate = 0.05  # peak SGD (Nesterov) rate, cosine decay, every experiment
+  config.learning_rate = 0.2  # peak SGD rate per 256 examples (0.05 at batch 64), every run
   config.eval_images = 300  # test images the invariance metrics use (accuracy: all of them)
   config.layer_images = 32  # test images for the per-layer equivariance and Lie derivatives
-  config.data_dir = ""  # TFDS data directory of 'cifar10'; '' for TFDS's default
+  config.data_dir = config_dict.placeholder(str)  # TFDS directory of 'cifar10'; None: TFDS's
 
   # 1. Augmentation x model grid (train, then every metric of cnn_jax.analysis).
   config.augmentation = ml_collections.ConfigDict()

@@ -9,6 +9,7 @@ Same argument string as default.py.
 
 import ml_collections
 
+from cnn_jax.train.configuration import model_config
 from experiments.configs import default
 
 
@@ -16,17 +17,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.base_config()
   config.dataset = "imagenet2012"
   config.augmentation = "flip"
-  config.model = "resnet50"
-  config.model_overrides = ml_collections.ConfigDict()
+  config.model = model_config("resnet50")
   config.batch_size = 1024
   config.eval_batch_size = 1024
-  config.num_epochs = 90.0
-  config.learning_rate = 0.4
+  config.total_epochs = 90.0
+  config.learning_rate = 0.1  # per 256 examples: 0.4 at batch 1024
   config.weight_decay = 1e-4
   config.warmup_epochs = 5.0
   config.label_smoothing = 0.1
   config.log_every_steps = 100
-  config.eval_every_steps = 1251  # one epoch of 1,281,167 / 1024
+  config.eval_every_epochs = 1.0
   config.keep_checkpoints = 3
   config.prefetch = 4
   return default.apply_argument(config, arg)

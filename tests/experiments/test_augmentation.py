@@ -8,7 +8,7 @@ import pytest
 
 from experiments import augmentation, sweep
 from experiments.configs import exp_sweep
-from experiments.in_memory_training import load_dataset
+from experiments.in_memory_training import load_dataset, load_digits
 
 
 def one_seed_config(data_dir: str):
@@ -74,3 +74,16 @@ def test_cifar10_run_trains_and_measures_32x32x3_images(cifar10_data_dir, tmp_pa
   assert "### CIFAR-10 ('cifar10')" in readme and "| cnn | both | 1 |" in readme
   assert "![consistency](cifar10_consistency.png)" in readme
   assert os.path.exists(os.path.join(tmp_path, "report", "cifar10_accuracy_vs_angle.png"))
+
+
+def test_a_digits_run_lowers_the_loss_and_beats_chance_by_far():
+  config = exp_sweep.get_config("smoke")
+  config.augmentation.models = ("mlp",)
+  config.augmentation.augmentations = ("none",)
+  config.augmentation.num_steps = 40
+  (run,) = augmentation.plan(config)
+  metrics = augmentation.execute(run, config, load_digits())
+  # An untrained 10-class classifier has a loss near ln 10 = 2.3 and accuracy near 0.1.
+  assert metrics["final_train_loss"] < 0.5 * math.log(10)
+  assert metrics["clean_accuracy"] > 0.6
+  assert metrics["accuracy_vs_translation"]["horizontal"][1] > 0.6  # the unshifted images

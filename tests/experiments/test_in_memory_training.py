@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 from cnn_jax.data import get_dataset_info
-from cnn_jax.data.augment import build_augmentation
 from experiments.in_memory_training import (Classifier, evaluation_subset, load_digits,
-                                            train_classifier, training_config)
+                                            shuffled_batches, train_classifier, training_config)
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +22,12 @@ def test_digits_are_the_offline_split(digits):
 
 def test_training_lowers_the_loss_and_is_reproducible(digits):
   def train():
-    return train_classifier("mlp", {"widths": (32,)}, digits.train_images, digits.train_labels,
-                            seed=3, num_steps=24, batch_size=32, config=training_config(),
-                            augment=build_augmentation(""), record_every=8)
+    config = training_config("mlp", seed=3, num_steps=24, batch_size=32, learning_rate=0.2,
+                             record_every=8, widths=(32,))
+    return train_classifier(config, digits.train_images, digits.train_labels)
 
   (first, records), (second, _) = train(), train()
+  assert [record.step for record in records] == [8, 16, 24]
   assert records[-1].train_loss < 0.8 * records[0].train_loss
   jax.tree.map(np.testing.assert_array_equal, first.variables, second.variables)
   assert first.accuracy(digits.test_images, digits.test_labels) > 0.3
@@ -35,10 +35,11 @@ def test_training_lowers_the_loss_and_is_reproducible(digits):
 
 def test_frozen_modules_keep_their_parameters(digits):
   def train(variables=None, frozen_modules=()):
-    return train_classifier("mlp", {"widths": (16,)}, digits.train_images[:256],
-                            digits.train_labels[:256], seed=0, num_steps=3, batch_size=32,
-                            config=training_config(), augment=build_augmentation(""),
-                            variables=variables, frozen_modules=frozen_modules)[0].variables
+    config = training_config("mlp", seed=0, num_steps=3, batch_size=32, learning_rate=0.2,
+                             widths=(16,))
+    config.frozen_modules = frozen_modules
+    return train_classifier(config, digits.train_images[:256], digits.train_labels[:256],
+                            variables=variables)[0].variables
 
   start = train()
   tuned = train(start, frozen_modules=("Fc1",))
@@ -46,6 +47,26 @@ def test_frozen_modules_keep_their_parameters(digits):
   assert not np.allclose(tuned["params"]["Head"]["kernel"], start["params"]["Head"]["kernel"])
   with pytest.raises(ValueError, match=r"frozen_modules must name .* \['Conv1'\]"):
     train(start, frozen_modules=("Conv1",))
+
+
+def test_the_input_transform_reaches_the_model_in_training_and_in_the_classifier(digits):
+  # Placed on a 32 x 32 canvas, the digits make the MLP's first layer 32 * 32 wide.
+  canvas = lambda images: jax.numpy.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  config = training_config("mlp", seed=0, num_steps=2, batch_size=32, learning_rate=0.2,
+                           widths=(8,))
+  classifier, _ = train_classifier(config, digits.train_images[:64], digits.train_labels[:64],
+                                   input_transform=canvas)
+  assert classifier.variables["params"]["Fc1"]["kernel"].shape == (32 * 32, 8)
+  assert 0.0 <= classifier.accuracy(digits.test_images[:50], digits.test_labels[:50]) <= 1.0
+
+
+def test_shuffled_batches_visit_every_example_once_per_epoch():
+  images, labels = np.arange(10)[:, None], np.arange(10)
+  batches = shuffled_batches(images, labels, 4, seed=1)
+  first_epochs = np.concatenate([next(batches)["label"] for _ in range(5)])
+  assert sorted(first_epochs[:10]) == list(range(10)) and sorted(first_epochs[10:]) == list(
+      range(10))
+  assert not np.array_equal(first_epochs[:10], first_epochs[10:])
 
 
 @pytest.mark.parametrize("dataset", ["mnist_offline", "cifar10"])

@@ -12,14 +12,19 @@ import numpy as np
 import pytest
 
 from cnn_jax import data
-from cnn_jax.train import checkpoint, loop, preprocess, restore_for_inference, train_and_evaluate
+from cnn_jax.train import (checkpoint, evaluate, finish, initial_state, loop, preprocess,
+                           restore_for_inference, setup, train, train_and_evaluate)
 from experiments.configs import default
+from experiments.in_memory_training import load_digits, shuffled_batches
 
 CRASH_AFTER_BATCHES = 4  # the smoke run checkpoints at steps 3 and 6; this crash is at step 5
 
 
 def smoke_config(**fields):
+  """The smoke config with `fields` changed; `model_name` sets config.model.name."""
   config = default.get_config("smoke")
+  if "model_name" in fields:
+    config.model.name = fields.pop("model_name")
   config.update(fields)
   return config
 
@@ -136,7 +141,7 @@ def test_a_workdir_holding_another_config_is_refused_unless_overwrite(tmp_path):
   loop.prepare_workdir(smoke_config(), workdir, overwrite=False)
   open(os.path.join(workdir, "metrics.jsonl"), "w").close()
   changed = smoke_config(learning_rate=0.123)
-  with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.05 -> 0.123\)"):
+  with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.1 -> 0.123\)"):
     train_and_evaluate(changed, workdir)
   loop.prepare_workdir(changed, workdir, overwrite=True)
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
@@ -148,7 +153,10 @@ def test_a_workdir_holding_another_config_is_refused_unless_overwrite(tmp_path):
     ("batch_size", 30, r"config.batch_size=30 .* 4 devices.*28 or 32"),
     ("eval_batch_size", 2, r"config.eval_batch_size=2 .* 4 devices.*nearest valid sizes: 4"),
     ("parallelism", "pjit", r"config.parallelism must be one of \('pmap', 'shard_map'\)"),
-    ("model", "lenet", r"unknown model name 'lenet'"),
+    ("model_name", "lenet", r"unknown model name 'lenet'"),
+    ("model_name", "mlp", r"config.model holds fields that model 'mlp' does not have"),
+    ("frozen_modules", ("Conv9",), r"frozen_modules must name .*\['Conv9'\]"),
+    ("total_steps", 0, r"config.total_steps must be >= 1, got 0"),
     ("augmentation", "zoom=2", r"unknown augmentation 'zoom'"),
 ])
 def test_bad_config_values_are_refused_before_the_workdir_is_touched(tmp_path, field, value,
@@ -156,6 +164,51 @@ def test_bad_config_values_are_refused_before_the_workdir_is_touched(tmp_path, f
   with pytest.raises(ValueError, match=message):
     train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+def test_the_pieces_train_on_numpy_batches_and_evaluate_exactly():
+  config = smoke_config()
+  digits = load_digits()
+  trainer = setup(config, data.get_dataset_info(config.dataset))
+  records = []
+  device_state, images_per_second = train(
+      trainer, trainer.data_parallel.put_state(initial_state(trainer)),
+      shuffled_batches(digits.train_images, digits.train_labels, config.batch_size, seed=0),
+      range(1, trainer.total_steps + 1),
+      lambda step, record, state: records.append((step, sorted(record))))
+  # Windows end at log_every_steps=2, eval_every_steps=3 and the last step.
+  assert [step for step, _ in records] == [2, 3, 4, 6]
+  assert records[0][1] == ["images_per_second", "learning_rate", "train_accuracy", "train_loss"]
+  assert images_per_second > 0
+  # 40 test digits in batches of 16 (the last one padded): the same as the host model's count.
+  images, labels = digits.test_images[:40], digits.test_labels[:40]
+  batches = [{"image": np.resize(images[i:i + 16], (16, 28, 28, 1)),
+              "label": np.resize(labels[i:i + 16], 16), "mask": np.arange(i, i + 16) < 40}
+             for i in range(0, 48, 16)]
+  measured = evaluate(trainer, device_state, batches)
+  model, variables = finish(trainer, device_state)
+  logits = model.apply(variables, preprocess(images, data.get_dataset_info("mnist_offline")),
+                       train=False)
+  expected = np.sum(np.argmax(np.asarray(logits), -1) == labels) / len(labels)
+  assert measured["test_accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_config_json_of_the_former_layout_still_restores(full_run, tmp_path):
+  """Runs written when config.model was a name and model_overrides its changed fields."""
+  workdir, _ = full_run
+  legacy = str(tmp_path / "legacy")
+  shutil.copytree(workdir, legacy)
+  with open(os.path.join(legacy, "config.json")) as file:
+    saved = json.load(file)
+  saved["model_overrides"] = {"features": [4, 8], "hidden": [16]}
+  saved["model"], saved["data_dir"], saved["image_size"] = "cnn", "", 0
+  with open(os.path.join(legacy, "config.json"), "w") as file:
+    json.dump(saved, file)
+  model, variables, config = restore_for_inference(legacy)
+  _, expected_variables, expected_config = restore_for_inference(workdir)
+  assert config.model == expected_config.model and config.data_dir is None
+  assert model.features == (4, 8)
+  jax.tree.map(np.testing.assert_array_equal, variables, expected_variables)
 
 
 @pytest.mark.slow

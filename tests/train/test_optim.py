@@ -12,8 +12,9 @@ from cnn_jax.train import optim
 
 def make_config(**fields):
   config = ml_collections.ConfigDict(dict(
-      optimizer="sgd", learning_rate=0.4, momentum=0.9, nesterov=True, weight_decay=1e-3,
-      schedule="cosine", warmup_epochs=2.0, decay_epochs=(5.0, 8.0), decay_factor=0.1))
+      optimizer="sgd", learning_rate=0.4, batch_size=256, momentum=0.9, nesterov=True,
+      weight_decay=1e-3, schedule="cosine", warmup_epochs=2.0, decay_epochs=(5.0, 8.0),
+      decay_factor=0.1))
   config.update(fields)
   return config
 
@@ -45,6 +46,12 @@ def test_piecewise_multiplies_the_rate_at_each_boundary():
   rate = optim.build_learning_rate_schedule(config, 10, 100)
   np.testing.assert_allclose([rate(49), rate(50), rate(79), rate(80), rate(99)],
                              [0.4, 0.04, 0.04, 0.004, 0.004], rtol=1e-5)
+
+
+def test_the_peak_rate_is_per_256_examples_and_scales_with_the_batch():
+  rate = optim.build_learning_rate_schedule(make_config(batch_size=64, schedule="constant",
+                                                        warmup_epochs=0.0), 10, 100)
+  np.testing.assert_allclose(rate(50), 0.4 * 64 / 256, rtol=1e-6)
 
 
 @pytest.mark.parametrize("field, value, message", [
