@@ -52,6 +52,8 @@ def _pmapped_images_per_s(model_name: str, lowering_name: str, repeats: int) -> 
 
 
 def _worker(arguments) -> None:
+  from cnn_jax import runtime
+  runtime.setup(malloc_tunables=False)  # The parent chose the allocator (A/B runs).
   import jax
 
   from benchmarks import environment, steps

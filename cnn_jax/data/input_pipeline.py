@@ -16,8 +16,8 @@ for ImageNet it re-reads `k B` encoded JPEGs from disk.
 Evaluation pass: every example of the host's split once, in the stored order; the last batch is
 padded to `B` with `mask = False`, so that metrics are `sum(mask * value) / sum(mask)`.
 
-TensorFlow is kept off the accelerators: tf.data runs on the CPU and must not reserve GPU memory
-that JAX needs.
+tf.data runs on the CPU; entry points keep TensorFlow off the accelerators
+(`cnn_jax.runtime.setup`), so that it reserves no GPU memory that JAX needs.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import tensorflow_datasets as tfds
 
 from cnn_jax.data import mnist_offline  # noqa: F401  (registers the 'mnist_offline' builder)
 from cnn_jax.data.datasets import DATASET_NAMES, IMAGENET_DEFAULT_IMAGE_SIZE, get_dataset_info
-
-tf.config.set_visible_devices([], "GPU")
 
 SPLIT_NAMES = ("train", "test")
 
