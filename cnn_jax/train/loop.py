@@ -166,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   start_time = time.time()
   validate_config(config)
-  dataset_info = data.get_dataset_info(config.dataset, _optional(config.data_dir))
+  dataset_info = data.get_dataset_info(config.dataset)
   # Built before the workdir is touched, so that a bad name or spec leaves no trace.
   model = build_model(config, dataset_info.num_classes)
   augment = augmentation.build_augmentation(config.augmentation)
