@@ -5,9 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 
-# XLA:CPU maps and unmaps large scratch buffers every step; keeping glibc from returning them
-# to the OS removes ~200k page faults per step (see shared PERF_NOTES). Must be set before start.
-export GLIBC_TUNABLES := glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
+# launch.py, the sweep, visualize.py and the benchmarks re-execute themselves with glibc's malloc
+# tunables (cnn_jax.runtime, docs/speed.md); pytest cannot, so the test targets set them.
+TUNED := GLIBC_TUNABLES=$$($(BIN)/python -c 'from cnn_jax.runtime import MALLOC_TUNABLES as m; print(m)')
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install run test test-slow test-all sweep sweep-smoke viz bench
@@ -24,13 +24,13 @@ run: install
 	$(BIN)/python launch.py --config=experiments/configs/default.py --workdir=$(WORKDIR)
 
 test: install
-	$(BIN)/python -m pytest -n 2 -q
+	$(TUNED) $(BIN)/python -m pytest -n 2 -q
 
 test-slow: install
-	$(BIN)/python -m pytest -n 2 -q -m slow
+	$(TUNED) $(BIN)/python -m pytest -n 2 -q -m slow
 
 test-all: install
-	$(BIN)/python -m pytest -n 2 -q -m 'slow or not slow'
+	$(TUNED) $(BIN)/python -m pytest -n 2 -q -m 'slow or not slow'
 
 sweep: install
 	$(BIN)/python -m experiments.sweep --workdir=runs/sweep

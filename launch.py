@@ -18,11 +18,10 @@ Multi-host: start one process per host with the same flags plus --coordinator_ad
 import logging as python_logging
 
 import jax
-import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import train
+from cnn_jax import runtime, train
 from cnn_jax.train import configuration
 
 FLAGS = flags.FLAGS
@@ -59,11 +58,10 @@ class QuietLibraries(python_logging.Filter):
 
 
 def main(argv):
+  runtime.setup()  # Re-executes with the malloc tunables; XLA:CPU flags; TensorFlow off GPUs.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(QuietLibraries())
-  # TensorFlow only feeds the input pipeline; keep it off the accelerators JAX uses.
-  tf.config.set_visible_devices([], "GPU")
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise app.UsageError("--coordinator_address needs --num_processes and --process_id, got "

@@ -18,6 +18,8 @@ import sys
 
 
 def _worker(arguments) -> None:
+  from cnn_jax import runtime
+  runtime.setup(malloc_tunables=False)  # The parent chose the allocator (A/B runs).
   import jax
 
   from benchmarks import environment, steps

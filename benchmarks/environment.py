@@ -1,8 +1,7 @@
 """The process setup every benchmark states: malloc tunables, threads, versions, matmul peak.
 
-XLA:CPU maps and unmaps large scratch buffers on every step; with `MALLOC_TUNABLES` glibc keeps
-them instead (PERF_NOTES: 2x on the MNIST CNN). glibc reads the variable once, at process start,
-so `ensure_malloc_tunables` re-executes the interpreter with it when it is missing.
+The benchmarks' entry points call `cnn_jax.runtime.setup` first (malloc tunables, XLA:CPU flags);
+`describe` records which of them the process runs with.
 """
 
 from __future__ import annotations
@@ -11,34 +10,14 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
-
-MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                   "glibc.malloc.trim_threshold=17179869184")
-# Set by `ensure_malloc_tunables` in the re-executed child, so it never loops.
-_REEXECUTED = "CNN_JAX_BENCH_REEXECUTED"
-
-
-def ensure_malloc_tunables(enabled: bool = True) -> None:
-  """Re-executes this process with `GLIBC_TUNABLES=MALLOC_TUNABLES` unless already set.
-
-  Call first thing in `main`, before importing jax. With `enabled=False` nothing changes and the
-  results say the tunables were off (for an A/B measurement).
-  """
-  if not enabled or os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES:
-    return
-  if os.environ.get(_REEXECUTED):
-    raise RuntimeError("re-executed with GLIBC_TUNABLES set, but it did not reach the process")
-  environment = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES, **{_REEXECUTED: "1"})
-  sys.stdout.flush()
-  os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], environment)
-
 
 def describe() -> dict:
   """The facts a reader needs to compare two benchmark files."""
   import jax
+
+  from cnn_jax.runtime import MALLOC_TUNABLES
   description = {
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -7,7 +7,8 @@ Measures, after warm-up (compilation, TFDS preparation, the first pass that fill
   'translate=2,rotate=10', images/s (median of repeats, timed with `block_until_ready`).
 
 Writes `benchmarks/results/input_pipeline.json` and prints a Markdown table. Like the other
-benchmarks it re-executes itself with `environment.MALLOC_TUNABLES` unless told not to.
+benchmarks it starts with `cnn_jax.runtime.setup` (re-executed with the malloc tunables unless
+told not to).
 
     .venv/bin/python -m benchmarks.input_pipeline [--data_dir DIR] [--no-malloc-tunables]
 """
@@ -21,6 +22,7 @@ import statistics
 import time
 
 from benchmarks import environment
+from cnn_jax import runtime
 
 BATCH_SIZE = 256
 AUGMENTATION_SPECS = ("crop=4", "translate=2", "rotate=10", "flip", "translate=2,rotate=10")
@@ -77,7 +79,7 @@ def main() -> None:
   parser.add_argument("--no-malloc-tunables", action="store_true",
                       help="do not re-execute with GLIBC_TUNABLES (for an A/B comparison)")
   arguments = parser.parse_args()
-  environment.ensure_malloc_tunables(not arguments.no_malloc_tunables)
+  runtime.setup(malloc_tunables=not arguments.no_malloc_tunables)
 
   pipeline_rates = pipeline_images_per_second(arguments.data_dir)
   results = {

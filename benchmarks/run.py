@@ -23,8 +23,8 @@ Sections:
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
   pmap    a pmapped step on 2 virtual CPU devices against the 2-thread single device.
 
-The process re-executes itself with the malloc tunables of `environment.MALLOC_TUNABLES` unless
-`--no-malloc-tunables`; every result file states which was used.
+The process starts with `cnn_jax.runtime.setup` (XLA:CPU flags; it re-executes itself with the
+malloc tunables unless `--no-malloc-tunables`); every result file states which were used.
 """
 
 from __future__ import annotations
@@ -150,14 +150,14 @@ def op_records(model_names, repeats: int) -> list[dict]:
 
 def main(argv=None) -> None:
   arguments = _parse(sys.argv[1:] if argv is None else argv)
-  from benchmarks import environment
-  environment.ensure_malloc_tunables(not arguments.no_malloc_tunables)
+  from cnn_jax import runtime
+  runtime.setup(malloc_tunables=not arguments.no_malloc_tunables)
   model_names, repeats, op_repeats, sections, lowerings = _validated(arguments)
 
   import jax
   import torch
   torch.set_num_threads(2)
-  from benchmarks import data_parallel, growth, report
+  from benchmarks import data_parallel, environment, growth, report
   torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
   if torch_device == "cuda" and not torch.cuda.is_available():
     raise SystemExit("JAX runs on a GPU but this torch has no CUDA: install a CUDA build of "

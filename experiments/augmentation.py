@@ -17,7 +17,7 @@ import math
 import os
 
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 
 from cnn_jax import analysis
@@ -154,8 +154,8 @@ def _metric(group: list[dict], name: str) -> list[float]:
 
 def _curve_plot(groups, config, path: str, title: str, xlabel: str, curve) -> None:
   augmentations = [a for a in AUGMENTATIONS if a in config.augmentation.augmentations]
-  figure, axes = plt.subplots(1, len(augmentations), figsize=(3.6 * len(augmentations), 3.4),
-                              sharey=True, squeeze=False)
+  figure = Figure(figsize=(3.6 * len(augmentations), 3.4))
+  axes = figure.subplots(1, len(augmentations), sharey=True, squeeze=False)
   for axis, augmentation_name in zip(axes[0], augmentations):
     for model in config.augmentation.models:
       group = groups.get((model, augmentation_name))
@@ -173,7 +173,6 @@ def _curve_plot(groups, config, path: str, title: str, xlabel: str, curve) -> No
   figure.suptitle(title, fontsize=10)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  plt.close(figure)
 
 
 def report(results: list[dict], config, out_dir: str) -> str:
@@ -228,7 +227,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
               lambda group: (group[0]["metrics"]["angles"],
                              [r["metrics"]["accuracy_vs_rotation"] for r in group]))
 
-  figure, axes = plt.subplots(figsize=(8, 3.6))
+  figure = Figure(figsize=(8, 3.6))
+  axes = figure.subplots()
   labels = list(groups)
   width = 0.38
   for offset, (name, label) in enumerate((("consistency_crop", "crop shifts"),
@@ -243,9 +243,9 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
   axes.legend(fontsize=7)
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, f"{prefix}consistency.png"), dpi=100)
-  plt.close(figure)
 
-  figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  figure = Figure(figsize=(11, 3.8))
+  axes = figure.subplots(1, 2)
   for model in config.augmentation.models:
     for augmentation_name, style in (("none", "-o"), ("both", "--x")):
       group = groups.get((model, augmentation_name))
@@ -270,7 +270,6 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
   axes[0].legend(fontsize=6)
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, f"{prefix}layer_equivariance.png"), dpi=100)
-  plt.close(figure)
 
   layer_rows = []
   for model in config.augmentation.models:

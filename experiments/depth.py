@@ -16,7 +16,7 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 
 from cnn_jax.data import get_dataset_info
@@ -89,7 +89,8 @@ def _module_order(names) -> list[str]:
 
 def report(results: list[dict], config, out_dir: str) -> str:
   groups = by_option(results, "kind", "depth")
-  figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  figure = Figure(figsize=(11, 3.8))
+  axes = figure.subplots(1, 2)
   rows = []
   for (kind, depth), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
     style = "-" if kind == "residual" else "--"
@@ -119,7 +120,6 @@ def report(results: list[dict], config, out_dir: str) -> str:
     axis.legend(fontsize=7)
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, "depth_loss_and_gradients.png"), dpi=100)
-  plt.close(figure)
   return "\n".join([
       f"Widths {WIDTHS}, {config.depth.num_steps} steps, no augmentation; loss and per-module "
       f"gradient norms every {config.depth.record_every} steps.", "",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 import jax
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 
 from cnn_jax import models
@@ -93,7 +93,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
       rows.append([variant, entry["name"], entry["stride"] or "–",
                    cell(_layer_values(group, entry["name"], "on_grid"), 2, scientific=True),
                    cell(_layer_values(group, entry["name"], "off_grid"), 2, scientific=True)])
-  figure, axes = plt.subplots(figsize=(8, 4))
+  figure = Figure(figsize=(8, 4))
+  axes = figure.subplots()
   for (variant,), group in groups.items():
     names = [entry["name"] for entry in group[0]["metrics"]["layers"]]
     for kind, style in (("on_grid", "-o"), ("off_grid", "--x")):
@@ -107,7 +108,6 @@ def report(results: list[dict], config, out_dir: str) -> str:
   axes.legend(fontsize=6)
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, "equivariance_by_construction.png"), dpi=110)
-  plt.close(figure)
 
   def worst(variant, kind, layers=None):
     values = [entry[kind] for result in groups.get((variant,), [])

@@ -33,7 +33,8 @@ import os
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 import numpy as np
 
 from cnn_jax.analysis import logits_in_batches
@@ -147,7 +148,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
   groups = by_option(results, "condition")
   groups = {key: groups[key] for key in sorted(groups, key=lambda key: CONDITIONS.index(key[0]))}
   offsets = results[0]["metrics"]["offsets"]
-  figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+  figure = Figure(figsize=(4.2 * len(groups), 3.8))
+  axes = figure.subplots(1, len(groups), squeeze=False)
   rows = []
   for axis, ((condition,), group) in zip(axes[0], groups.items()):
     maps = np.array([r["metrics"]["accuracy"] for r in group])
@@ -158,7 +160,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
     if axis is axes[0][0]:
       axis.set_ylabel("digit top offset (px)")
     axis.set_title(f"{condition} ({len(group)} seeds)", fontsize=9)
-    axis.add_patch(plt.Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    axis.add_patch(Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     for (i, j), value in np.ndenumerate(maps.mean(0)):
       axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white")
     trained = [m[0, 0] for m in maps]
@@ -169,7 +171,6 @@ def report(results: list[dict], config, out_dir: str) -> str:
                  cell(farthest)])
   figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy on digits 5-9")
   figure.savefig(os.path.join(out_dir, "location_heatmap.png"), dpi=100)
-  plt.close(figure)
   settings = config.learned_invariance
   step = settings.location_step
   pretrain_losses = [r["metrics"]["pretrain_final_loss"] for r in results

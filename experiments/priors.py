@@ -17,7 +17,7 @@ import os
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 
 from cnn_jax import models
@@ -133,7 +133,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
     rows = [[arch, pixels, size, group[0]["metrics"]["parameters"], len(group),
              cell([r["metrics"]["test_accuracy"] for r in group])]
             for (arch, pixels, size), group in sorted(groups.items())]
-    figure, axes = plt.subplots(figsize=(5.5, 3.8))
+    figure = Figure(figsize=(5.5, 3.8))
+    axes = figure.subplots()
     for arch in ARCHITECTURES:
       for pixels, style in (("natural", "-o"), ("permuted", "--x")):
         points = sorted((size, np.mean([r["metrics"]["test_accuracy"] for r in group]))
@@ -147,7 +148,6 @@ def report(results: list[dict], config, out_dir: str) -> str:
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(os.path.join(out_dir, "priors_data_size.png"), dpi=100)
-    plt.close(figure)
     sections += [
         f"Matched parameter counts, {config.priors.num_steps} steps of batch "
         f"{config.batch_size} for every training-set size (so small sets are seen for more "

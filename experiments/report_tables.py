@@ -5,10 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -22,13 +22,13 @@ its first unfinished run.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnn_jax import runtime
 from cnn_jax.train import configuration
 
 from experiments import augmentation, depth, equivariance, learned_invariance, priors, report
@@ -39,12 +39,6 @@ from experiments.runs import Run, is_finished, load_result, save_result
 
 EXPERIMENTS = {module.NAME: module for module in (equivariance, augmentation, learned_invariance,
                                                   priors, depth)}
-assert tuple(EXPERIMENTS) == EXPERIMENT_NAMES
-
-# XLA:CPU maps and unmaps scratch buffers every step; this glibc setting (read at process start)
-# removes the page faults, about 2x faster small CNNs (shared PERF_NOTES).
-MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                   "glibc.malloc.trim_threshold=17179869184")
 
 
 def use_compilation_cache(directory: str) -> None:
@@ -129,6 +123,7 @@ flags.DEFINE_bool("compilation_cache", True,
 
 
 def main(argv):
+  runtime.setup()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.workdir is None:
@@ -140,8 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  if "GLIBC_TUNABLES" not in os.environ:
-    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.execv(sys.executable, [sys.executable, "-m", "experiments.sweep", *sys.argv[1:]])
   app.run(main, flags_parser=configuration.parse_flags_or_exit)

@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags, logging
 
-from cnn_jax import data, train
+from cnn_jax import data, runtime, train
 from cnn_jax.viz.report import write_visualizations
 
 FLAGS = flags.FLAGS
@@ -54,6 +54,7 @@ def load_test_images(config, num_images: int, batch_size: int) -> list:
 
 
 def main(argv):
+  runtime.setup()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   model, variables, config = train.restore_for_inference(FLAGS.workdir, best=FLAGS.best)

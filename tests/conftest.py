@@ -1,14 +1,19 @@
-"""Test setup: 4 virtual CPU devices, so that data-parallel code is exercised on one CPU.
+"""Test setup: 4 virtual CPU devices, so that data-parallel code is exercised on one CPU, and the
+runtime set-up of the entry points (XLA:CPU flags, TensorFlow off accelerators).
 
-XLA reads the flag once, when jax is first imported, so it must be set here, before any test
-module imports jax.
+XLA reads its flags once, when JAX creates its first backend, so this runs before any test.
+pytest is not re-executed for the allocator tunables: `make test` exports them.
 """
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import chex
+from hypothesis import settings
 
-from hypothesis import settings  # noqa: E402
+from cnn_jax import runtime
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+chex.set_n_cpu_devices(4)
+runtime.setup(malloc_tunables=False)
 
 # Each new shape compiles once under jit; examples are few but meaningful.
 settings.register_profile("cnn_jax", max_examples=25, deadline=None, print_blob=True)

@@ -59,18 +59,16 @@ _DATASET_INFOS = {
 }
 
 
-def get_dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
-  """The static facts of dataset `name` (no download, no file access).
+def get_dataset_info(name: str) -> DatasetInfo:
+  """The static facts of dataset `name` (no download, no file access: the same wherever it is
+  stored).
 
   Args:
     name: one of `DATASET_NAMES`.
-    data_dir: accepted so that every data function takes the same arguments; the facts do not
-      depend on where the data lives.
 
   Returns:
     The dataset's `DatasetInfo`.
   """
-  del data_dir  # The facts are the same wherever the dataset is stored.
   if name not in _DATASET_INFOS:
     raise ValueError(f"name must be one of {DATASET_NAMES}, got {name!r}")
   return _DATASET_INFOS[name]

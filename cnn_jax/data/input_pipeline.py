@@ -16,8 +16,8 @@ for ImageNet it re-reads `k B` encoded JPEGs from disk.
 Evaluation pass: every example of the host's split once, in the stored order; the last batch is
 padded to `B` with `mask = False`, so that metrics are `sum(mask * value) / sum(mask)`.
 
-TensorFlow is kept off the accelerators: tf.data runs on the CPU and must not reserve GPU memory
-that JAX needs.
+tf.data runs on the CPU; entry points keep TensorFlow off the accelerators
+(`cnn_jax.runtime.setup`), so that it reserves no GPU memory that JAX needs.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import tensorflow_datasets as tfds
 
 from cnn_jax.data import mnist_offline  # noqa: F401  (registers the 'mnist_offline' builder)
 from cnn_jax.data.datasets import DATASET_NAMES, IMAGENET_DEFAULT_IMAGE_SIZE, get_dataset_info
-
-tf.config.set_visible_devices([], "GPU")
 
 SPLIT_NAMES = ("train", "test")
 
@@ -92,10 +90,12 @@ def _resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _imagenet_random_crop(encoded: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
-  """Inception-style random-resized crop and horizontal flip of a JPEG, stateless in `seed`.
+  """Inception-style random-resized crop of a JPEG, stateless in `seed`.
 
   The crop covers 8% to 100% of the image area with aspect ratio in [3/4, 4/3] (the Flax
   ImageNet example's `_decode_and_random_crop`); after 10 failed draws, the centre crop is used.
+  The horizontal flip is an on-device augmentation (`config.augmentation = 'flip'`), not done
+  here, so that an image is flipped with probability 1/2 and never twice.
 
   Args:
     encoded: scalar string, the JPEG bytes.
@@ -105,21 +105,19 @@ def _imagenet_random_crop(encoded: tf.Tensor, size: int, seed: tf.Tensor) -> tf.
   Returns:
     uint8 `[size, size, 3]`.
   """
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = tf.io.extract_jpeg_shape(encoded)
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
-      seed=crop_seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
+      seed=seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
       area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
   offset_y, offset_x, _ = tf.unstack(begin)
   height, width, _ = tf.unstack(crop_size)
   window = tf.stack([offset_y, offset_x, height, width])
   is_full_image = tf.reduce_all(tf.equal(crop_size[:2], shape[:2]))
-  image = tf.cond(is_full_image,
-                  lambda: _imagenet_center_crop(encoded, size),
-                  lambda: _resize_uint8(
-                      tf.io.decode_and_crop_jpeg(encoded, window, channels=3), size))
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return tf.cond(is_full_image,
+                 lambda: _imagenet_center_crop(encoded, size),
+                 lambda: _resize_uint8(
+                     tf.io.decode_and_crop_jpeg(encoded, window, channels=3), size))
 
 
 def _imagenet_center_crop(encoded: tf.Tensor, size: int) -> tf.Tensor:

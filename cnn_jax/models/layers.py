@@ -3,7 +3,7 @@
 Layout NHWC throughout: `x: [N, H, W, C]`. The `Conv` module stores its kernel as
 `[KH, KW, C_in // groups, C_out]`, the layout of `ops.correlate`.
 
-Lowering: `Conv`, the pooling functions and `blur_downsample` take a `lowering` ('xla', 'tiled',
+Lowering: `Conv`, `max_pool`, `pool` and `blur_downsample` take a `lowering` ('xla', 'tiled',
 'auto'; `cnn_jax.ops.lowering`) that only changes how XLA computes them, never their parameters
 or values (beyond float rounding). The default is the ops default, 'auto': the fastest measured
 lowering per backend. Force 'xla', the reference, to rule the lowering out of a comparison.
@@ -16,6 +16,7 @@ and subsample with `blur_downsample`, a low-pass filter followed by stride S.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -138,14 +139,12 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid",
   return ops.max_pool(x, window, stride, padding, lowering=lowering)
 
 
-def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid", *,
-             lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
+def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
   """`ops.avg_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
 
-  `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`. One lowering
-  only (`reduce_window`); `lowering` is accepted so that `pool` treats both kinds alike.
+  `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`. It has one
+  lowering (`reduce_window`): its backward pass is already a cheap strided sum.
   """
-  ops.lowering.check_lowering(lowering)
   if isinstance(padding, str) and padding == "circular":
     return ops.avg_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
   return ops.avg_pool(x, window, stride, padding)
@@ -174,15 +173,16 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding, *,
     padding: the pooling padding; with blur the blur filter's border follows it.
     blur: replace the strided pooling by a dense pooling and `blur_downsample`.
     blur_size: the blur filter size.
-    lowering: the lowering of the pooling and the blur ('xla', 'tiled', 'auto').
+    lowering: the lowering of max pooling and of the blur ('xla', 'tiled', 'auto'); average
+      pooling has one.
 
   Returns:
     `[N, H', W', C]`.
   """
-  pool_fn = max_pool if kind == "max" else avg_pool
+  pool_fn = functools.partial(max_pool, lowering=lowering) if kind == "max" else avg_pool
   if not blur or stride == 1:
-    return pool_fn(x, window, stride, padding, lowering=lowering)
-  dense = pool_fn(x, window, 1, padding, lowering=lowering)
+    return pool_fn(x, window, stride, padding)
+  dense = pool_fn(x, window, 1, padding)
   return blur_downsample(dense, stride, filter_size=blur_size,
                          padding=padding if isinstance(padding, str) else "same",
                          lowering=lowering)

@@ -82,11 +82,11 @@ def channels_last_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
 def auto_tiled_parts(x_shape, kernel_shape, correlation: Correlation) -> frozenset[str]:
   """The parts that measured faster tiled than XLA's convolution on CPU, for one shape.
 
-  Only the kernel gradient, of ungrouped kernels that are 1x1 (a plain matrix product: XLA's
-  kernel-gradient convolution measured 1.4-3.6x slower) or read a single input channel
-  (MNIST's first layer: 1.2-1.5x). Everything else, forward and input gradient included, is
-  faster in XLA's own convolution under `cnn_jax.xla_cpu`'s flags (per-op table 2026-11-25:
-  tiled kernel gradients of 3x3 layers 1.1-2.2x slower).
+  Only the kernel gradient, of ungrouped kernels that are 1x1 (a plain matrix product, where
+  XLA's kernel-gradient convolution is the slower one) or read a single input channel (MNIST's
+  first layer). Everything else, forward and input gradient included, is faster in XLA's own
+  convolution under `cnn_jax.runtime`'s XLA:CPU flags; the per-op tables of
+  `benchmarks/results/` hold the measurements (`python -m benchmarks.run --sections ops`).
   """
   one_by_one = math.prod(kernel_shape[:-2]) == 1
   if correlation.groups == 1 and (one_by_one or x_shape[-1] == 1):
@@ -107,8 +107,8 @@ def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
 def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
   """Whether the kernel gradient reads x from a buffer of its own (`_materialized`).
 
-  CPU only, under 'auto' and 'tiled': there the ResNet-18 CIFAR train step measured 17% faster
-  (58 -> 68 images/s). A GPU would fetch the conditional's predicate to the host.
+  CPU only, under 'auto' and 'tiled', where it makes the ResNet train steps faster
+  (`docs/speed.md`). A GPU would fetch the conditional's predicate to the host.
   """
   return platform == "cpu" and lowering in ("tiled", "auto")
 
@@ -362,8 +362,7 @@ def _materialized(x: jax.Array) -> jax.Array:
   additions back to the stage's first block). XLA:CPU fuses such chains into their consumers,
   and the kernel gradient's consumer is a transpose to `[C, *spatial, N]` (XLA's convolution
   kernel gradient) or the patches' strided slices: each re-reads 5-15 full-size tensors in a
-  cache-hostile order (up to 206 ms for one 32 MB transpose on ResNet-18 CIFAR against 11.5 ms
-  from one buffer). A conditional is a fusion boundary XLA keeps (`lax.optimization_barrier`
+  cache-hostile order, many times slower than one transpose of one buffer. A conditional is a fusion boundary XLA keeps (`lax.optimization_barrier`
   is removed before fusion). Its predicate is data-dependent so that XLA does not fold it away,
   and one branch is `x * 1` so that JAX does not forward x past it (it drops a conditional whose
   branches all return their operand unchanged); both branches equal x exactly.

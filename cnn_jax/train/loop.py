@@ -317,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     FloatingPointError: the training loss became NaN or infinite (nothing is saved after it).
   """
   start_time = time.time()
-  dataset_info = data.get_dataset_info(config.dataset, config.data_dir)
+  dataset_info = data.get_dataset_info(config.dataset)
   # Built before the workdir is touched, so that a bad name or spec leaves no trace.
   trainer = setup(config, dataset_info)
   state = initial_state(trainer)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers and in tests
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def write_summary(workdir: str, summary: dict) -> None:
@@ -18,7 +15,8 @@ def write_summary(workdir: str, summary: dict) -> None:
 
 
 def _plot_curves(records: list[dict], names: tuple[str, ...], ylabel: str, path: str) -> None:
-  figure, axes = plt.subplots(figsize=(6, 4))
+  figure = Figure(figsize=(6, 4))  # Object API: no pyplot, no global backend.
+  axes = figure.subplots()
   for name in names:
     points = [(r["step"], r[name]) for r in records if name in r]
     if points:
@@ -30,7 +28,6 @@ def _plot_curves(records: list[dict], names: tuple[str, ...], ylabel: str, path:
   axes.legend()
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  plt.close(figure)
 
 
 def write_report(workdir: str, records: list[dict], summary: dict, config) -> None:

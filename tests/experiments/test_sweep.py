@@ -58,6 +58,10 @@ def test_bad_sweep_specifications_are_rejected(field, value, message):
     sweep.validate_sweep(config)
 
 
+def test_every_experiment_name_has_its_module_in_order():
+  assert tuple(sweep.EXPERIMENTS) == exp_sweep.EXPERIMENT_NAMES
+
+
 def test_bad_config_argument_is_rejected():
   with pytest.raises(ValueError, match="must be '' or 'smoke', got 'huge'"):
     exp_sweep.get_config("huge")
