@@ -22,17 +22,18 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from scipy import stats
 
+from cnn_jax import runtime
 from cnn_jax.priors.jigsaw import (assemble_tiles, chance_levels, compatibility, cut_tiles,
                                    direct_comparison, edge_dissimilarity, neighbour_comparison,
                                    place_greedily, shuffle_tiles)
 from experiments.configs.jigsaw import PHOTOS
-from experiments.report_tables import markdown_table  # also selects matplotlib's Agg backend
+from experiments.report_tables import markdown_table
 
 KINDS = ("photo", "white_noise", "pixels_shuffled")
 MEASURE_NAMES = {"prediction": "prediction-based (Pomeranz)", "lpq": "plain colour jump (L_p)^q"}
@@ -220,7 +221,8 @@ def example_figure(config, path: str) -> None:
                    f"{float(direct_comparison(placement[0])):.2f}, neighbour "
                    f"{float(neighbour_comparison(placement[0], grid)):.2f}",
                    assemble_tiles(tiles, placement[0], grid)))
-  figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
+  figure = Figure(figsize=(3.2 * len(panels), 3.0))
+  axes = figure.subplots(1, len(panels))
   for axis, (title, panel) in zip(axes, panels):
     panel = np.clip(np.asarray(panel), 0, 1)
     axis.imshow(panel[..., 0] if panel.shape[-1] == 1 else panel, cmap="gray", vmin=0, vmax=1)
@@ -230,12 +232,12 @@ def example_figure(config, path: str) -> None:
                   f"{size}x{size} pixels (seed {seed})", fontsize=9)
   figure.tight_layout()
   figure.savefig(path, dpi=80)
-  plt.close(figure)
 
 
 def accuracy_figure(results, config, path: str, against: str) -> None:
   """Neighbour and direct comparison (mean, 95% interval over photos) vs tile count or size."""
-  figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  figure = Figure(figsize=(10, 3.8))
+  axes = figure.subplots(1, 2)
   for axis, metric in zip(axes, ("neighbour", "direct")):
     for measure, style in zip(config.measures, ("-o", "--s")):
       if against == "count":
@@ -288,7 +290,6 @@ def accuracy_figure(results, config, path: str, against: str) -> None:
   axes[0].legend(fontsize=7)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  plt.close(figure)
 
 
 def write_report(output: dict, config, out_dir: str) -> str:
@@ -401,16 +402,21 @@ def _published_section(output, results, photos: int) -> list[str]:
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs",
-                                                       "jigsaw.py"),
-                                "Experiment config file (and :argument, e.g. ':smoke').",
-                                lock_config=True)
-flags.DEFINE_string("out", None, "Directory for README.md, results.json and the figures.")
-flags.DEFINE_bool("report_only", False, "Rewrite README.md and the figures from --out's "
-                  "results.json (same config) without solving the puzzles again.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined when run (not on import, which would clash with another
+  entry point's `--config` in one process)."""
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "configs", "jigsaw.py"),
+      "Experiment config file (and :argument, e.g. ':smoke').", lock_config=True)
+  flags.DEFINE_string("out", None, "Directory for README.md, results.json and the figures.")
+  flags.DEFINE_bool("report_only", False, "Rewrite README.md and the figures from --out's "
+                    "results.json (same config) without solving the puzzles again.")
 
 
 def main(argv):
+  runtime.setup()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.out is None:
@@ -429,4 +435,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

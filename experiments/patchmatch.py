@@ -34,6 +34,7 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
+from cnn_jax import runtime
 from cnn_jax.priors import (border_mean_fill, complete_hole, exact_nearest_neighbours,
                             harmonic_fill, nearest_neighbour_field)
 from cnn_jax.priors.inpaint import default_levels
@@ -58,7 +59,11 @@ SEED = 0
 METHODS = ("patchmatch", "harmonic", "border_mean")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "experiments/results/patchmatch", "Directory for the report.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined when run, not on import."""
+  flags.DEFINE_string("out", "experiments/results/patchmatch", "Directory for the report.")
 
 
 def load_photo(name: str, size: int) -> np.ndarray:
@@ -394,6 +399,7 @@ def report(results: dict) -> str:
 
 
 def main(argv):
+  runtime.setup()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.time()
@@ -428,4 +434,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
