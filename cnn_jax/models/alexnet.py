@@ -28,7 +28,6 @@ from jax.sharding import Mesh, PartitionSpec
 
 from cnn_jax import ops
 from cnn_jax.models import layers
-from cnn_jax.ops.arithmetic import LayerGeometry
 
 TOWERS = 2
 
@@ -82,23 +81,6 @@ class AlexNet(nn.Module):
         raise ValueError(f"{name} must be even (each tower computes half of the layer), "
                          f"got {getattr(self, name)!r}")
     super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers along the network, for `ops.arithmetic.receptive_field`.
-
-    'same' and 'circular' layers get the low-side padding `(F - 1) // 2` of a stride-1 layer; the
-    strided ones' true amount depends on the input size and moves `start` only.
-    """
-    pools = ([LayerGeometry(kernel=3, stride=1), LayerGeometry(kernel=self.blur_size, stride=2,
-                                                                padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=3, stride=2)])
-    conv1 = ([LayerGeometry(kernel=11, stride=2),
-              LayerGeometry(kernel=self.blur_size, stride=2, padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=11, stride=4)])
-    if self.padding == "circular":
-      conv1[0] = LayerGeometry(kernel=11, stride=conv1[0].stride, padding=5)
-    return (conv1 + pools + [LayerGeometry(kernel=5, padding=2)] + pools
-            + [LayerGeometry(kernel=3, padding=1)] * 3 + pools)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -238,18 +220,6 @@ class AlexNetTorchvision(nn.Module):
   def __post_init__(self):
     layers.check_padding_mode(self.padding)
     super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers along the network (before the adaptive pooling)."""
-    pools = ([LayerGeometry(kernel=3, stride=1), LayerGeometry(kernel=self.blur_size, stride=2,
-                                                                padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=3, stride=2)])
-    conv1_padding = 5 if self.padding == "circular" else 2
-    conv1 = ([LayerGeometry(kernel=11, stride=2, padding=conv1_padding),
-              LayerGeometry(kernel=self.blur_size, stride=2, padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=11, stride=4, padding=conv1_padding)])
-    return (conv1 + pools + [LayerGeometry(kernel=5, padding=2)] + pools
-            + [LayerGeometry(kernel=3, padding=1)] * 3 + pools)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
