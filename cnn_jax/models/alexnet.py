@@ -14,12 +14,18 @@ only at conv3 and the fully connected layers. On one device that is a grouped co
 groups=2 on conv2, conv4 and conv5 (each half of the output sees only its own tower's half of the
 input), full connections elsewhere, and a local response normalization that never crosses the
 towers. `apply_on_two_devices` places the towers on two devices of a mesh axis 'tower'.
+
+torchvision's single-tower layout (61,100,840 parameters for 1000 classes, input 224) is the same
+network with other data (`LAYOUTS['torchvision']`, `AlexNetTorchvision`): conv 64-192-384-256-256,
+conv1 padded by 2, no normalization, one tower, Flax's default initialization, adaptive average
+pooling to 6x6 before fc6, dropout on the inputs of fc6 and fc7 instead of the outputs.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -28,45 +34,62 @@ from jax.sharding import Mesh, PartitionSpec
 
 from cnn_jax import ops
 from cnn_jax.models import layers
-from cnn_jax.ops.arithmetic import LayerGeometry
 
 TOWERS = 2
 
 
-def _conv1_padding(padding: str, published: int):
-  """conv1's published zero padding, or periodic padding of the 'same' amounts."""
-  return "circular" if padding == "circular" else published
+class AlexNetLayout(NamedTuple):
+  """What distinguishes the paper's AlexNet from torchvision's."""
+  features: tuple[int, ...]  # conv1 .. conv5 output channels
+  towers: int  # groups of conv2, conv4, conv5 and of the normalization (1: one tower)
+  conv1_padding: int  # conv1's zero padding with padding='same'
+  local_response_norm: bool  # after conv1 and conv2 (sown 'norm1', 'norm2')
+  paper_init: bool  # weights N(0, 0.01^2), biases 1 in conv2, conv4, conv5, fc6, fc7
+  adaptive_pool: bool  # average pooling to 6x6 before fc6 (sown 'avgpool')
+  dropout_on_inputs: bool  # dropout on the inputs of fc6 and fc7 (else on their outputs)
+
+
+LAYOUTS = {
+    "paper": AlexNetLayout((96, 256, 384, 384, 256), TOWERS, 0, True, True, False, False),
+    "torchvision": AlexNetLayout((64, 192, 384, 256, 256), 1, 2, False, False, True, True),
+}
+# The layers that the paper initializes with bias 1 (Section 5).
+_UNIT_BIAS_LAYERS = ("Conv2", "Conv4", "Conv5", "Fc6", "Fc7")
 
 
 class AlexNet(nn.Module):
-  """The paper's AlexNet, two towers expressed as grouped convolutions (input 227x227x3).
+  """AlexNet, in the paper's layout (two towers as grouped convolutions, input 227x227x3) or in
+  torchvision's (`layout='torchvision'`, input 224x224x3).
 
-  Sows 'conv1', 'norm1', 'pool1', 'conv2', 'norm2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5',
-  'fc6', 'fc7' and 'logits' into 'intermediates'.
+  conv1 11x11/4 -> (LRN) -> max-pool 3/2 -> conv2 5x5 -> (LRN) -> max-pool 3/2 -> conv3, conv4,
+  conv5 3x3 -> max-pool 3/2 -> (adaptive average pool to 6x6) -> fc6 -> fc7 -> fc8, ReLU after
+  every conv and hidden fc, dropout 0.5 around fc6 and fc7 (see `AlexNetLayout`).
 
-  Initialization follows the paper: weights N(0, 0.01^2), biases 1 in conv2, conv4, conv5 and the
-  hidden FC layers (to give the ReLUs positive inputs early), 0 elsewhere.
+  Sows 'conv1', ('norm1'), 'pool1', 'conv2', ('norm2'), 'pool2', 'conv3', 'conv4', 'conv5',
+  'pool5', ('avgpool'), 'fc6', 'fc7' and 'logits' into 'intermediates'.
 
   Attributes:
-    num_classes: size of the output layer (even, for the tower split of the last layer).
-    dropout_rate: dropout on the outputs of fc6 and fc7 when training.
-    fc_features: width of fc6 and fc7 (the paper's 4096; smaller for quick experiments).
+    num_classes: size of the output layer (even in the paper's layout: each tower computes half).
+    dropout_rate: dropout around fc6 and fc7 when training.
+    fc_features: width of fc6 and fc7 (4096; smaller for quick experiments).
+    layout: 'paper' or 'torchvision' (`LAYOUTS`).
     dtype: compute dtype; parameters stay float32, logits are float32.
-    padding: 'same' (the paper's zero padding: conv1 none, the others size-preserving) or
-      'circular' (periodic padding of the 'same' amounts in every conv, conv1 included).
+    padding: 'same' (the layout's zero padding: conv1 0 or 2 pixels, the others size-preserving)
+      or 'circular' (periodic padding of the 'same' amounts in every conv, conv1 included).
     blur: anti-aliased downsampling (Zhang 2019's AlexNet): conv1 at stride 2 + blur stride 2
       instead of stride 4, and max-pool(3, stride 1) + blur stride 2 instead of max-pool 3/2.
     blur_size: the blur filter size.
     act: the nonlinearity.
-    tower_axis: None for the grouped single-device form. Set by `apply_on_two_devices`: the
-      module then runs per device inside `shard_map`, holds one tower's half of every layer, and
-      all-gathers activations along this axis where the towers communicate.
+    tower_axis: None for the grouped single-device form. Set by `apply_on_two_devices` (paper
+      layout only): the module then runs per device inside `shard_map`, holds one tower's half of
+      every layer, and all-gathers activations along this axis where the towers communicate.
     lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
       `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
   """
   num_classes: int = 1000
   dropout_rate: float = 0.5
   fc_features: int = 4096
+  layout: str = "paper"
   dtype: Any = None
   padding: str = "same"
   blur: bool = False
@@ -77,44 +100,40 @@ class AlexNet(nn.Module):
 
   def __post_init__(self):
     layers.check_padding_mode(self.padding)
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
+    towers = LAYOUTS[self.layout].towers
     for name in ("num_classes", "fc_features"):
-      if getattr(self, name) % TOWERS:
+      if getattr(self, name) % towers:
         raise ValueError(f"{name} must be even (each tower computes half of the layer), "
                          f"got {getattr(self, name)!r}")
+    if self.tower_axis is not None and towers == 1:
+      raise ValueError(f"tower_axis needs a layout with towers, got layout {self.layout!r}")
     super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers along the network, for `ops.arithmetic.receptive_field`.
-
-    'same' and 'circular' layers get the low-side padding `(F - 1) // 2` of a stride-1 layer; the
-    strided ones' true amount depends on the input size and moves `start` only.
-    """
-    pools = ([LayerGeometry(kernel=3, stride=1), LayerGeometry(kernel=self.blur_size, stride=2,
-                                                                padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=3, stride=2)])
-    conv1 = ([LayerGeometry(kernel=11, stride=2),
-              LayerGeometry(kernel=self.blur_size, stride=2, padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=11, stride=4)])
-    if self.padding == "circular":
-      conv1[0] = LayerGeometry(kernel=11, stride=conv1[0].stride, padding=5)
-    return (conv1 + pools + [LayerGeometry(kernel=5, padding=2)] + pools
-            + [LayerGeometry(kernel=3, padding=1)] * 3 + pools)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """`x: [N, 227, 227, 3]` (other sizes change the fc6 input) -> `[N, num_classes]` float32."""
+    """`x: [N, H, W, 3]` (227 paper, 224 torchvision; other sizes change the paper's fc6 input)
+    -> `[N, num_classes]` float32."""
+    layout = LAYOUTS[self.layout]
     layers.check_image_batch(x, "AlexNet")
     split = self.tower_axis is not None
     # Per device, a grouped layer is one tower's plain layer on that tower's channels.
-    width = (lambda features: features // TOWERS) if split else (lambda features: features)
-    tower_groups = 1 if split else TOWERS
-    weight_init = nn.initializers.normal(0.01)
-    conv = lambda features, kernel, name, bias=0.0, **kw: layers.Conv(
-        width(features), kernel, dtype=self.dtype, kernel_init=weight_init,
-        bias_init=nn.initializers.constant(bias), lowering=self.lowering, name=name, **kw)
-    dense = lambda features, name, bias=0.0: nn.Dense(
-        width(features), dtype=self.dtype, kernel_init=weight_init,
-        bias_init=nn.initializers.constant(bias), name=name)
+    width = (lambda features: features // layout.towers) if split else (lambda f: f)
+    tower_groups = 1 if split else layout.towers
+
+    def initializers(name):
+      if not layout.paper_init:
+        return {}
+      return dict(kernel_init=nn.initializers.normal(0.01), bias_init=nn.initializers.constant(
+          1.0 if name in _UNIT_BIAS_LAYERS else 0.0))
+
+    conv = lambda features, kernel, name, **kw: layers.Conv(
+        width(features), kernel, dtype=self.dtype, lowering=self.lowering, name=name,
+        **initializers(name), **kw)
+    dense = lambda features, name: nn.Dense(width(features), dtype=self.dtype, name=name,
+                                            **initializers(name))
+    dropout = lambda h: nn.Dropout(self.dropout_rate, deterministic=not train)(h)
 
     def exchange(h):
       """Both towers' channels, in the grouped form's order (tower 0 first)."""
@@ -124,45 +143,48 @@ class AlexNet(nn.Module):
       return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size,
                          lowering=self.lowering)
 
-    def blur_stride(h, stride):
-      return layers.blur_downsample(h, stride, filter_size=self.blur_size, padding=self.padding,
-                                    lowering=self.lowering)
+    def normalize(h, index):
+      if not layout.local_response_norm:
+        return h
+      return layers.record_layer(self, f"norm{index}",
+                                 layers.local_response_norm(h, groups=tower_groups))
 
     padding = self.padding
-    x = conv(96, 11, "Conv1", strides=2 if self.blur else 4, padding=_conv1_padding(padding, 0))(x)
-    x = self.act(x)
+    features = layout.features
+    conv1_padding = "circular" if padding == "circular" else layout.conv1_padding
+    x = self.act(conv(features[0], 11, "Conv1", strides=2 if self.blur else 4,
+                      padding=conv1_padding)(x))
     if self.blur:
-      x = blur_stride(x, 2)
+      x = layers.blur_downsample(x, 2, filter_size=self.blur_size, padding=padding,
+                                 lowering=self.lowering)
     x = layers.record_layer(self, "conv1", x)
-    x = layers.local_response_norm(x, groups=tower_groups)
-    x = layers.record_layer(self, "norm1", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool1", x)
-    x = self.act(conv(256, 5, "Conv2", bias=1.0, padding=padding, groups=tower_groups)(x))
+    x = layers.record_layer(self, "pool1", pool(normalize(x, 1)))
+    x = self.act(conv(features[1], 5, "Conv2", padding=padding, groups=tower_groups)(x))
     x = layers.record_layer(self, "conv2", x)
-    x = layers.local_response_norm(x, groups=tower_groups)
-    x = layers.record_layer(self, "norm2", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool2", x)
-    x = self.act(conv(384, 3, "Conv3", padding=padding)(exchange(x)))
+    x = layers.record_layer(self, "pool2", pool(normalize(x, 2)))
+    x = self.act(conv(features[2], 3, "Conv3", padding=padding)(exchange(x)))
     x = layers.record_layer(self, "conv3", x)
-    x = self.act(conv(384, 3, "Conv4", bias=1.0, padding=padding, groups=tower_groups)(x))
+    x = self.act(conv(features[3], 3, "Conv4", padding=padding, groups=tower_groups)(x))
     x = layers.record_layer(self, "conv4", x)
-    x = self.act(conv(256, 3, "Conv5", bias=1.0, padding=padding, groups=tower_groups)(x))
+    x = self.act(conv(features[4], 3, "Conv5", padding=padding, groups=tower_groups)(x))
     x = layers.record_layer(self, "conv5", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool5", x)
+    x = layers.record_layer(self, "pool5", pool(x))
     x = exchange(x)
+    if layout.adaptive_pool:
+      x = layers.record_layer(self, "avgpool", layers.adaptive_avg_pool(x, (6, 6)))
     x = jnp.reshape(x, (jnp.shape(x)[0], -1))
-    x = self.act(dense(self.fc_features, "Fc6", bias=1.0)(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = layers.record_layer(self, "fc6", x)
-    x = self.act(dense(self.fc_features, "Fc7", bias=1.0)(exchange(x)))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = layers.record_layer(self, "fc7", x)
+    for index in (6, 7):
+      x = dropout(x) if layout.dropout_on_inputs else x
+      x = self.act(dense(self.fc_features, f"Fc{index}")(exchange(x) if index == 7 else x))
+      x = x if layout.dropout_on_inputs else dropout(x)
+      x = layers.record_layer(self, f"fc{index}", x)
     x = exchange(dense(self.num_classes, "Fc8")(exchange(x))).astype(jnp.float32)
     x = layers.record_layer(self, "logits", x)
     return x
+
+
+# torchvision's single-tower AlexNet (61,100,840 parameters for 1000 classes, input 224).
+AlexNetTorchvision = functools.partial(AlexNet, layout="torchvision")
 
 
 def apply_on_two_devices(model: AlexNet, variables, x: jax.Array, mesh: Mesh, *,
@@ -200,93 +222,3 @@ def apply_on_two_devices(model: AlexNet, variables, x: jax.Array, mesh: Mesh, *,
                                                        PartitionSpec()),
                       out_specs=PartitionSpec(), check_vma=False)
   return run(variables, x, rngs)
-
-
-class AlexNetTorchvision(nn.Module):
-  """torchvision's single-tower AlexNet (61,100,840 parameters for 1000 classes, input 224).
-
-  conv 64 11x11/4 pad 2 -> max-pool 3/2 -> conv 192 5x5 -> max-pool 3/2 -> conv 384, 256, 256
-  3x3 -> max-pool 3/2 -> adaptive average pool to 6x6 -> dropout -> fc 4096 -> dropout ->
-  fc 4096 -> fc classes (ReLU after every conv and hidden fc). No normalization.
-
-  Sows 'conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5', 'avgpool', 'fc6',
-  'fc7' and 'logits' into 'intermediates'.
-
-  Attributes:
-    num_classes: size of the output layer.
-    dropout_rate: dropout before fc6 and fc7 when training.
-    fc_features: width of fc6 and fc7 (torchvision's 4096).
-    dtype: compute dtype; parameters stay float32, logits are float32.
-    padding: 'same' (torchvision's zero padding: 2 on conv1, size-preserving elsewhere) or
-      'circular' (periodic padding of the 'same' amounts in every conv).
-    blur: anti-aliased downsampling as in `AlexNet`.
-    blur_size: the blur filter size.
-    act: the nonlinearity.
-    lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
-      `cnn_jax.ops.lowering`); never changes parameters or values beyond float rounding.
-  """
-  num_classes: int = 1000
-  dropout_rate: float = 0.5
-  fc_features: int = 4096
-  dtype: Any = None
-  padding: str = "same"
-  blur: bool = False
-  blur_size: int = 3
-  act: Callable = nn.relu
-  lowering: str = ops.DEFAULT_LOWERING
-
-  def __post_init__(self):
-    layers.check_padding_mode(self.padding)
-    super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers along the network (before the adaptive pooling)."""
-    pools = ([LayerGeometry(kernel=3, stride=1), LayerGeometry(kernel=self.blur_size, stride=2,
-                                                                padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=3, stride=2)])
-    conv1_padding = 5 if self.padding == "circular" else 2
-    conv1 = ([LayerGeometry(kernel=11, stride=2, padding=conv1_padding),
-              LayerGeometry(kernel=self.blur_size, stride=2, padding=(self.blur_size - 1) // 2)]
-             if self.blur else [LayerGeometry(kernel=11, stride=4, padding=conv1_padding)])
-    return (conv1 + pools + [LayerGeometry(kernel=5, padding=2)] + pools
-            + [LayerGeometry(kernel=3, padding=1)] * 3 + pools)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """`x: [N, H, W, 3]` (224 in torchvision; >= 63 for a non-empty map) -> `[N, num_classes]`."""
-    layers.check_image_batch(x, "AlexNetTorchvision")
-    conv = lambda features, kernel, name, **kw: layers.Conv(
-        features, kernel, dtype=self.dtype, lowering=self.lowering, name=name, **kw)
-
-    def pool(h):
-      return layers.pool(h, "max", 3, 2, "valid", blur=self.blur, blur_size=self.blur_size,
-                         lowering=self.lowering)
-
-    padding = self.padding
-    x = self.act(conv(64, 11, "Conv1", strides=2 if self.blur else 4,
-                      padding=_conv1_padding(padding, 2))(x))
-    if self.blur:
-      x = layers.blur_downsample(x, 2, filter_size=self.blur_size, padding=padding,
-                                 lowering=self.lowering)
-    x = layers.record_layer(self, "conv1", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool1", x)
-    x = self.act(conv(192, 5, "Conv2", padding=padding)(x))
-    x = layers.record_layer(self, "conv2", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool2", x)
-    for index, features in ((3, 384), (4, 256), (5, 256)):
-      x = self.act(conv(features, 3, f"Conv{index}", padding=padding)(x))
-      x = layers.record_layer(self, f"conv{index}", x)
-    x = pool(x)
-    x = layers.record_layer(self, "pool5", x)
-    x = layers.adaptive_avg_pool(x, (6, 6))
-    x = layers.record_layer(self, "avgpool", x)
-    x = jnp.reshape(x, (jnp.shape(x)[0], -1))
-    for index in (6, 7):
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = self.act(nn.Dense(self.fc_features, dtype=self.dtype, name=f"Fc{index}")(x))
-      x = layers.record_layer(self, f"fc{index}", x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="Fc8")(x).astype(jnp.float32)
-    x = layers.record_layer(self, "logits", x)
-    return x

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 
 from cnn_jax import ops
 from cnn_jax.models import layers
-from cnn_jax.ops.arithmetic import LayerGeometry
 
 CNN_PADDINGS = ("valid", "same", "circular")
 CNN_POOLS = ("max", "avg")
@@ -158,23 +157,6 @@ class CNN(nn.Module):
     if self.head not in CNN_HEADS:
       raise ValueError(f"head must be one of {CNN_HEADS}, got {self.head!r}")
     super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers in forward order, for `ops.arithmetic.receptive_field`."""
-    pool_padding = (self.pool_window - 1) // 2 if self.padding == "circular" else 0
-    blur_padding = (self.blur_size - 1) // 2
-    result = []
-    for kernel, pooled in zip(self.kernel_sizes, self.pool_after):
-      conv_padding = 0 if self.padding == "valid" else (kernel - 1) // 2
-      result.append(LayerGeometry(kernel=kernel, padding=conv_padding))
-      if pooled and self.blur:
-        result.append(LayerGeometry(kernel=self.pool_window, padding=pool_padding))
-        result.append(LayerGeometry(kernel=self.blur_size, stride=self.pool_window,
-                                    padding=blur_padding))
-      elif pooled:
-        result.append(LayerGeometry(kernel=self.pool_window, stride=self.pool_window,
-                                    padding=pool_padding))
-    return result
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:

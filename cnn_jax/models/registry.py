@@ -8,6 +8,7 @@ import flax.linen as nn
 
 from cnn_jax.models.alexnet import AlexNet, AlexNetTorchvision
 from cnn_jax.models.baselines import CNN, MLP
+from cnn_jax.models.p4cnn import P4CNN
 from cnn_jax.models.resnet import (Plain18, Plain20, Plain32, Plain34, Plain44, Plain56,
                                    Plain110, ResNet18, ResNet20, ResNet32, ResNet34, ResNet44,
                                    ResNet50, ResNet56, ResNet101, ResNet110, ResNet152)
@@ -15,6 +16,7 @@ from cnn_jax.models.resnet import (Plain18, Plain20, Plain32, Plain34, Plain44, 
 _CONSTRUCTORS = types.MappingProxyType({
     "mlp": MLP,
     "cnn": CNN,
+    "p4cnn": P4CNN,
     "alexnet": AlexNet,
     "alexnet_torchvision": AlexNetTorchvision,
     "resnet18": ResNet18,

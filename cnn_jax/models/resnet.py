@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from cnn_jax import ops
 from cnn_jax.models import layers
-from cnn_jax.ops.arithmetic import LayerGeometry
 
 ModuleDef = Any
 STEMS = ("imagenet", "cifar")
@@ -57,82 +56,72 @@ def _last_norm_scale_init(zero: bool) -> Callable:
   return nn.initializers.zeros_init() if zero else nn.initializers.ones_init()
 
 
-class BasicBlock(nn.Module):
-  """conv3x3(stride) -> BN -> act -> conv3x3 -> BN (+ shortcut) -> act: `[N, H, W, C]` ->
-  `[N, H / strides, W / strides, features]`.
+class ResidualBlock(nn.Module):
+  """A residual branch of convs with BN, plus the shortcut, then act: `[N, H, W, C]` ->
+  `[N, H / strides, W / strides, expansion * features]`.
+
+  Branch: `conv(K_1) -> BN -> act -> ... -> conv(K_L) -> BN`, every conv `features` wide but the
+  last (`expansion * features`), the block's stride on conv `strided_index`; then
+  `act(branch(x) + shortcut(x))`, or `act(branch(x))` for a plain block. `BasicBlock` and
+  `BottleneckBlock` are its two layouts. Parameters are named Conv1, Norm1, Conv2, ... along the
+  branch, and ShortcutConv, ShortcutNorm.
 
   Attributes:
-    features: output channels.
-    strides: the block's stride (on the first conv).
+    features: the branch's width (its output is `expansion * features`).
+    strides: the block's stride.
     conv, norm: partially applied `layers.Conv` and `nn.BatchNorm`.
     act: the nonlinearity.
+    kernel_sizes: the square kernel size of each conv of the branch.
+    strided_index: the (0-based) conv that carries the stride.
+    expansion: the last conv's width over `features`.
     residual: add the shortcut (False: a plain block).
     shortcut: 'projection' (option B) or 'zero_pad' (option A), used when the shape changes.
-    zero_init_last_norm: initialize the last BN's scale to 0, so F(x) = 0 at init.
-    blur_pool: None, or `f(x, stride)` that replaces strided convs by stride 1 + `f`.
+    zero_init_last_norm: initialize the last BN's scale to 0, so the branch is 0 at init.
+    blur_pool: None, or `f(x, stride)` that replaces the strided conv by stride 1 + `f` (after
+      its BN and act).
   """
   features: int
   strides: int
   conv: ModuleDef
   norm: ModuleDef
   act: Callable
+  kernel_sizes: Sequence[int] = (3, 3)
+  strided_index: int = 0
+  expansion: int = 1
   residual: bool = True
   shortcut: str = "projection"
   zero_init_last_norm: bool = False
   blur_pool: Callable | None = None
 
-  # Kernel sizes along the residual branch and the index of the strided one (for `geometry`).
-  branch_kernels = (3, 3)
-  strided_index = 0
-  expansion = 1
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     blur = self.blur_pool is not None and self.strides > 1
-    y = self.conv(self.features, (3, 3), strides=1 if blur else self.strides, name="Conv1")(x)
-    y = self.act(self.norm(name="Norm1")(y))
-    if blur:
-      y = self.blur_pool(y, self.strides)
-    y = self.conv(self.features, (3, 3), name="Conv2")(y)
-    y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_last_norm), name="Norm2")(y)
-    if self.residual:
-      y = y + _shortcut(x, self.features, self.strides, kind=self.shortcut, conv=self.conv,
-                        norm=self.norm, blur_pool=self.blur_pool)
-    return self.act(y)
-
-
-class BottleneckBlock(nn.Module):
-  """conv1x1 -> BN -> act -> conv3x3(stride) -> BN -> act -> conv1x1 (4x) -> BN (+ shortcut)
-  -> act: `[N, H, W, C]` -> `[N, H / strides, W / strides, 4 features]`. Fields as `BasicBlock`.
-  """
-  features: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable
-  residual: bool = True
-  shortcut: str = "projection"
-  zero_init_last_norm: bool = False
-  blur_pool: Callable | None = None
-
-  branch_kernels = (1, 3, 1)
-  strided_index = 1
-  expansion = 4
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    blur = self.blur_pool is not None and self.strides > 1
-    y = self.act(self.norm(name="Norm1")(self.conv(self.features, (1, 1), name="Conv1")(x)))
-    y = self.conv(self.features, (3, 3), strides=1 if blur else self.strides, name="Conv2")(y)
-    y = self.act(self.norm(name="Norm2")(y))
-    if blur:
-      y = self.blur_pool(y, self.strides)
-    y = self.conv(self.features * self.expansion, (1, 1), name="Conv3")(y)
-    y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_last_norm), name="Norm3")(y)
+    last = len(self.kernel_sizes) - 1
+    y = x
+    for index, kernel in enumerate(self.kernel_sizes):
+      strided = index == self.strided_index
+      features = self.features * self.expansion if index == last else self.features
+      y = self.conv(features, (kernel, kernel),
+                    strides=self.strides if strided and not blur else 1,
+                    name=f"Conv{index + 1}")(y)
+      if index == last:
+        y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_last_norm),
+                      name=f"Norm{index + 1}")(y)
+      else:
+        y = self.act(self.norm(name=f"Norm{index + 1}")(y))
+      if strided and blur:
+        y = self.blur_pool(y, self.strides)
     if self.residual:
       y = y + _shortcut(x, self.features * self.expansion, self.strides, kind=self.shortcut,
                         conv=self.conv, norm=self.norm, blur_pool=self.blur_pool)
     return self.act(y)
+
+
+# conv3x3(stride) -> BN -> act -> conv3x3 -> BN.
+BasicBlock = functools.partial(ResidualBlock, kernel_sizes=(3, 3), strided_index=0, expansion=1)
+# conv1x1 -> BN -> act -> conv3x3(stride) -> BN -> act -> conv1x1 (4x) -> BN (torchvision v1.5).
+BottleneckBlock = functools.partial(ResidualBlock, kernel_sizes=(1, 3, 1), strided_index=1,
+                                    expansion=4)
 
 
 class ResNet(nn.Module):
@@ -191,31 +180,6 @@ class ResNet(nn.Module):
                        "zero-initialized last norm would output constants")
     layers.check_padding_mode(self.padding)
     super().__post_init__()
-
-  def geometry(self) -> list[LayerGeometry]:
-    """The conv and pooling layers along the longest path (every block's residual branch).
-
-    Padding is the low-side amount of a stride-1 'same' layer, `(F - 1) // 2`; for strided
-    'same' layers the true amount depends on the input size. It moves `start` only, never the
-    receptive field's size or jump.
-    """
-    same = lambda kernel, stride=1: LayerGeometry(kernel=kernel, stride=stride,
-                                                  padding=(kernel - 1) // 2)
-    blur = same(self.blur_size, 2)
-    if self.stem == "imagenet":
-      result = [same(7, 2)] + ([same(3, 1), blur] if self.blur else [same(3, 2)])
-    else:
-      result = [same(3)]
-    for stage, size in enumerate(self.stage_sizes):
-      for index in range(size):
-        stride = 2 if stage > 0 and index == 0 else 1
-        for position, kernel in enumerate(self.block.branch_kernels):
-          strided = position == self.block.strided_index and stride > 1
-          if strided and self.blur:
-            result += [same(kernel), blur]
-          else:
-            result.append(same(kernel, stride if strided else 1))
-    return result
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:

@@ -4,7 +4,7 @@ receptive field, next to their deconvnet projections.
 `top_activations` scans a dataset once and keeps, per channel of a layer, the k images whose
 strongest activation of that channel is largest (one position per image, the argmax).
 `deconvnet_figure` crops each of them to the receptive field of the unit at that position
-(`receptive_field.traced_receptive_field`) and projects the unit back to pixels
+(`cnn_jax.models.inspect.traced_receptive_field`) and projects the unit back to pixels
 (`projection.project`).
 """
 
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_jax.viz import grids, projection
-from cnn_jax.viz.receptive_field import field_bounds, traced_receptive_field
+from cnn_jax.models.inspect import field_bounds, traced_receptive_field
 
 
 class TopActivations(NamedTuple):

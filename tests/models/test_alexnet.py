@@ -203,3 +203,12 @@ def test_too_small_input_raises_value_error():
   with pytest.raises(ValueError, match="larger than the padded input"):
     jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                    jnp.zeros((1, 32, 32, 3)))
+
+
+def test_one_definition_two_layouts_with_their_own_fields_checked():
+  assert get_model("alexnet_torchvision").layout == "torchvision"
+  with pytest.raises(ValueError, match=r"layout must be one of \('paper', 'torchvision'\)"):
+    get_model("alexnet", layout="caffe")
+  with pytest.raises(ValueError, match="tower_axis needs a layout with towers"):
+    get_model("alexnet_torchvision", tower_axis="tower")
+  get_model("alexnet_torchvision", num_classes=999)  # one tower: any number of classes

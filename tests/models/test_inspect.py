@@ -38,15 +38,28 @@ def test_forward_flops_scale_with_the_batch():
   assert eight == pytest.approx(8 * one, rel=0.05)
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 435), ("resnet50", 427),
-                                       ("alexnet_torchvision", 195)])
-def test_receptive_fields_of_the_classic_networks(name, size):
+@pytest.mark.parametrize("name,side,size,start", [
+    ("resnet18", 512, 435, 31), ("resnet50", 512, 427, 31), ("alexnet_torchvision", 224, 195, 31),
+    ("alexnet", 227, 195, 33)])
+def test_receptive_fields_of_the_classic_networks(name, side, size, start):
   # AlexNet 195 as in Araujo et al. (Distill 2019); 435 and 427 are the values usually quoted
-  # for torchvision's ResNet-18 and ResNet-50 (TF-slim's v1 layout strides elsewhere).
-  field = model_receptive_field(get_model(name))
-  assert field.size == size and field.jump == 32
+  # for torchvision's ResNet-18 and ResNet-50 (TF-slim's v1 layout strides elsewhere). Start 31:
+  # a stride-2 'same' layer on an even side pads (k - 1) // 2 - 1 pixels below, not (k - 1) // 2.
+  field = model_receptive_field(get_model(name), (1, side, side, 3))
+  assert (field.size, field.jump, field.start) == (size, 32, start)
+
+
+def test_receptive_field_of_a_named_layer_and_of_the_last_spatial_one():
+  model = get_model("resnet20")
+  assert model_receptive_field(model, (1, 32, 32, 3)) == model_receptive_field(
+      model, (1, 32, 32, 3), "block3_3") == (81, 4, 3.0)
+  assert model_receptive_field(model, (1, 32, 32, 3), "conv1") == (3, 1, 0.0)
+  # p4 maps are channels-last maps: the p4cnn's field is that of its 3x3 convs and 2x2 pools.
+  assert model_receptive_field(get_model("p4cnn"), (1, 28, 28, 1)) == (18, 4, 1.5)
 
 
 def test_receptive_field_of_a_model_without_spatial_layers_is_an_error():
   with pytest.raises(ValueError, match=re.escape("MLP")):
-    model_receptive_field(MLP())
+    model_receptive_field(MLP(), (1, 8, 8, 1))
+  with pytest.raises(ValueError, match=r"layer must be one of .*'conv1'.*, got 'conv9'"):
+    model_receptive_field(CNN(), (1, 28, 28, 1), "conv9")

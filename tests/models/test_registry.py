@@ -11,13 +11,13 @@ import pytest
 from cnn_jax.models import MODEL_NAMES, get_model
 
 EXPECTED_NAMES = {
-    "mlp", "cnn", "alexnet", "alexnet_torchvision", "resnet18", "resnet34", "resnet50",
+    "mlp", "cnn", "p4cnn", "alexnet", "alexnet_torchvision", "resnet18", "resnet34", "resnet50",
     "resnet101", "resnet152", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "plain18", "plain34", "plain20", "plain32", "plain44", "plain56", "plain110"}
 
 
 def _input_shape(name):
-  if name in ("mlp", "cnn"):
+  if name in ("mlp", "cnn", "p4cnn"):
     return (2, 28, 28, 1)
   if name == "alexnet":
     return (2, 227, 227, 3)
@@ -51,7 +51,7 @@ def test_every_model_maps_images_to_float32_logits_in_train_and_eval(name):
                                  mutable=["batch_stats", "intermediates"]), variables, x)
     assert logits.shape == (2, 6) and logits.dtype == jnp.float32
     assert state["intermediates"]["logits"][0].shape == (2, 6)
-  has_batch_norm = name.startswith(("resnet", "plain"))
+  has_batch_norm = name.startswith(("resnet", "plain", "p4cnn"))
   assert ("batch_stats" in variables) == has_batch_norm
 
 
@@ -77,6 +77,7 @@ def test_overrides_reach_the_module():
 @pytest.mark.parametrize("name, overrides, shape", [
     ("mlp", {}, (2, 28, 28, 1)), ("cnn", {"features": (4, 8)}, (2, 28, 28, 1)),
     ("resnet20", {"widths": (4, 8, 8)}, (2, 32, 32, 3)),
+    ("p4cnn", {"features": (2, 2, 2)}, (2, 28, 28, 1)),
     ("alexnet_torchvision", {"num_classes": 7}, (1, 224, 224, 3))])
 def test_every_recorded_layer_is_sown_and_open_to_an_additive_perturbation(name, overrides,
                                                                            shape):

@@ -255,7 +255,9 @@ def _empirical_receptive_field(model, size):
 
   support = np.abs(np.asarray(jax.jit(jax.grad(centre_unit))(x)[0])).sum(axis=(1, 2)) > 0
   rows = np.flatnonzero(support)
-  return rows.max() - rows.min() + 1, rows
+  shape = jax.eval_shape(lambda x: model.apply(variables, x, train=False, mutable="intermediates"),
+                         x)[1]["intermediates"][last_block][0].shape
+  return rows.max() - rows.min() + 1, rows, shape[1] // 2
 
 
 @pytest.mark.parametrize("blur", [False, True])
@@ -263,10 +265,12 @@ def test_cifar_resnet_receptive_field_equals_gradient_support(blur):
   # Identity activation: the eval-mode network is linear, so no unit is dead and the gradient
   # reaches every input pixel in the receptive field (exact cancellation has probability 0).
   model = get_model("resnet20", stage_sizes=(1, 1, 1), act=lambda x: x, blur=blur, blur_size=3)
-  expected = model_receptive_field(model).size
-  measured, rows = _empirical_receptive_field(model, 64)
+  field = model_receptive_field(model, (1, 64, 64, 3))
+  measured, rows, centre = _empirical_receptive_field(model, 64)
   assert rows.min() > 0 and rows.max() < 63  # not clipped by the border
-  assert measured == expected
+  assert measured == field.size
+  # The field's centre: strided 'same' convs pad less on the low side than (k - 1) // 2.
+  assert field.start + centre * field.jump == (rows.min() + rows.max()) / 2
 
 
 def test_act_reaches_every_activation():

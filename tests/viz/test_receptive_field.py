@@ -1,4 +1,5 @@
-"""The receptive field read off a traced model."""
+"""The traced receptive field (`cnn_jax.models.inspect`) against what the visualizations see:
+gradient supports, projections, field bounds."""
 
 import flax.linen as nn
 import jax
@@ -9,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnn_jax.models import get_model
+from cnn_jax.models.inspect import field_bounds, traced_receptive_field
 from cnn_jax.ops import avg_pool, correlate
 from cnn_jax.ops.arithmetic import LayerGeometry, ReceptiveField, receptive_field
 from cnn_jax.viz.projection import layer_function, project
-from cnn_jax.viz.receptive_field import field_bounds, traced_receptive_field
 
 
 def abstract_layer_function(model, image_shape, layer):
@@ -21,34 +22,6 @@ def abstract_layer_function(model, image_shape, layer):
                             jax.ShapeDtypeStruct(image_shape, jnp.float32))
   zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
   return lambda images: layer_function(model, zeros(), layer)(images)
-
-
-@pytest.mark.parametrize("name, overrides, image_shape, layer", [
-    ("cnn", {}, (1, 28, 28, 1), "pool1"),
-    ("cnn", {"padding": "same", "blur": True}, (1, 28, 28, 1), "pool1"),
-    ("cnn", {"padding": "circular", "features": (4, 4, 4), "kernel_sizes": (5, 3, 3),
-             "pool_after": (True, False, True)}, (1, 28, 28, 1), "pool2"),
-    ("alexnet", {"num_classes": 10}, (1, 227, 227, 3), "pool5"),
-    ("resnet20", {"num_classes": 10, "blur": True}, (1, 32, 32, 3), "block3_3"),
-])
-def test_traced_field_equals_the_models_declared_geometry(name, overrides, image_shape, layer):
-  model = get_model(name, **overrides)
-  traced = traced_receptive_field(abstract_layer_function(model, image_shape, layer), image_shape)
-  assert traced == (receptive_field(model.geometry()),) * 2
-
-
-@pytest.mark.parametrize("name, image_shape, layer", [
-    ("resnet20", (1, 32, 32, 3), "block3_3"),  # option-A shortcuts: strided slices
-    ("resnet18", (1, 64, 64, 3), "block4_2"),
-])
-def test_traced_field_of_a_resnet_has_the_size_and_jump_of_its_longest_path(name, image_shape,
-                                                                            layer):
-  # Only size and jump: 'same' padding of a stride-2 conv on an even input pads (k-1)//2 - 1
-  # low pixels in cnn_jax.ops, so the start differs from geometry()'s (k-1)//2.
-  model = get_model(name, num_classes=10)
-  traced = traced_receptive_field(abstract_layer_function(model, image_shape, layer), image_shape)
-  declared = receptive_field(model.geometry())
-  assert [(field.size, field.jump) for field in traced] == [(declared.size, declared.jump)] * 2
 
 
 def test_a_unit_after_flattening_sees_the_whole_image():

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from cnn_jax.models.inspect import field_bounds
 from cnn_jax.ops.arithmetic import LayerGeometry, receptive_field
 from cnn_jax.viz.grids import rescale_to_unit
 from cnn_jax.viz.projection import intermediates, project
-from cnn_jax.viz.receptive_field import field_bounds
 from cnn_jax.viz.top_activations import crop, deconvnet_figure, top_activations
 
 
