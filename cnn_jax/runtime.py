@@ -30,6 +30,7 @@ Start a child on another jaxlib, which may not know the flag, without `XLA_FLAGS
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -113,7 +114,13 @@ def configure_xla_cpu() -> bool:
 
 
 def keep_tensorflow_off_accelerators() -> None:
-  """Hides every GPU from TensorFlow (tf.data runs on the CPU); warns if TF already uses one."""
+  """Hides every GPU from TensorFlow (tf.data runs on the CPU); warns if TF already uses one.
+
+  Without TensorFlow installed (an accelerator image that has JAX but not TF: the models, ops and
+  in-memory training need no tf.data) there is nothing to hide.
+  """
+  if importlib.util.find_spec("tensorflow") is None:
+    return
   import tensorflow as tf
   try:
     tf.config.set_visible_devices([], "GPU")

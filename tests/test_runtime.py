@@ -115,3 +115,11 @@ print('after', os.environ.get('GLIBC_TUNABLES'), 'CNN_JAX_REEXECUTED' in os.envi
   users = "glibc.malloc.arena_max=2"
   lines = run_python(program, clean_environment(GLIBC_TUNABLES=users)).stdout.splitlines()
   assert lines == [f"start {users}", f"after {users} False"]
+
+
+def test_keeping_tensorflow_off_accelerators_needs_no_tensorflow(monkeypatch):
+  # An accelerator image with JAX but without TensorFlow: nothing to hide, no ImportError.
+  monkeypatch.setattr(runtime.importlib.util, "find_spec",
+                      lambda name, *args: None if name == "tensorflow" else object())
+  monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` would raise
+  runtime.keep_tensorflow_off_accelerators()
