@@ -4,7 +4,8 @@
 by name (`LOWERINGS`); the functions here trust their inputs.
 
 * 'xla', the reference: `lax.conv_general_dilated` and `lax.reduce_window`, differentiated by
-  XLA's own rules. Tests compare every other lowering against it.
+  XLA's own rules. Tests compare every lowering with the float64 NumPy sums of
+  `tools/conv_gradient_map.py`.
 * 'tiled': every part of a correlation's training step as tiled matrix products, a tile being a
   few images (or a band of output rows of one image) whose patch matrix fits in about
   `TILE_BYTES`, and max pooling differentiated through its switches:
@@ -15,6 +16,10 @@ by name (`LOWERINGS`); the functions here trust their inputs.
     with interior padding S - 1;
   - max pooling: the gradient of each window goes to its first maximum (as XLA's
     `select_and_scatter`) through elementwise selects and strided pads that XLA fuses.
+* The guard, under every name: geometries whose gradient XLA:CPU gets wrong are padded
+  explicitly before a 'VALID' convolution (`explicitly_padded_correlate`), those where it aborts
+  run tiled ('xla' rejects them); `xla_convolution_failure` is the map
+  (`docs/conv_gradients.md`).
 * 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
   `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
   kernels, the switch max-pool backward, and a kernel gradient that reads its input from a
@@ -392,11 +397,12 @@ def _training_convolutions(spatial, kernel_size, strides, pads, input_dilations,
     n_eff, k_eff = (n - 1) * d_in + 1, d * (k - 1) + 1
     o = output_size(n_eff + lo + hi, k, s, 0, d)
     o_eff = (o - 1) * s + 1
-    forward.append(_ConvolutionWindow(n, k, s, d, d_in, (lo, hi)))
     input_lo = k_eff - 1 - lo
-    input_gradient.append(_ConvolutionWindow(o, k, d_in, d, s,
-                                  (input_lo, n_eff + k_eff - 1 - o_eff - input_lo)))
-    kernel_gradient.append(_ConvolutionWindow(n, o, d, s, d_in, (lo, o_eff - n_eff + k_eff - 1 - lo)))
+    forward.append(_ConvolutionWindow(n, k, s, d, d_in, (lo, hi)))
+    input_gradient.append(_ConvolutionWindow(
+        o, k, d_in, d, s, (input_lo, n_eff + k_eff - 1 - o_eff - input_lo)))
+    kernel_gradient.append(_ConvolutionWindow(
+        n, o, d, s, d_in, (lo, o_eff - n_eff + k_eff - 1 - lo)))
   return ((forward, groups > 1), (input_gradient, groups > 1), (kernel_gradient, groups > 1))
 
 
@@ -438,15 +444,19 @@ def xla_convolution_failure(spatial, kernel_size, strides, pads, input_dilations
   """How XLA:CPU (jaxlib 0.10.2) fails to differentiate this convolution: 'abort', 'wrong', 'ok'.
 
   The map of `tools/conv_gradient_map.py` (`docs/conv_gradients.md`), for
-  `jax.vjp(lax.conv_general_dilated)` under `jax.jit`:
+  `jax.vjp(lax.conv_general_dilated)` under `jax.jit`, checked against its scan:
   * 'abort': one of the three convolutions of a training step (forward, input gradient,
-    kernel gradient) meets `_swapped_operands_abort`. For ops' own (non-negative) paddings, the
-    input gradient of an axis with K = S = 2, D = 1, D_in = 1, pads `(1, 1 + r)` (r the
-    remainder of the output size's division), beside an axis whose kernel is larger than the
-    output (issue 17's `4 x 2` kernel at stride 2, padding 1).
-  * 'wrong': a convolution with a negative low padding, run by Eigen's spatial convolution
-    (few channels), reads outside its input (openxla/xla#48713): the input gradient of an axis
-    whose low padding is at least the dilated kernel extent, `lo >= D (K - 1) + 1` (issue 20).
+    kernel gradient) meets `_swapped_operands_abort`. With input dilation 1 only the input
+    gradient can: an axis with K = S = 2, D = 1, pads `(1, 1 + r)` (`r` the input rows past the
+    last window) beside an axis whose kernel is larger than the output (issue 17's 4 x 2
+    kernel at stride 2, padding 1).
+  * 'wrong': one of them has a negative low padding, which Eigen's spatial convolution does not
+    treat as padding: it reads outside its input (openxla/xla#48713). With non-negative pads,
+    the input gradient of an axis padded by at least the kernel's extent, `lo >= D (K - 1) + 1`
+    (issue 20). Whether values come out wrong also depends on batch and channel counts and on
+    memory: the whole region is flagged.
+  Arguments are per spatial axis (`pads` as `(lo, hi)` pairs, negative allowed), as
+  `lax.conv_general_dilated` takes them.
   """
   convolutions = _training_convolutions(spatial, kernel_size, strides, pads, input_dilations,
                                         kernel_dilations, groups)
