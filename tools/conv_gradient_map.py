@@ -268,16 +268,19 @@ def predicted_failure(case: Case) -> str:
                                           case.input_dilation, case.dilation, case.groups)
 
 
-# The cases of the two reports: issue 20 (a wrong input gradient) and issue 17 (an abort).
+# The cases of the two reports, issue 20 (a wrong input gradient) and issue 17 (an abort in
+# the input gradient), and an abort in the forward convolution, which needs input dilation.
 ISSUE_20 = Case(spatial=(2,), kernel=(3,), stride=(1,), dilation=(1,), input_dilation=(1,),
                 pads=((3, 1),), batch=2, channels_out=3)
 ISSUE_17 = Case(spatial=(6, 10), kernel=(4, 2), stride=(2, 2), dilation=(1, 1),
                 input_dilation=(1, 1), pads=((1, 1), (1, 1)), channels_in=2)
+FORWARD_ABORT = Case(spatial=(1, 3), kernel=(3, 2), stride=(1, 1), dilation=(1, 1),
+                     input_dilation=(1, 2), pads=((1, 1), (0, 0)))
 
 
 def small_cases() -> list[Case]:
   """Seconds of scanning: the two reported cases and a few neighbours of each."""
-  cases = [ISSUE_20, ISSUE_17]
+  cases = [ISSUE_20, ISSUE_17, FORWARD_ABORT]
   for lo, hi in [(2, 0), (0, 3), (4, 2)]:
     cases.append(ISSUE_20._replace(pads=((lo, hi),)))
   for rows, pads in [(5, (0, 1)), (7, (1, 1)), (7, (2, 2))]:
@@ -289,10 +292,11 @@ def full_cases(count: int = 800, seed: int = 0) -> list[Case]:
   """Random cases around the failures, 1-3 spatial axes, several batch and channel counts.
 
   A third 1-D: kernel 1-4, stride 1-3, dilation 1-2, input dilation 1-2, input 1-5 and pads
-  -1..D (K - 1) + 2 per side. A third the abort's family: one axis with kernel = stride in
-  {2, 3}, mostly input dilation K - 1 and pads `(K - 1, K - 1 .. 2 K - 2)` (where the input
-  gradient's window can look like a "group" window to XLA), beside one or two axes with small
-  inputs and kernels of 2-4, stride 1-2 (or of the 1-D ranges). The rest 2-D and 3-D draws of the 1-D ranges. Wrong values show
+  -1..D (K - 1) + 2 per side. A third the abort's family: one axis where a window can look
+  like a "group" window to XLA (kernel = stride in {2, 3}, mostly input dilation K - 1 and
+  pads `(K - 1, K - 1 .. 2 K - 2)`: the input gradient's; or kernel = input dilation,
+  stride K - 1, no pads: the forward's), beside one or two axes with small inputs and kernels
+  of 2-4, stride 1-2 (or of the 1-D ranges). The rest 2-D and 3-D draws of the 1-D ranges. Wrong values show
   only with some batch and channel counts (Eigen's vectorized path), so these vary too: batch
   1-2, 1-2 input and 1, 2, 3 or 8 output channels per group, 1 or 2 groups.
   """
@@ -307,10 +311,11 @@ def full_cases(count: int = 800, seed: int = 0) -> list[Case]:
             (integer(-1, extent + 2), integer(-1, extent + 2))]
 
   def abort_axis():
-    k = integer(2, 3)
-    aimed = rng.random() < 0.8
-    pads = (k - 1, integer(k - 1, 2 * k - 2)) if aimed else (integer(0, 2), integer(0, 2))
-    return [integer(2, 10), k, k, 1, k - 1 if aimed else integer(1, 2), pads]
+    k, aim = integer(2, 3), rng.random()
+    if aim < 0.25:  # the forward convolution's window: base dilation K, stride K - 1, no pads
+      return [integer(2, 6), k, k - 1, 1, k, (0, 0)]
+    pads = (k - 1, integer(k - 1, 2 * k - 2)) if aim < 0.85 else (integer(0, 2), integer(0, 2))
+    return [integer(2, 10), k, k, 1, k - 1 if aim < 0.85 else integer(1, 2), pads]
 
   def add(axes, groups):
     case = Case(*map(tuple, zip(*axes)), groups=groups, batch=integer(1, 2),
