@@ -296,9 +296,9 @@ def full_cases(count: int = 800, seed: int = 0) -> list[Case]:
   like a "group" window to XLA (kernel = stride in {2, 3}, mostly input dilation K - 1 and
   pads `(K - 1, K - 1 .. 2 K - 2)`: the input gradient's; or kernel = input dilation,
   stride K - 1, no pads: the forward's), beside one or two axes with small inputs and kernels
-  of 2-4, stride 1-2 (or of the 1-D ranges). The rest 2-D and 3-D draws of the 1-D ranges. Wrong values show
-  only with some batch and channel counts (Eigen's vectorized path), so these vary too: batch
-  1-2, 1-2 input and 1, 2, 3 or 8 output channels per group, 1 or 2 groups.
+  of 2-4, stride 1-2 (or of the 1-D ranges). The rest 2-D and 3-D draws of the 1-D ranges.
+  Wrong values show only with some batch and channel counts (Eigen's vectorized path), so these
+  vary too: batch 1-2, 1-2 input and 1, 2, 3 or 8 output channels per group, 1 or 2 groups.
   """
   rng = np.random.default_rng(seed)
   cases, seen = [], set()

@@ -15,7 +15,7 @@ from tools.conv_gradient_map import Case
 
 
 def _by_definition(x, kernel, case: Case) -> np.ndarray:
-  """`y[b, n, o] = sum_{k, c} x_pad[b, n S + k D, g(o) C_g + c] w[k, c, o]`, one output at a time."""
+  """`y[b, n, o] = sum_{k, c} x_pad[b, n S + k D, g(o) C_g + c] w[k, c, o]`, one at a time."""
   x_pad = gradient_map._padded(np.asarray(x, np.float64), case)
   out_size = case.output_size()
   channels_out = kernel.shape[-1]
