@@ -178,6 +178,10 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
       `cnn_jax.ops.lowering`): 'xla' (the reference, `lax.conv_general_dilated`), 'tiled' (tiled
       im2col matrix products for the forward pass and both gradients) or 'auto' (per backend and
       shape: on CPU the tiled kernel gradient where it measured faster, elsewhere 'xla').
+      Geometries whose gradient XLA:CPU cannot compute (`docs/conv_gradients.md`) are guarded:
+      a padding past the kernel's extent is padded explicitly under every lowering; a shape
+      whose gradient would abort the process runs tiled under 'auto' and raises a ValueError
+      under 'xla'.
 
   Returns:
     `[N, *spatial', C_out]`.
@@ -188,6 +192,8 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
       x.shape, kernel.shape, stride=stride, padding=padding, kernel_dilation=kernel_dilation,
       input_dilation=input_dilation, groups=groups,
       bias_shape=None if bias is None else jnp.shape(bias), precision=precision)
+  if lowering == "xla":
+    lowerings.check_xla_can_differentiate(x.shape, kernel.shape, correlation)
   platform = jax.default_backend()
   tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform)
   materialize = lowerings.materializes_kernel_gradient_input(lowering, platform)
@@ -256,7 +262,7 @@ def periodic_convolve(f, g) -> jax.Array:
 
 def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int] | None = None,
                    stride=1, padding: Padding = "valid", kernel_dilation=1, groups: int = 1,
-                   precision=None) -> jax.Array:
+                   precision=None, lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
   """Transposed convolution: the adjoint of `correlate(., kernel, ...)` with the same options.
 
   `<correlate(x, w), y> = <conv_transpose(y, w), x>` for all x, y: it maps an output-shaped
@@ -271,7 +277,10 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
     input_shape: the shape of x. Strided convolutions map several input sizes to one output size;
       when None, the smallest input that produces `spatial'` is used (for 'same'/'circular',
       `S * spatial'`).
+    lowering: the lowering of the correlation it transposes, as in `correlate` ('xla': XLA's
+      transposed convolution; 'auto' differs from it only where XLA would abort).
   """
+  lowerings.check_lowering(lowering)
   y, kernel = jnp.asarray(y), jnp.asarray(kernel)
   ndim = y.ndim - 2
   if kernel.ndim != y.ndim:
@@ -292,9 +301,8 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
     input_shape = (y.shape[0],) + spatial + (kernel.shape[-2] * groups,)
 
   def forward(x):
-    # The reference lowering: `jax.linear_transpose` transposes XLA's convolution exactly.
     return correlate(x, kernel, stride=stride, padding=padding, kernel_dilation=kernel_dilation,
-                     groups=groups, precision=precision, lowering="xla")
+                     groups=groups, precision=precision, lowering=lowering)
 
   expected = jax.eval_shape(forward, jax.ShapeDtypeStruct(tuple(input_shape), y.dtype)).shape
   if expected != y.shape:

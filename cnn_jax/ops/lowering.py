@@ -4,7 +4,8 @@
 by name (`LOWERINGS`); the functions here trust their inputs.
 
 * 'xla', the reference: `lax.conv_general_dilated` and `lax.reduce_window`, differentiated by
-  XLA's own rules. Tests compare every other lowering against it.
+  XLA's own rules. Tests compare every lowering with the float64 NumPy sums of
+  `tools/conv_gradient_map.py`.
 * 'tiled': every part of a correlation's training step as tiled matrix products, a tile being a
   few images (or a band of output rows of one image) whose patch matrix fits in about
   `TILE_BYTES`, and max pooling differentiated through its switches:
@@ -15,6 +16,10 @@ by name (`LOWERINGS`); the functions here trust their inputs.
     with interior padding S - 1;
   - max pooling: the gradient of each window goes to its first maximum (as XLA's
     `select_and_scatter`) through elementwise selects and strided pads that XLA fuses.
+* The guard, under every name: geometries whose gradient XLA:CPU gets wrong are padded
+  explicitly before a 'VALID' convolution (`explicitly_padded_correlate`), those where it aborts
+  run tiled ('xla' rejects them); `xla_convolution_failure` is the map
+  (`docs/conv_gradients.md`).
 * 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
   `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
   kernels, the switch max-pool backward, and a kernel gradient that reads its input from a
@@ -113,6 +118,24 @@ def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
   return platform == "cpu" and lowering in ("tiled", "auto")
 
 
+def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation) -> None:
+  """Raises a ValueError where XLA's convolution would abort the process (lowering 'xla')."""
+  ndim = len(x_shape) - 2
+  spatial, pads = tuple(x_shape[1:-1]), correlation.pads
+  if correlation.circular:
+    spatial = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+    pads = ((0, 0),) * ndim
+  if xla_convolution_failure(spatial, tuple(kernel_shape[:-2]), correlation.strides, pads,
+                             correlation.input_dilations, correlation.kernel_dilations,
+                             correlation.groups) == "abort":
+    raise ValueError(
+        f"lowering='xla' cannot compute this convolution: XLA aborts the process compiling its "
+        f"gradient (x shape {tuple(x_shape)}, kernel shape {tuple(kernel_shape)}, stride "
+        f"{correlation.strides}, padding {correlation.pads}, input dilation "
+        f"{correlation.input_dilations}, kernel dilation {correlation.kernel_dilations}); "
+        "use lowering='auto' or 'tiled' (docs/conv_gradients.md)")
+
+
 def max_pool_uses_switches(lowering: str, platform: str) -> bool:
   """Whether max pooling differentiates through switches (3-8x faster backward on CPU)."""
   return lowering == "tiled" or (lowering == "auto" and platform == "cpu")
@@ -146,6 +169,10 @@ def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
                        correlation.kernel_dilations, pads, correlation.input_dilations,
                        correlation.groups, tile_bytes, correlation.precision, frozenset(tiled),
                        materialize_input)
+  if _xla_failure(x.shape, kernel.shape, geometry) == "abort":
+    # No convolution of XLA's: it would abort the process (`xla_convolution_failure`).
+    geometry = geometry._replace(tiled=frozenset(TILED_PARTS))
+    tiled = geometry.tiled
   if not tiled and not materialize_input:
     return _xla_correlate(x, kernel, geometry)
   return _correlate(x, kernel, geometry)
@@ -306,13 +333,138 @@ def _pad(x: jax.Array, geometry: _Geometry) -> jax.Array:
 
 def _xla_correlate(x: jax.Array, kernel: jax.Array, geometry: _Geometry) -> jax.Array:
   """The reference lowering: `lax.conv_general_dilated`, padding included, so that XLA's own
-  input gradient never computes the padding's."""
+  input gradient never computes the padding's.
+
+  Except where a padding reaches past the kernel's extent: there XLA's input gradient would
+  be a convolution with a negative padding, which XLA:CPU can compute wrong
+  (`xla_convolution_failure`), so x is padded first (`explicitly_padded_correlate`).
+  """
+  if _xla_failure(x.shape, kernel.shape, geometry) != "ok":
+    return explicitly_padded_correlate(x, kernel, geometry.strides, geometry.pads,
+                                       geometry.input_dilations, geometry.dilations,
+                                       geometry.groups, geometry.precision)
   ndim = x.ndim - 2
   return lax.conv_general_dilated(
       x, kernel, window_strides=geometry.strides, padding=geometry.pads,
       lhs_dilation=geometry.input_dilations, rhs_dilation=geometry.dilations,
       dimension_numbers=channels_last_dimension_numbers(ndim), feature_group_count=geometry.groups,
       precision=geometry.precision)
+
+
+def explicitly_padded_correlate(x: jax.Array, kernel: jax.Array, strides, pads, input_dilations,
+                                kernel_dilations, groups: int, precision=None) -> jax.Array:
+  """`lax.conv_general_dilated` with its padding and input dilation done by `lax.pad` first.
+
+  x is padded, dilated and cropped to exactly the `(O - 1) S + D (K - 1) + 1` pixels per axis
+  that the output reads, then correlated 'VALID'. JAX differentiates the two apart: the
+  convolutions of both gradients then have non-negative paddings of `D (K - 1)` and 0.
+  """
+  ndim = x.ndim - 2
+  config = [(0, 0, 0)]
+  for n, k, s, d, d_in, (lo, hi) in zip(x.shape[1:-1], kernel.shape[:-2], strides,
+                                        kernel_dilations, input_dilations, pads):
+    read = (output_size((n - 1) * d_in + 1 + lo + hi, k, s, 0, d) - 1) * s + d * (k - 1) + 1
+    config.append((lo, read - (n - 1) * d_in - 1 - lo, d_in - 1))
+  x_padded = lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
+  return lax.conv_general_dilated(
+      x_padded, kernel, window_strides=strides, padding="VALID", rhs_dilation=kernel_dilations,
+      dimension_numbers=channels_last_dimension_numbers(ndim), feature_group_count=groups,
+      precision=precision)
+
+
+class _ConvolutionWindow(NamedTuple):
+  """One spatial axis of an XLA convolution: `size` of the window, the input's `input_size`."""
+  input_size: int
+  size: int
+  stride: int
+  window_dilation: int
+  base_dilation: int
+  pad: tuple[int, int]
+
+
+def _training_convolutions(spatial, kernel_size, strides, pads, input_dilations,
+                           kernel_dilations, groups):
+  """The three convolutions of `jax.vjp` of `lax.conv_general_dilated`, as XLA receives them.
+
+  Per convolution: its windows (one per spatial axis) and whether it has feature or batch
+  groups. The forward convolution; the input gradient (dy dilated by S, the flipped kernel,
+  strides D_in, pads `(D (K-1) - lo, ...)`); the kernel gradient (x with dy as the window,
+  dilated by S, strides D). Formulas of `jax._src.lax.convolution`'s transpose rules.
+  """
+  forward, input_gradient, kernel_gradient = [], [], []
+  for n, k, s, (lo, hi), d_in, d in zip(spatial, kernel_size, strides, pads, input_dilations,
+                                        kernel_dilations):
+    n_eff, k_eff = (n - 1) * d_in + 1, d * (k - 1) + 1
+    o = output_size(n_eff + lo + hi, k, s, 0, d)
+    o_eff = (o - 1) * s + 1
+    input_lo = k_eff - 1 - lo
+    forward.append(_ConvolutionWindow(n, k, s, d, d_in, (lo, hi)))
+    input_gradient.append(_ConvolutionWindow(
+        o, k, d_in, d, s, (input_lo, n_eff + k_eff - 1 - o_eff - input_lo)))
+    kernel_gradient.append(_ConvolutionWindow(
+        n, o, d, s, d_in, (lo, o_eff - n_eff + k_eff - 1 - lo)))
+  return ((forward, groups > 1), (input_gradient, groups > 1), (kernel_gradient, groups > 1))
+
+
+def _swapped_operands_abort(windows, grouped: bool) -> bool:
+  """Whether XLA's algebraic simplifier swaps this convolution's operands into an invalid one.
+
+  `AlgebraicSimplifier` makes the input the kernel when the kernel is the larger
+  (product of window sizes over the axes it rewrites > product of input sizes), ungrouped
+  convolutions only. An axis whose window looks like a "group" axis (no padding, no window
+  dilation, base dilation = window size, stride = size - 1) is copied unchanged although the
+  new kernel there has the input's size: the shape check fails and XLA aborts the process
+  ("Window dimensions do not match RHS shape").
+  """
+  if grouped:
+    return False
+  kernel_product, swapped_product, copied_mismatch = 1, 1, False
+  for w in windows:
+    unpadded = w.pad == (0, 0) and w.window_dilation == 1
+    if unpadded and w.base_dilation == w.size and w.stride == w.size - 1:
+      copied_mismatch |= w.input_size != w.size
+      continue
+    if unpadded and w.base_dilation == 1 and w.stride == 1 and w.input_size == w.size:
+      continue
+    kernel_product *= w.size
+    one_pixel = (w.input_size == 1 and w.stride == 1 and w.window_dilation == 1
+                 and w.pad == (w.size - 1, w.size - 1))
+    swapped_product *= w.size if one_pixel else w.input_size
+  return copied_mismatch and kernel_product > swapped_product
+
+
+def _xla_failure(x_shape, kernel_shape, geometry: _Geometry) -> str:
+  return xla_convolution_failure(x_shape[1:-1], kernel_shape[:-2], geometry.strides,
+                                 geometry.pads, geometry.input_dilations, geometry.dilations,
+                                 geometry.groups)
+
+
+def xla_convolution_failure(spatial, kernel_size, strides, pads, input_dilations,
+                            kernel_dilations, groups: int) -> str:
+  """How XLA:CPU (jaxlib 0.10.2) fails to differentiate this convolution: 'abort', 'wrong', 'ok'.
+
+  The map of `tools/conv_gradient_map.py` (`docs/conv_gradients.md`), for
+  `jax.vjp(lax.conv_general_dilated)` under `jax.jit`, checked against its scan:
+  * 'abort': one of the three convolutions of a training step (forward, input gradient,
+    kernel gradient) meets `_swapped_operands_abort`. With input dilation 1 only the input
+    gradient can: an axis with K = S = 2, D = 1, pads `(1, 1 + r)` (`r` the input rows past the
+    last window) beside an axis whose kernel is larger than the output (issue 17's 4 x 2
+    kernel at stride 2, padding 1).
+  * 'wrong': one of them has a negative low padding, which Eigen's spatial convolution does not
+    treat as padding: it reads outside its input (openxla/xla#48713). With non-negative pads,
+    the input gradient of an axis padded by at least the kernel's extent, `lo >= D (K - 1) + 1`
+    (issue 20). Whether values come out wrong also depends on batch and channel counts and on
+    memory: the whole region is flagged.
+  Arguments are per spatial axis (`pads` as `(lo, hi)` pairs, negative allowed), as
+  `lax.conv_general_dilated` takes them.
+  """
+  convolutions = _training_convolutions(spatial, kernel_size, strides, pads, input_dilations,
+                                        kernel_dilations, groups)
+  if any(_swapped_operands_abort(windows, grouped) for windows, grouped in convolutions):
+    return "abort"
+  if any(w.pad[0] < 0 for windows, _ in convolutions for w in windows):
+    return "wrong"
+  return "ok"
 
 
 def _kernel_tangent_tile_bytes(x_padded, kernel_shape, geometry: _Geometry) -> int:

@@ -6,6 +6,9 @@ documented definitions, not from the code under test.
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -483,3 +486,25 @@ def test_periodic_convolve_rejects_different_shapes():
 def test_convolve1d_rejects_a_2d_signal():
   with pytest.raises(ValueError, match=r"f must have 1 axes"):
     convolve1d(np.zeros((2, 3)), np.zeros(2))
+
+
+def test_conv_transpose_takes_a_lowering_and_survives_the_geometry_that_aborts_xla():
+  # Issue 17: XLA:CPU aborts the process on this transposed convolution, so it runs in a
+  # subprocess; 'auto' and 'tiled' must equal the adjoint of correlate there, 'xla' refuses it.
+  code = """
+import jax.numpy as jnp, numpy as np
+from cnn_jax.ops import conv_transpose, correlate
+rng = np.random.default_rng(0)
+w, y = rng.standard_normal((4, 2, 2, 1)), rng.standard_normal((1, 3, 6, 1))
+x = rng.standard_normal((1, 6, 10, 2))
+forward = float(jnp.vdot(correlate(x, w, stride=2, padding=1, lowering='tiled'), y))
+for lowering in ('auto', 'tiled'):
+  backward = float(jnp.vdot(conv_transpose(y, w, stride=2, padding=1, lowering=lowering), x))
+  assert abs(forward - backward) <= 1e-4 * abs(forward), (lowering, forward, backward)
+"""
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, XLA_FLAGS=""))
+  assert result.returncode == 0, result.stderr[-2000:]
+  with pytest.raises(ValueError, match=r"lowering='auto' or 'tiled'"):
+    conv_transpose(jnp.ones((1, 3, 6, 1)), jnp.ones((4, 2, 2, 1)), stride=2, padding=1,
+                   lowering="xla")
