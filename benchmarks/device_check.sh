@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The checks to run on a lent GPU machine (an image with JAX, flax, optax, orbax, torch and
+# pytest, but no TensorFlow, TFDS or network): the ops/models/priors tests on the GPU, then the
+# models benchmark against torch on CUDA in bfloat16 and float32. Results go to $OUT (or
+# benchmarks/results). Wheels of missing pure-Python packages (ml-collections) in .whl/.
+#   OUT=/tmp/out bash benchmarks/device_check.sh
+set -uo pipefail
+OUT=${OUT:-benchmarks/results}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+nvidia-smi -L
+python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax', flax.__version__,
+'optax', optax.__version__, 'torch', torch.__version__, jax.devices())"
+# float32 tests compare lowerings to 1e-4: full float32 products, not TF32.
+JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -n 8 \
+  -p no:cacheprovider tests/ops tests/models tests/priors 2>&1 | tee "$OUT/device_tests.log" | tail -25
+for dtype in bfloat16 float32; do
+  timeout "${BENCH_TIMEOUT:-150}" python3 -m benchmarks.run --mode full --sections models \
+    --models "${BENCH_MODELS:-cnn,resnet20,resnet18}" --lowerings xla --dtype "$dtype" \
+    --no-malloc-tunables --output "$OUT" 2>&1 | grep -v "^I0000\|^WARNING: All log" | tail -12
+done
