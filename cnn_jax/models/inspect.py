@@ -67,7 +67,7 @@ def param_table(params) -> str:
 
 
 def forward_flops(model: nn.Module, input_shape: Sequence[int], *, train: bool = False) -> float:
-  """FLOPs of one forward pass as counted by XLA's cost analysis of the compiled function.
+  """FLOPs of one forward pass as counted by XLA:CPU's cost analysis of the compiled function.
 
   XLA counts a multiply-add as 2 FLOPs, so multiply-adds (the unit of He et al.'s Table 1)
   are about half of this. Parameters are abstract: the forward is compiled, never run.
@@ -89,8 +89,11 @@ def forward_flops(model: nn.Module, input_shape: Sequence[int], *, train: bool =
     return model.apply(variables, x, train=train, rngs={"dropout": jax.random.key(0)},
                        mutable=["batch_stats"] if train else False)
 
-  compiled = jax.jit(forward).lower(variables, jax.ShapeDtypeStruct(input_shape,
-                                                                    jnp.float32)).compile()
+  # Counted by the CPU compiler on every backend: XLA:GPU's cost analysis leaves out the FLOPs
+  # of the cuDNN convolutions it calls (a ResNet's count drops by orders of magnitude).
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    compiled = jax.jit(forward).lower(variables, jax.ShapeDtypeStruct(input_shape,
+                                                                      jnp.float32)).compile()
   analysis = compiled.cost_analysis()
   # Older jaxlibs return one dict per device program.
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
