@@ -212,6 +212,8 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--only", action="append", default=[],
                       help="run only the mutations whose name contains this (repeatable)")
+  parser.add_argument("--exclude", action="append", default=[],
+                      help="leave out the mutations whose name contains this (repeatable)")
   parser.add_argument("--list", action="store_true", help="print the mutations and exit")
   parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers (-n)")
   parser.add_argument("--timeout", type=float, default=1200.0,
@@ -220,7 +222,8 @@ def main() -> int:
                       help="skip the run of the unchanged tests")
   arguments = parser.parse_args()
   mutations = [m for m in MUTATIONS
-               if not arguments.only or any(part in m.name for part in arguments.only)]
+               if (not arguments.only or any(part in m.name for part in arguments.only))
+               and not any(part in m.name for part in arguments.exclude)]
   if arguments.list:
     for mutation in mutations:
       print(f"{mutation.path}: {mutation.name} -> {' '.join(mutation.tests)}")
