@@ -275,8 +275,8 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
     y: `[N, *spatial', C_out]`.
     kernel: `[*K, C_in // groups, C_out]`, as given to `correlate`.
     input_shape: the shape of x. Strided convolutions map several input sizes to one output size;
-      when None, the smallest input that produces `spatial'` is used (for 'same'/'circular',
-      `S * spatial'`).
+      when None: for 'valid', 'full' and explicit padding the smallest input that produces
+      `spatial'`, `(n' - 1) S + D (F - 1) + 1 - P_lo - P_hi`; for 'same'/'circular' `S * n'`.
     lowering: the lowering of the correlation it transposes, as in `correlate` ('xla': XLA's
       transposed convolution; 'auto' differs from it only where XLA would abort).
   """

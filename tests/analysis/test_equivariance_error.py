@@ -46,6 +46,30 @@ def test_grid_shift_of_a_strided_layer_is_the_scaled_shift(conv_net):
   assert conv0.on_grid_error == pytest.approx(0.0, abs=1e-6)
 
 
+def subsampled_and_summed(images):
+  """A stride-2 layer (every other pixel of each axis) and a global sum: known errors by hand."""
+  return [("subsampled", images[:, ::2, ::2, :]), ("summed", images.sum(axis=(1, 2)))]
+
+
+def test_off_grid_error_is_that_of_the_best_neighbouring_grid_shift():
+  # Columns 0 and 2 hold a = (1, 2, 3, 4) down the rows, the others 0, so the stride-2 layer sees
+  # f = [1, 3] (in both of its columns) and ||f|| = sqrt(20). A shift by 1 row down gives
+  # [4, 2]: the grid shift 0 ([1, 3]) is off by (3, -1), error sqrt(2 * 10 / 20) = 1; the grid
+  # shift 1 ([3, 1]) by (1, 1), error sqrt(2 * 2 / 20) = 1 / sqrt(5). Up by one row gives [2, 4]:
+  # 0 is off by (1, 1) (1 / sqrt(5)), -1 ([3, 1]) by (-1, 3) (1). The best is 1 / sqrt(5) both
+  # times; a shift by 2 rows is on the grid, exact.
+  images = np.zeros((1, 4, 4, 1), np.float32)
+  images[0, :, 0, 0] = images[0, :, 2, 0] = [1.0, 2.0, 3.0, 4.0]
+  subsampled, summed = layer_equivariance_errors(subsampled_and_summed, images,
+                                                 [(1, 0), (-1, 0), (2, 0)])
+  assert (subsampled.stride, summed.stride) == (2, None)
+  # rtol: float32 norms of a handful of small integers.
+  assert subsampled.off_grid_error == pytest.approx(1 / math.sqrt(5), rel=1e-6)
+  assert subsampled.on_grid_error == pytest.approx(0.0, abs=1e-7)
+  assert summed.on_grid_error == pytest.approx(0.0, abs=1e-7)  # a circular shift keeps the sum
+  assert math.isnan(summed.off_grid_error)
+
+
 def test_empty_shifts_are_rejected(images, conv_net):
   features_fn, _ = conv_net(jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="shifts must be a non-empty sequence"):

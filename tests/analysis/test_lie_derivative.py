@@ -76,6 +76,29 @@ def test_striding_shows_in_the_layer_lie_derivative(centred_images, conv_net):
   assert conv0.relative_norm > 1e-2
 
 
+def test_strided_layer_lie_derivative_is_the_one_sided_finite_difference(centred_images,
+                                                                         conv_net):
+  # L_l = d/dt [f_l(T_t x) - T'_t f_l(x)] with T'_t the warp by t / s feature pixels, s = 2 here;
+  # estimated from t = -eps (the side the jvp's interpolation cell lies on) with the stride
+  # written out, so a scale taken the wrong way round (t s instead of t / s) shows.
+  features_fn, _ = conv_net(jax.random.PRNGKey(2), activation=jnp.tanh, stride=2,
+                            channels=(3,), global_pool=True)
+  transformation = translation("vertical")
+  eps = 1e-2
+  layer = lambda x: features_fn(x)[0][1]
+  features = layer(centred_images)
+  moved_input = (layer(warp_images(centred_images, transformation, jnp.float32(-eps)))
+                 - features) / -eps
+  moved_features = (warp_features(features, transformation.matrix(jnp.float32(-eps / 2)))
+                    - features) / -eps
+  expected = np.mean(np.linalg.norm((moved_input - moved_features).reshape(16, -1), axis=1))
+  conv0 = layer_lie_derivatives(features_fn, centred_images, transformation)[0]
+  assert conv0.shape == (16, 6, 6, 3)
+  # rtol: the warps are linear in t on [-eps, 0]; what remains is tanh's curvature over
+  # eps = 0.01 of a pixel and float32 rounding divided by eps.
+  assert conv0.norm == pytest.approx(float(expected), rel=2e-2)
+
+
 def test_rotation_by_quarter_turns_matches_rot90(centred_images):
   quarter = warp_images(centred_images, rotation(), jnp.float32(jnp.pi / 2))
   np.testing.assert_allclose(quarter, jnp.rot90(centred_images, axes=(1, 2)), atol=1e-5)

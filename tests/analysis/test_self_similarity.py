@@ -40,3 +40,11 @@ def test_bad_arguments_are_rejected():
     self_similarity_ratio(np.zeros((4, 4)), patch_size=5)
   with pytest.raises(ValueError, match="image must be a grey image"):
     self_similarity_ratio(np.zeros((4, 4, 3)))
+
+
+def test_ratio_by_hand_for_three_patches_side_by_side():
+  # Patches A, B, A in one row (only their columns are apart): nearest distances (0, d, 0), mean
+  # d / 3; the 6 ordered pairs have distances (d, 0, d, d, 0, d), mean 2 d / 3: ratio 1 / 2.
+  first, second = np.arange(16.0).reshape(4, 4), np.ones((4, 4))
+  image = np.concatenate([first, second, first], axis=1)
+  assert self_similarity_ratio(image, patch_size=4, stride=4) == pytest.approx(0.5, rel=1e-5)

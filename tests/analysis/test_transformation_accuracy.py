@@ -56,3 +56,15 @@ def test_bad_arguments_are_rejected(images):
     accuracy_vs_translation(row_classifier, images, labels[:3], [0])
   with pytest.raises(ValueError, match="parameters must hold at least one"):
     accuracy_vs_transformation(row_classifier, images, labels, lambda x, t: x, [])
+
+
+def test_horizontal_translation_moves_a_column_classifier_and_vertical_does_not():
+  # Every row one-hot at the label's column: the top-1 is that column whatever the row shift.
+  labels = np.array([2, 4, 5], np.int32)
+  images = np.zeros((3, 8, 8, 1), np.float32)
+  images[np.arange(3), :, labels, 0] = 1.0
+  column_classifier = lambda x: x[:, 0, :, 0]
+  for axis, expected in (("horizontal", [0.0, 1.0, 0.0]), ("vertical", [1.0, 1.0, 1.0])):
+    accuracies = accuracy_vs_translation(column_classifier, images, labels, [-1, 0, 1],
+                                         axis=axis, mode="circular")
+    np.testing.assert_array_equal(accuracies, expected, err_msg=axis)

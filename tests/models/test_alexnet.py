@@ -41,6 +41,14 @@ def test_paper_first_layer_tiles_227_not_224():
   with pytest.raises(ValueError, match="remainder"):
     output_size(224, 11, 4, strict=True)
   assert output_size(227, 11, 4, strict=True) == 55
+  # Built at 224, the model drops the last 3 columns and rows: conv1 54x54, pool5 5x5, so fc6
+  # gets 5 * 5 * 256 = 6,400 inputs instead of the paper's 6 * 6 * 256 = 9,216.
+  model = get_model("alexnet")
+  for size, conv1, pool5 in ((227, 55, 6), (224, 54, 5)):
+    _, shapes = _sown_shapes(model, jnp.zeros((1, size, size, 3)))
+    assert (shapes["conv1"][1], shapes["pool5"][1]) == (conv1, pool5), size
+    params = param_shapes(model, (1, size, size, 3))
+    assert params["Fc6"]["kernel"].shape == (pool5 * pool5 * 256, 4096)
 
 
 def test_paper_alexnet_maps_follow_the_paper_figure():
@@ -68,16 +76,35 @@ def test_paper_alexnet_grouped_layers_have_half_the_input_channels():
   assert params["Conv5"]["kernel"].shape == (3, 3, 192, 256)
 
 
+# Spatial size of every sown map: the plain models, and where circular padding with blur differs.
+PLAIN_MAP_SIZES = {
+    "alexnet": dict(conv1=55, norm1=55, pool1=27, conv2=27, norm2=27, pool2=13, conv3=13,
+                    conv4=13, conv5=13, pool5=6),
+    "alexnet_torchvision": dict(conv1=55, pool1=27, conv2=27, pool2=13, conv3=13, conv4=13,
+                                conv5=13, pool5=6, avgpool=6),
+}
+# Circular conv1 takes the 'same' amounts: ceil(227 / 2) = 114, blurred to 57 (AlexNet), whose
+# pool1 is ceil((57 - 2) / 2) = 28; torchvision's ceil(224 / 2) = 112 -> 56, pooled to 27.
+CIRCULAR_BLUR_SIZES = {
+    "alexnet": dict(conv1=57, norm1=57, pool1=28, conv2=28, norm2=28),
+    "alexnet_torchvision": dict(conv1=56),
+}
+
+
 @pytest.mark.parametrize("name,size", [("alexnet", 227), ("alexnet_torchvision", 224)])
 @pytest.mark.parametrize("padding", ["same", "circular"])
 def test_blur_keeps_every_map_shape(name, size, padding):
   x = jnp.zeros((1, size, size, 3))
   plain = _sown_shapes(get_model(name, padding="same"), x)[1]
   blurred = _sown_shapes(get_model(name, blur=True, padding=padding), x)[1]
-  if padding == "same":
-    assert blurred == plain
-  else:  # Circular conv1 uses the 'same' amounts: a 57 (or 56) map, pooled to the same 6x6.
-    assert blurred["pool5"] == plain["pool5"]
+  assert {layer: shape[1] for layer, shape in plain.items() if len(shape) == 4} == (
+      PLAIN_MAP_SIZES[name])
+  expected = dict(PLAIN_MAP_SIZES[name], **(CIRCULAR_BLUR_SIZES[name]
+                                            if padding == "circular" else {}))
+  assert blurred.keys() == plain.keys()
+  for layer, shape in plain.items():
+    spatial = (expected[layer],) * 2 if len(shape) == 4 else ()
+    assert blurred[layer] == (1, *spatial, shape[-1]), layer
 
 
 def _two_half_networks(params, x):

@@ -109,6 +109,35 @@ def test_blurred_pooling_has_the_shape_of_strided_pooling(padding):
   assert blurred.shape == strided.shape
 
 
+def reference_blurred_pool(x, kind, window, padding):
+  """Zhang's anti-aliased pooling by hand on `[H, W]`: stride-1 pooling ('circular': periodic
+  'same' padding, (F-1)//2 before), then the [1, 2, 1] / 4 binomial filter (periodic or
+  mirrored border, one pixel each side) sampled at every other pixel."""
+  reduce = np.max if kind == "max" else np.mean
+  if padding == "circular":
+    lo = (window - 1) // 2
+    x = np.pad(x, ((lo, window - 1 - lo),) * 2, mode="wrap")
+  rows, columns = x.shape[0] - window + 1, x.shape[1] - window + 1
+  dense = np.array([[reduce(x[i:i + window, j:j + window]) for j in range(columns)]
+                    for i in range(rows)])
+  dense = np.pad(dense, 1, mode="wrap" if padding == "circular" else "reflect")
+  blur = np.outer([1, 2, 1], [1, 2, 1]) / 16
+  return np.array([[np.sum(blur * dense[i:i + 3, j:j + 3]) for j in range(0, columns, 2)]
+                   for i in range(0, rows, 2)])
+
+
+@pytest.mark.parametrize("kind, window, padding", [("max", 2, "circular"), ("avg", 3, "valid"),
+                                                   ("max", 3, "valid")])
+def test_blurred_pooling_is_dense_pooling_then_the_binomial_filter(kind, window, padding):
+  x = np.random.default_rng(0).normal(size=(1, 7, 6, 1)).astype(np.float32)
+  blurred = layers.pool(x, kind, window, 2, padding, blur=True, blur_size=3)
+  expected = reference_blurred_pool(x[0, ..., 0], kind, window, padding)
+  np.testing.assert_allclose(blurred[0, ..., 0], expected, rtol=1e-5, atol=1e-6)  # float32 sums
+  strided = layers.pool(x, kind, window, 2, padding, blur=False, blur_size=3)
+  assert strided.shape == blurred.shape
+  assert float(jnp.max(jnp.abs(strided - blurred))) > 0.1  # blurring changes the values
+
+
 @given(shift=st.tuples(st.integers(0, 3), st.integers(0, 3)))
 def test_circular_blurred_pooling_is_equivariant_to_shifts_by_the_stride(shift):
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2))

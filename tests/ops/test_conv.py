@@ -380,6 +380,20 @@ def test_conv_transpose_without_input_shape_inverts_the_output_shape(padding):
   assert correlate(x, w, stride=2, padding=padding).shape == y.shape, (padding, x.shape)
 
 
+@pytest.mark.parametrize("padding, size", [
+    # (n' - 1) S + D (F - 1) + 1 - P_lo - P_hi rows and columns: 2 S + 3 - P for n' = (5, 4).
+    ("valid", (11, 9)), ("full", (7, 5)), (1, (9, 7)),
+    # 'same' and 'circular': S n', the size a stride-S 'same' convolution divides exactly.
+    ("same", (10, 8)), ("circular", (10, 8))])
+def test_conv_transpose_without_input_shape_takes_the_documented_input_size(padding, size):
+  w = random_array(0, (3, 3, 2, 4))
+  y = random_array(1, (1, 5, 4, 4))
+  assert conv_transpose(y, w, stride=2, padding=padding).shape == (1, *size, 2)
+  if padding not in ("same", "circular"):  # the smallest: one row fewer gives a smaller output
+    smaller = np.zeros((1, size[0] - 1, size[1], 2), np.float32)
+    assert correlate(smaller, w, stride=2, padding=padding).shape[1] == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # Transformations: jit, vmap, grad.
 

@@ -295,6 +295,20 @@ def test_blur_pool_equals_the_numpy_reference(h, w, stride, size, padding, seed)
                              **TOLERANCE, err_msg=message)
 
 
+def test_even_blur_filters_put_the_extra_tap_after_the_centre():
+  # Pads (floor((F-1)/2), ceil((F-1)/2)): y[n] = sum_k B[k] x[n + k - floor((F-1)/2)]. For an
+  # impulse at 2 on a circle of 6, F = 2 ([1, 1] / 2) gives y[n] = (x[n] + x[n+1]) / 2 and F = 4
+  # ([1, 3, 3, 1] / 8) gives y[n] = (x[n-1] + 3 x[n] + 3 x[n+1] + x[n+2]) / 8.
+  x = np.zeros((1, 6, 1), np.float32)
+  x[0, 2, 0] = 1.0
+  np.testing.assert_allclose(blur_pool(x, 1, 2, "circular")[0, :, 0],
+                             [0, 0.5, 0.5, 0, 0, 0], atol=1e-7)
+  np.testing.assert_allclose(blur_pool(x, 1, 4, "circular")[0, :, 0],
+                             [1 / 8, 3 / 8, 3 / 8, 1 / 8, 0, 0], atol=1e-7)
+  np.testing.assert_allclose(blur_pool(x, 2, 4, "circular")[0, :, 0], [1 / 8, 3 / 8, 0],
+                             atol=1e-7)
+
+
 @pytest.mark.parametrize("padding", ["reflect", "circular"])
 def test_blur_pool_keeps_a_constant_image_constant(padding):
   x = np.full((1, 9, 8, 3), 2.5, np.float32)

@@ -3,11 +3,12 @@
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from cnn_jax.train import checkpoint
+from cnn_jax.train import checkpoint, optim
 from cnn_jax.train.state import TrainState
 
 
@@ -28,6 +29,37 @@ def test_a_saved_state_restores_bitwise(tmp_path):
   for saved, loaded in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(saved, loaded)
   assert type(restored.opt_state) is type(state.opt_state)
+
+
+def test_momentum_and_schedule_position_survive_the_round_trip(tmp_path):
+  # Three SGD steps of the project's optimizer (Nesterov momentum, warmup + cosine over 10
+  # steps): the momentum is non-zero and the schedule is at step 3, both in opt_state.
+  config = ml_collections.ConfigDict(dict(
+      optimizer="sgd", learning_rate=0.5, momentum=0.9, nesterov=True, weight_decay=1e-2,
+      schedule="cosine", warmup_epochs=1.0))
+  optimizer = optim.build_optimizer(config, optim.build_learning_rate_schedule(config, 2, 10))
+  state = make_state(0, scale=0.3).replace(opt_state=optimizer.init(make_state(0).params))
+  gradient = lambda params: jax.tree.map(lambda p: p - 0.5, params)
+  for step in range(1, 4):
+    updates, opt_state = optimizer.update(gradient(state.params), state.opt_state, state.params)
+    state = jax.device_get(state.replace(step=np.int32(step), opt_state=opt_state,
+                                         params=optax.apply_updates(state.params, updates)))
+  momentum = optax.tree_utils.tree_get(state.opt_state, "trace")
+  assert np.abs(momentum["dense"]["kernel"]).min() > 0.1
+  assert optax.tree_utils.tree_get(state.opt_state, "count") == 3
+
+  manager = checkpoint.create_checkpoint_manager(str(tmp_path), keep=2)
+  checkpoint.save_checkpoint(manager, state, {"test_accuracy": 0.5})
+  template = make_state(0).replace(opt_state=optimizer.init(make_state(0).params))
+  restored = checkpoint.restore_train_state(manager, template, 3)
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for saved, loaded in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(saved, loaded)  # stored and read back, no arithmetic
+  # The next update from the restored state is the uninterrupted run's.
+  next_update = lambda s: optimizer.update(gradient(s.params), s.opt_state, s.params)[0]
+  for expected, actual in zip(jax.tree.leaves(next_update(state)),
+                              jax.tree.leaves(next_update(restored))):
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)  # the same computation twice
 
 
 def test_the_last_k_and_the_best_checkpoints_are_kept(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 from hypothesis import given
+from jax import lax
 from hypothesis import strategies as st
 
 from cnn_jax.train import parallel, step
@@ -94,6 +95,24 @@ def test_pmap_and_shard_map_give_the_same_parameters_after_several_steps(setup):
     np.testing.assert_allclose(from_pmap, from_shard_map, rtol=1e-5, atol=1e-6)
   assert not np.allclose(finals["pmap"][0].params["Dense_0"]["kernel"],
                          state.params["Dense_0"]["kernel"])
+
+
+@pytest.mark.parametrize("parallelism", parallel.PARALLELISM_NAMES)
+def test_each_device_steps_on_its_own_consecutive_share_of_the_global_batch(parallelism):
+  def share_step(state, batch, key):
+    del key
+    labels = batch["label"]  # [b]: this device's share
+    return state, {"examples": lax.psum(jnp.float32(labels.shape[0]), step.AXIS_NAME),
+                   "shares": lax.all_gather(labels, step.AXIS_NAME)}
+
+  data_parallel = parallel.build_data_parallel(parallelism, share_step,
+                                               lambda state, batch: batch)
+  batch = {"label": np.arange(16, dtype=np.int32)}
+  _, metrics = data_parallel.train_step(data_parallel.put_state({"step": np.int32(0)}),
+                                        data_parallel.put_batch(batch), jax.random.key(0))
+  metrics = data_parallel.to_host(metrics)
+  assert float(metrics["examples"]) == 16  # the global batch once, not once per device
+  np.testing.assert_array_equal(metrics["shares"], np.arange(16).reshape(4, 4))
 
 
 def test_device_step_keys_differ_across_devices_and_steps_and_repeat_exactly():

@@ -3,12 +3,14 @@
 import os
 import re
 
+import flax.linen as nn
 import matplotlib.image
 import numpy as np
 import pytest
 
 from cnn_jax.models import get_model
-from cnn_jax.viz.report import default_layer, first_layer_kernel, write_visualizations
+from cnn_jax.viz.report import (default_layer, first_layer_kernel, strongest_channels,
+                                write_visualizations)
 
 
 @pytest.fixture
@@ -51,6 +53,26 @@ def test_the_default_layer_is_the_last_conv_layer_and_the_kernel_the_first(small
   assert default_layer({"pool1": np.zeros((1, 1, 1, 2)), "fc1": np.zeros((1, 3))}) == "pool1"
   np.testing.assert_array_equal(first_layer_kernel(variables["params"]),
                                 variables["params"]["Conv1"]["kernel"])
+
+
+class SownInput(nn.Module):
+  """No parameters: sows its input as the layer 'input', so each channel's activation is known."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    self.sow("intermediates", "input", x)
+    return x.mean(axis=(1, 2))
+
+
+def test_strongest_channels_are_those_with_the_largest_maximum_over_all_batches():
+  # Channel maxima: first batch (1, 5, 2, 0), second (4, 0, 3, 6); over both (4, 5, 3, 6).
+  first, second = np.zeros((2, 3, 3, 4), np.float32), np.zeros((3, 3, 3, 4), np.float32)
+  first[1, 2, 0] = [1.0, 5.0, 2.0, -1.0]
+  second[2, 0, 1] = [4.0, -2.0, 3.0, 6.0]
+  choose = lambda count: strongest_channels(SownInput(), {}, [first, second], "input", count)
+  assert choose(1) == [3]
+  assert choose(2) == [1, 3]  # channel numbers in increasing order
+  assert choose(3) == [0, 1, 3]
 
 
 @pytest.mark.parametrize("arguments, message", [
