@@ -30,13 +30,17 @@ def checkpoint_directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def create_checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+def create_checkpoint_manager(workdir: str, keep: int, *,
+                              read_only: bool = False) -> ocp.CheckpointManager:
   """A manager for `<workdir>/checkpoints` that keeps the `keep` latest steps and the best one.
 
   Args:
     workdir: the run's directory.
     keep: how many of the most recent checkpoints to keep, >= 1. The checkpoint with the highest
       `BEST_METRIC` is kept in addition.
+    read_only: for readers of a run (inference, reports): the manager creates, deletes and cleans
+      nothing, so a training saving in that workdir meanwhile is left alone. The training
+      itself (which holds the workdir's lock) deletes the unfinished saves of a crashed run.
   """
   if keep < 1:
     raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep!r}")
@@ -48,8 +52,9 @@ def create_checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   ])
   # best_fn/best_mode only make `manager.best_step()` answer; the policy above decides deletion.
   options = ocp.CheckpointManagerOptions(preservation_policy=preservation, best_fn=best_metric,
-                                         best_mode="max", create=True,
-                                         cleanup_tmp_directories=True,
+                                         best_mode="max", create=not read_only,
+                                         cleanup_tmp_directories=not read_only,
+                                         read_only=read_only,
                                          enable_async_checkpointing=False)
   return ocp.CheckpointManager(checkpoint_directory(workdir), options=options)
 

@@ -16,6 +16,7 @@ are the same.
 step) and the step's randomness is `fold_in(key, step)`, so a run stopped after checkpoint k and
 started again continues exactly as if it had not stopped. What its workdir holds:
 
+  .lock            held (flock) by the one training running in it; a second one is refused
   config.json      the run's config; a different config in the same workdir is refused
   checkpoints/     orbax checkpoints (the last `keep_checkpoints` and the best by test accuracy)
   metrics.jsonl    one record per log or eval step; tensorboard/ the same scalars
@@ -24,6 +25,7 @@ started again continues exactly as if it had not stopped. What its workdir holds
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -42,7 +44,8 @@ from absl import logging
 
 from cnn_jax import data, models
 from cnn_jax.data import augment as augmentation
-from cnn_jax.train import checkpoint, configuration, metrics, optim, parallel, report
+from cnn_jax.train import (checkpoint, configuration, metrics, optim, parallel, report,
+                           workdir_lock)
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.step import (AXIS_NAME, Augmentation, ImageTransform, identity,
                                 make_eval_step, make_train_step)
@@ -315,12 +318,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     FloatingPointError: the training loss became NaN or infinite (nothing is saved after it).
+    workdir_lock.WorkdirLockedError: another training runs in `workdir`.
   """
   start_time = time.time()
   dataset_info = data.get_dataset_info(config.dataset, config.data_dir)
   # Built before the workdir is touched, so that a bad name or spec leaves no trace.
   trainer = setup(config, dataset_info)
   state = initial_state(trainer)
+  # One training per workdir; the OS releases the lock when this process ends, however it ends.
+  lock = workdir_lock.lock_workdir(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer, state,
+                                      start_time)
+  finally:
+    if lock is not None:
+      lock.close()
+
+
+def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer, state,
+                               start_time) -> dict:
   prepare_workdir(config, workdir, overwrite)
   total_steps = trainer.total_steps
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
@@ -427,11 +443,16 @@ def restore_for_inference(workdir: str, *, best: bool = False):
     raise FileNotFoundError(f"no run in workdir {workdir!r}: {config_path} does not exist")
   with open(config_path) as file:
     config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(json.load(file))))
-  manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
-  step = manager.best_step() if best else manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_directory(workdir)}")
-  state_dict = checkpoint.restore_state_dict(manager, step)
+  directory = checkpoint.checkpoint_directory(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}: the directory does not exist")
+  # Read-only: a training may be saving in this workdir; nothing is created, deleted or cleaned.
+  with contextlib.closing(checkpoint.create_checkpoint_manager(
+      workdir, config.keep_checkpoints, read_only=True)) as manager:
+    step = manager.best_step() if best else manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    state_dict = checkpoint.restore_state_dict(manager, step)
   dataset_info = data.get_dataset_info(config.dataset)
   model = build_model(config, dataset_info.num_classes, axis_name=None)
   variables = {"params": state_dict["params"], "batch_stats": state_dict.get("batch_stats", {})}
