@@ -60,8 +60,21 @@ def create_checkpoint_manager(workdir: str, keep: int, *,
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metrics: dict) -> None:
-  """Saves the host `state` (numpy leaves, no device axis) under its step, with its metrics."""
+  """Saves the host `state` (numpy leaves, no device axis) under its step, with its metrics.
+
+  Raises:
+    FloatingPointError: a metric or a float array of `state` holds NaN or infinity: a
+      diverged state is never saved (so never the best one, and retention, which keeps the
+      latest, never deletes the last finite one for it).
+  """
   state_dict = serialization.to_state_dict(jax.tree.map(np.asarray, state))
+  bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
+  bad += [jax.tree_util.keystr(path) for path, leaf in
+          jax.tree_util.tree_leaves_with_path(state_dict)
+          if np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(leaf).all()]
+  if bad:
+    raise FloatingPointError(f"not saving the checkpoint of step {int(state.step)} in "
+                             f"{manager.directory}: non-finite values in {bad[:5]}")
   manager.save(int(state.step), args=ocp.args.StandardSave(state_dict),
                metrics={k: float(v) for k, v in metrics.items()})
   manager.wait_until_finished()

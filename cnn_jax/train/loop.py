@@ -54,6 +54,27 @@ RUN_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", "summary.json", "rep
              "loss.png", "accuracy.png")
 
 
+DIVERGENCE_FACTOR = 100.0  # for configs without `divergence_factor` (written before it existed)
+
+
+def divergence_limit(config, num_classes: int) -> float:
+  """The largest loss a sane run reaches: `config.divergence_factor` times ln(num_classes), the
+  cross-entropy of a uniform guess (about what a fresh model scores)."""
+  return config.get("divergence_factor", DIVERGENCE_FACTOR) * math.log(max(num_classes, 2))
+
+
+def check_loss(name: str, value: float, limit: float, step: int, where: str, config) -> None:
+  """Raises FloatingPointError if the loss `value` is NaN, infinite or above `limit`."""
+  if math.isfinite(value) and value <= limit:
+    return
+  problem = (f"is {value}" if not math.isfinite(value)
+             else f"is {value:.4g}, above config.divergence_factor * ln(classes) = {limit:.4g}")
+  raise FloatingPointError(
+      f"{name} {problem} at step {step} ({where}): the run diverged; stopping without saving. "
+      f"Try a lower config.learning_rate (now {config.learning_rate} per 256 examples) in a new "
+      f"workdir or with --overwrite.")
+
+
 def with_axis_name(model: nn.Module, axis_name: str | None) -> nn.Module:
   """`model` with batch norm averaged over `axis_name` (None: no cross-device axis), for models
   that have the field; other models as they are."""
@@ -130,6 +151,8 @@ def validate_config(config) -> None:
     if config.get(f"{name}_steps") is None and not (config.get(f"{name}_epochs") or 0) > 0:
       raise ValueError(f"set config.{name}_steps >= 1 or config.{name}_epochs > 0, got "
                        f"{config.get(f'{name}_steps')!r} and {config.get(f'{name}_epochs')!r}")
+  if not config.get("divergence_factor", DIVERGENCE_FACTOR) > 1.0:
+    raise ValueError(f"config.divergence_factor must be > 1, got {config.divergence_factor!r}")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
 
@@ -145,6 +168,7 @@ class Trainer(NamedTuple):
   steps_per_epoch: int
   total_steps: int
   eval_every_steps: int
+  divergence_limit: float  # a train or test loss above it stops the run (`check_loss`)
   init_key: jax.Array  # the parameter initialization's key
   train_key: jax.Array  # the steps' base key (folded with the step and the device)
 
@@ -186,7 +210,7 @@ def setup(config: ml_collections.ConfigDict, dataset_info: data.DatasetInfo, *,
   return Trainer(config, model, optimizer, learning_rate, data_parallel, tuple(input_shape),
                  steps_per_epoch, total_steps,
                  max(configuration.to_steps(config, "eval_every", steps_per_epoch), 1),
-                 init_key, train_key)
+                 divergence_limit(config, dataset_info.num_classes), init_key, train_key)
 
 
 def initial_state(trainer: Trainer, variables: dict | None = None) -> TrainState:
@@ -230,7 +254,8 @@ def train(trainer: Trainer, device_state, batches: Iterator[dict], steps: range,
     throughput after the first window (which also pays for compilation; all windows if only one).
 
   Raises:
-    FloatingPointError: a window's mean loss is NaN or infinite (the callback is not called).
+    FloatingPointError: a window's mean loss is NaN, infinite or above
+      `trainer.divergence_limit` (the callback is not called).
   """
   config = trainer.config
   data_parallel = trainer.data_parallel
@@ -250,11 +275,8 @@ def train(trainer: Trainer, device_state, batches: Iterator[dict], steps: range,
     for part in ("all", "steady") if images["all"] else ("all",):
       images[part] += len(window) * config.batch_size
       seconds[part] += elapsed
-    if not math.isfinite(record["train_loss"]):
-      raise FloatingPointError(
-          f"training loss is {record['train_loss']} at step {step} (mean of steps "
-          f"{step - len(window) + 1}..{step}); stopping without saving. Try a lower "
-          f"config.learning_rate (now {config.learning_rate} per 256 examples).")
+    check_loss("training loss", record["train_loss"], trainer.divergence_limit, step,
+               f"mean of steps {step - len(window) + 1}..{step}", config)
     if callback is not None:
       callback(step, record, device_state)
     window, window_start = [], time.time()
@@ -317,7 +339,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     'train_images_per_second', 'num_devices', 'num_processes'.
 
   Raises:
-    FloatingPointError: the training loss became NaN or infinite (nothing is saved after it).
+    FloatingPointError: the train or test loss became NaN, infinite or above the divergence
+      limit (`check_loss`); nothing is saved or recorded after it.
     workdir_lock.WorkdirLockedError: another training runs in `workdir`.
   """
   start_time = time.time()
@@ -369,6 +392,8 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
     record["epoch"] = step / trainer.steps_per_epoch
     if step % trainer.eval_every_steps == 0 or step == total_steps:
       eval_metrics = evaluate(trainer, device_state, test_batches(config, dataset_info))
+      check_loss("test loss", eval_metrics["test_loss"], trainer.divergence_limit, step,
+                 "evaluation", config)
       record.update(eval_metrics)
       checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
                                  eval_metrics)

@@ -35,6 +35,12 @@ def truncate_records(workdir: str, last_step: int) -> None:
     file.writelines(json.dumps(record) + "\n" for record in kept)
 
 
+def _finite_or_none(value) -> float | None:
+  """JSON has no NaN or infinity: those are written as null."""
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
 class MetricWriter:
   """Appends records to the JSONL file and to TensorBoard. Only the writing process makes one."""
 
@@ -46,9 +52,10 @@ class MetricWriter:
 
   def write(self, step: int, metrics: dict) -> None:
     """Appends `{'step': step, **metrics}` to the JSONL file and each scalar to TensorBoard."""
-    record = {"step": int(step), **{name: float(value) for name, value in metrics.items()}}
+    record = {"step": int(step), **{name: _finite_or_none(value)
+                                    for name, value in metrics.items()}}
     with open(self._path, "a") as file:
-      file.write(json.dumps(record) + "\n")
+      file.write(json.dumps(record, allow_nan=False) + "\n")
     for name, value in metrics.items():
       self._summary_writer.scalar(name, float(value), int(step))
     self._summary_writer.flush()

@@ -6,11 +6,14 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
+import optax
 import pytest
 
-from cnn_jax.train import checkpoint, loop, restore_for_inference, train_and_evaluate
+from cnn_jax.train import checkpoint, loop, metrics, restore_for_inference, train_and_evaluate
 from cnn_jax.train.workdir_lock import WorkdirLockedError, lock_workdir
+from cnn_jax.train.state import TrainState
 from experiments.configs import default
 
 
@@ -61,3 +64,63 @@ def test_a_reader_creates_deletes_and_cleans_nothing(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint in"):
     restore_for_inference(workdir)
   assert os.path.isdir(in_progress)
+
+
+def records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as file:
+    return [json.loads(line) for line in file]
+
+
+@pytest.mark.parametrize("test_loss, message", [(float("nan"), "test loss is nan at step 3"),
+                                                (1e30, "test loss is 1e[+]30, above")])
+def test_a_diverged_evaluation_stops_the_run_before_its_checkpoint_and_record(
+    tmp_path, monkeypatch, test_loss, message):
+  workdir = str(tmp_path)
+  monkeypatch.setattr(loop, "evaluate",
+                      lambda *args: {"test_loss": test_loss, "test_accuracy": 0.99})
+  with pytest.raises(FloatingPointError, match=message + ".*new workdir or with --overwrite"):
+    train_and_evaluate(smoke_config(), workdir)
+  assert os.listdir(checkpoint.checkpoint_directory(workdir)) == []
+  assert [record["step"] for record in records(workdir)] == [2]
+
+
+def test_a_loss_above_the_divergence_limit_stops_training(tmp_path):
+  # ln(10) * 1.01 = 2.33 is below the smoke run's loss at its start (ln 10 = 2.30 plus the
+  # spread of a fresh initialization, with label smoothing): the first window stops it.
+  with pytest.raises(FloatingPointError, match=r"training loss is .*, above config.divergence"):
+    train_and_evaluate(smoke_config(divergence_factor=1.01, learning_rate=30.0), str(tmp_path))
+
+
+def test_a_non_finite_state_or_metric_is_never_saved(tmp_path):
+  manager = checkpoint.create_checkpoint_manager(str(tmp_path), keep=1)
+  finite = make_state(2)
+  checkpoint.save_checkpoint(manager, finite, {"test_accuracy": 0.5})
+  broken = finite.replace(step=np.int32(3), params=jax_tree_with_nan(finite.params))
+  with pytest.raises(FloatingPointError, match=r"step 3 .*non-finite values in .*kernel"):
+    checkpoint.save_checkpoint(manager, broken, {"test_accuracy": 0.9})
+  with pytest.raises(FloatingPointError, match=r"step 4 .*\['test_loss'\]"):
+    checkpoint.save_checkpoint(manager, finite.replace(step=np.int32(4)),
+                               {"test_accuracy": 0.9, "test_loss": float("nan")})
+  assert list(manager.all_steps()) == [2] and manager.best_step() == 2
+
+
+def make_state(step):
+  params = {"dense": {"kernel": np.ones((2, 3), np.float32), "bias": np.zeros(3, np.float32)}}
+  return jax.device_get(TrainState(step=np.int32(step), params=params, batch_stats={},
+                                   opt_state=optax.sgd(0.1).init(params)))
+
+
+def jax_tree_with_nan(params):
+  kernel = np.array(params["dense"]["kernel"])
+  kernel[0, 0] = np.nan
+  return {"dense": {**params["dense"], "kernel": kernel}}
+
+
+def test_metrics_jsonl_never_holds_a_nan_token(tmp_path):
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(1, {"train_loss": float("nan"), "train_accuracy": 0.5})
+  writer.close()
+  with open(metrics.metrics_path(str(tmp_path))) as file:
+    text = file.read()
+  assert "NaN" not in text and json.loads(text) == {"step": 1, "train_loss": None,
+                                                    "train_accuracy": 0.5}
