@@ -93,6 +93,20 @@ def _config_as_dict(config) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def read_config_json(path: str) -> dict:
+  """The config dict a run saved at `path`; ValueError naming the file if it is damaged."""
+  with open(path) as file:
+    text = file.read()
+  try:
+    saved = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ValueError(f"{path} is damaged (not JSON: {error}); restore it, or start the run over "
+                     f"with --overwrite (overwrite=True) or in another workdir") from None
+  if not isinstance(saved, dict):
+    raise ValueError(f"{path} is damaged (a {type(saved).__name__}, not a config object)")
+  return saved
+
+
 def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
   """The dotted field names whose values differ between two config dicts."""
   names = []
@@ -113,8 +127,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   config_path = os.path.join(workdir, "config.json")
   current = _config_as_dict(config)
   if os.path.exists(config_path) and not overwrite:
-    with open(config_path) as file:
-      saved = json.load(file)
+    saved = read_config_json(config_path)
     changed = _differences(saved, current)
     if changed:
       raise ValueError(
@@ -369,8 +382,7 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
     logging.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
   is_writer = jax.process_index() == 0
   if is_writer:
-    metrics.truncate_records(workdir, start_step)
-    writer = metrics.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir, metrics.truncate_records(workdir, start_step))
 
   train_batches = data.create_split(
       config.dataset, "train", config.batch_size // jax.process_count(), train=True,
@@ -390,15 +402,19 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
                                   / record["images_per_second"])
     progress["step"] = step
     record["epoch"] = step / trainer.steps_per_epoch
-    if step % trainer.eval_every_steps == 0 or step == total_steps:
+    saves = step % trainer.eval_every_steps == 0 or step == total_steps
+    if saves:
       eval_metrics = evaluate(trainer, device_state, test_batches(config, dataset_info))
       check_loss("test loss", eval_metrics["test_loss"], trainer.divergence_limit, step,
                  "evaluation", config)
       record.update(eval_metrics)
-      checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
-                                 eval_metrics)
+    # The record is on disk before its checkpoint: a kill between them leaves a record after the
+    # last checkpoint, which the resumed run drops and writes again (`truncate_records`).
     if is_writer:
       writer.write(step, record)
+    if saves:
+      checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
+                                 eval_metrics)
     seconds_per_step = progress["train_seconds"] / (step - start_step)
     metrics.log_progress(step, total_steps, record, (total_steps - step) * seconds_per_step)
 
@@ -466,8 +482,7 @@ def restore_for_inference(workdir: str, *, best: bool = False):
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"no run in workdir {workdir!r}: {config_path} does not exist")
-  with open(config_path) as file:
-    config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(json.load(file))))
+  config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(read_config_json(config_path))))
   directory = checkpoint.checkpoint_directory(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoint in {directory}: the directory does not exist")

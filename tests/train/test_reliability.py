@@ -124,3 +124,79 @@ def test_metrics_jsonl_never_holds_a_nan_token(tmp_path):
     text = file.read()
   assert "NaN" not in text and json.loads(text) == {"step": 1, "train_loss": None,
                                                     "train_accuracy": 0.5}
+
+
+def test_an_unfinished_last_line_of_metrics_jsonl_is_dropped_with_a_warning(tmp_path, caplog):
+  path = metrics.metrics_path(str(tmp_path))
+  with open(path, "w") as file:
+    file.write('{"step": 2, "train_loss": 1.5}\n{"step": 3, "train_lo')
+  assert metrics.truncate_records(str(tmp_path), 3) == [{"step": 2, "train_loss": 1.5}]
+  assert f"unfinished last line of {path}" in caplog.text
+  with open(path) as file:
+    assert file.read() == '{"step": 2, "train_loss": 1.5}\n'
+
+
+def test_a_damaged_line_before_the_last_is_an_error_naming_the_file(tmp_path):
+  path = metrics.metrics_path(str(tmp_path))
+  with open(path, "w") as file:
+    file.write('{"step": 2, "train_lo\n{"step": 3, "train_loss": 1.5}\n')
+  with pytest.raises(ValueError, match=rf"{path} line 1 is not a JSON record"):
+    metrics.read_records(str(tmp_path))
+
+
+def test_a_truncated_config_json_is_an_error_naming_the_file(tmp_path):
+  workdir = str(tmp_path)
+  loop.prepare_workdir(smoke_config(), workdir, overwrite=False)
+  path = os.path.join(workdir, "config.json")
+  with open(path, "r+") as file:
+    file.truncate(100)
+  for attempt in (lambda: loop.prepare_workdir(smoke_config(), workdir, overwrite=False),
+                  lambda: restore_for_inference(workdir)):
+    with pytest.raises(ValueError, match=rf"{path} is damaged \(not JSON.*--overwrite"):
+      attempt()
+
+
+def tensorboard_steps(workdir, tag="train_loss"):
+  from tensorboard.backend.event_processing import event_accumulator
+  accumulator = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  accumulator.Reload()
+  return [event.step for event in accumulator.Tensors(tag)]
+
+
+def test_a_kill_between_a_record_and_its_checkpoint_loses_and_duplicates_nothing(
+    tmp_path, monkeypatch):
+  """The record of step 6 is written, then the process dies before checkpoint 6 is saved."""
+  workdir = str(tmp_path)
+  real_save = checkpoint.save_checkpoint
+
+  def dying_save(manager, state, eval_metrics):
+    if int(state.step) == 6:
+      raise KeyboardInterrupt("killed before the checkpoint of step 6")
+    real_save(manager, state, eval_metrics)
+
+  monkeypatch.setattr(checkpoint, "save_checkpoint", dying_save)
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(smoke_config(), workdir)
+  assert [record["step"] for record in records(workdir)] == [2, 3, 4, 6]
+  monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
+  train_and_evaluate(smoke_config(), workdir)
+  assert [record["step"] for record in records(workdir)] == [2, 3, 4, 6]
+  assert tensorboard_steps(workdir) == [2, 3, 4, 6]
+
+
+def test_a_kill_while_writing_a_record_never_leaves_its_checkpoint_without_it(
+    tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real_write = metrics.MetricWriter.write
+
+  def dying_write(self, step, record):
+    if step == 6:
+      raise KeyboardInterrupt("killed while writing the record of step 6")
+    real_write(self, step, record)
+
+  monkeypatch.setattr(metrics.MetricWriter, "write", dying_write)
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(smoke_config(), workdir)
+  monkeypatch.setattr(metrics.MetricWriter, "write", real_write)
+  train_and_evaluate(smoke_config(), workdir)
+  assert [record["step"] for record in records(workdir)] == [2, 3, 4, 6]
