@@ -35,8 +35,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, argv: list[str] | None =
                                   flag_values=flag_values, lock_config=True, sys_argv=argv)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.",
                       flag_values=flag_values)
-  flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir instead of refusing "
-                    "a different config.", flag_values=flag_values)
+  flags.DEFINE_bool("overwrite", False, "Start over in --workdir, whatever its config: deletes "
+                    "its checkpoints/, tensorboard/, metrics.jsonl, summary.json, report.md, "
+                    "loss.png and accuracy.png (each logged) and replaces config.json. Without "
+                    "it, a different config is refused and a finished run is left as it is.",
+                    flag_values=flag_values)
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
                       flag_values=flag_values)
   flags.DEFINE_integer("num_processes", None, "Multi-host: the number of processes.",

@@ -122,7 +122,8 @@ def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   """Creates `workdir` and writes config.json; refuses a workdir that holds another config's run.
 
-  With `overwrite`, the previous run's files (RUN_FILES) are deleted first.
+  With `overwrite`, the previous run's files (RUN_FILES) are deleted first (logged by name).
+  An identical config.json is not rewritten.
   """
   config_path = os.path.join(workdir, "config.json")
   current = _config_as_dict(config)
@@ -136,15 +137,24 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   if jax.process_index() != 0:
     return
   if overwrite:
-    for name in RUN_FILES:
+    deleted = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if deleted:
+      logging.warning("--overwrite: deleting the previous run's %s in %s", ", ".join(deleted),
+                      workdir)
+    for name in deleted:
       path = os.path.join(workdir, name)
       if os.path.isdir(path):
         shutil.rmtree(path)
-      elif os.path.exists(path):
+      else:
         os.remove(path)
   os.makedirs(workdir, exist_ok=True)
+  text = json.dumps(current, indent=2, sort_keys=True)
+  if os.path.exists(config_path):
+    with open(config_path) as file:
+      if file.read() == text:
+        return  # the same run: its files are left as they are
   with open(config_path, "w") as file:
-    json.dump(current, file, indent=2, sort_keys=True)
+    file.write(text)
 
 
 def validate_config(config) -> None:
@@ -339,7 +349,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        overwrite: bool = False) -> dict:
   """Trains `config.model` on `config.dataset`, evaluating and checkpointing as it goes.
 
-  Resumes from the latest checkpoint in `workdir` when there is one (same config only).
+  Resumes from the latest checkpoint in `workdir` when there is one (same config only); a
+  finished run (its last checkpoint and summary.json) is left untouched and its summary returned.
 
   Args:
     config: a config as built by `experiments/configs/default.py`.
@@ -377,6 +388,15 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
   total_steps = trainer.total_steps
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
   start_step = manager.latest_step() or 0
+  summary_path = os.path.join(workdir, "summary.json")
+  if start_step >= total_steps and os.path.exists(summary_path):
+    manager.close()
+    with open(summary_path) as file:
+      summary = json.load(file)
+    logging.info("%s holds this run finished (%d of %d steps): nothing to do, no file changed. "
+                 "Use --overwrite (overwrite=True) to run it again.", workdir, start_step,
+                 total_steps)
+    return summary
   if start_step:
     state = checkpoint.restore_train_state(manager, state, start_step)
     logging.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
@@ -435,6 +455,7 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
       "num_devices": trainer.data_parallel.num_devices,
       "num_processes": jax.process_count(),
   }
+  manager.close()
   if is_writer:
     writer.close()
     report.write_summary(workdir, summary)

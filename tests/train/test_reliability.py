@@ -200,3 +200,38 @@ def test_a_kill_while_writing_a_record_never_leaves_its_checkpoint_without_it(
   monkeypatch.setattr(metrics.MetricWriter, "write", real_write)
   train_and_evaluate(smoke_config(), workdir)
   assert [record["step"] for record in records(workdir)] == [2, 3, 4, 6]
+
+
+def file_states(workdir):
+  """Every file under `workdir` with its modification time and bytes."""
+  states = {}
+  for folder, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as file:
+        states[os.path.relpath(path, workdir)] = (os.stat(path).st_mtime_ns, file.read())
+  return states
+
+
+def test_a_finished_run_run_again_says_so_and_changes_no_file(tmp_path, caplog):
+  workdir = str(tmp_path)
+  summary = train_and_evaluate(smoke_config(), workdir)
+  before = file_states(workdir)
+  caplog.set_level("INFO")
+  assert train_and_evaluate(smoke_config(), workdir) == pytest.approx(summary)
+  assert "holds this run finished (6 of 6 steps): nothing to do" in caplog.text
+  after = file_states(workdir)
+  assert sorted(after) == sorted(before)
+  # .lock names the process holding the workdir: the second run's pid, by design.
+  assert [name for name in before if before[name] != after[name]] == [".lock"]
+
+
+def test_overwrite_logs_exactly_what_it_deletes(tmp_path, caplog):
+  workdir = str(tmp_path)
+  loop.prepare_workdir(smoke_config(), workdir, overwrite=False)
+  for name in ("metrics.jsonl", "summary.json"):
+    with open(os.path.join(workdir, name), "w") as file:
+      file.write("{}\n")
+  loop.prepare_workdir(smoke_config(), workdir, overwrite=True)
+  assert "deleting the previous run's metrics.jsonl, summary.json in" in caplog.text
+  assert sorted(os.listdir(workdir)) == ["config.json"]
