@@ -235,3 +235,37 @@ def test_overwrite_logs_exactly_what_it_deletes(tmp_path, caplog):
   loop.prepare_workdir(smoke_config(), workdir, overwrite=True)
   assert "deleting the previous run's metrics.jsonl, summary.json in" in caplog.text
   assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def launch(workdir, *flags, **environment):
+  command = [sys.executable, "launch.py", "--config=experiments/configs/default.py:smoke",
+             f"--workdir={workdir}", *flags]
+  return subprocess.run(command, cwd=ROOT, env={**os.environ, **environment},
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_a_locked_workdir_reaches_the_user_as_one_line_with_exit_code_2(tmp_path):
+  with lock_workdir(str(tmp_path)):
+    locked = launch(tmp_path)
+  assert locked.returncode == 2, locked.stderr[-3000:]
+  assert "Traceback" not in locked.stderr
+  assert locked.stderr.strip().splitlines()[-1].startswith(
+      f"launch.py: WorkdirLockedError: workdir '{tmp_path}' is in use by pid {os.getpid()} ")
+
+
+@pytest.mark.slow
+def test_config_errors_are_one_line_with_exit_code_2_and_a_traceback_only_in_debug(tmp_path):
+  bad = launch(tmp_path / "other", "--config.label_smoothing=1.5")
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      "launch.py: ValueError: config.label_smoothing must be in [0, 1), got 1.5")
+  typo = launch(tmp_path / "other", "--config.lerning_rate=0.1")
+  assert typo.returncode == 2 and "Traceback" not in typo.stderr
+  assert typo.stderr.strip().splitlines()[-1].startswith(
+      "FATAL Flags parsing error: config has no field 'lerning_rate'; did you mean "
+      "'learning_rate'?")
+  debug = launch(tmp_path / "other", "--config.label_smoothing=1.5", CNN_JAX_DEBUG="1")
+  assert debug.returncode != 0 and "Traceback" in debug.stderr
