@@ -211,6 +211,9 @@ def setup(config: ml_collections.ConfigDict, dataset_info: data.DatasetInfo, *,
       steps (see `make_train_step`).
   """
   validate_config(config)
+  if config.batch_size > dataset_info.num_train:
+    raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the training split "
+                     f"of {config.dataset} ({dataset_info.num_train} images)")
   model = build_model(config, dataset_info.num_classes)
   augment = augment or augmentation.build_augmentation(config.augmentation)
   image_shape = dataset_info.image_shape

@@ -269,3 +269,20 @@ def test_config_errors_are_one_line_with_exit_code_2_and_a_traceback_only_in_deb
       "'learning_rate'?")
   debug = launch(tmp_path / "other", "--config.label_smoothing=1.5", CNN_JAX_DEBUG="1")
   assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
+  with pytest.raises(ValueError, match=r"config.batch_size \(8192\) is larger than the training "
+                                       r"split of mnist_offline \(\d+ images\)"):
+    train_and_evaluate(smoke_config(batch_size=8192, eval_batch_size=8), str(tmp_path))
+
+
+@pytest.mark.parametrize("blur", [False, True])
+def test_the_paper_alexnet_refuses_224_pixels_and_takes_227(blur):
+  from cnn_jax import models
+  model = models.get_model("alexnet", num_classes=10, blur=blur)
+  with pytest.raises(ValueError, match=r"does not tile a 224-pixel input.*227"):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                   jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32))
+  jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                 jax.ShapeDtypeStruct((1, 227, 227, 3), np.float32))
