@@ -22,6 +22,10 @@ import os
 from collections.abc import MutableMapping
 
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# NaN caveat of 'reduce': YNNPACK's fused max/sum reductions (and reduce_window max) of large
+# arrays skip NaN (an all-NaN [4, 28, 28, 32] max gives -inf, sum(relu(NaN)) gives 0); with 'dot'
+# only, or for small arrays it does not take, NaN propagates. So relu + max-pool can turn NaN
+# inputs into finite logits under jit: do not rely on NaN reaching the output.
 YNN_FUSION_TYPES = ("dot", "reduce")
 # [lowest, first untested) jaxlib versions known to have the flag and these fusion types.
 TESTED_JAXLIB = ((0, 10, 2), (0, 11))
