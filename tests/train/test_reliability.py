@@ -286,3 +286,15 @@ def test_the_paper_alexnet_refuses_224_pixels_and_takes_227(blur):
                    jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32))
   jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                  jax.ShapeDtypeStruct((1, 227, 227, 3), np.float32))
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.full((2, 4, 4, 1), 255.0, np.float32), r"in \[0, 1\], got values in \[255, 255\]: on the "
+                                               r"0..255 scale\? divide by 255"),
+    (np.full((2, 4, 4, 1), np.nan, np.float32), r"32 NaN or infinite values"),
+])
+def test_preprocess_refuses_float_images_outside_the_unit_interval_or_not_finite(images, message):
+  from cnn_jax import data
+  from cnn_jax.train import preprocess
+  with pytest.raises(ValueError, match=message):
+    preprocess(images, data.get_dataset_info("mnist_offline"))
