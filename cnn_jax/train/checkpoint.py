@@ -9,6 +9,7 @@ only when complete, so a crash in the middle of a save leaves the previous check
 from __future__ import annotations
 
 import os
+import zlib
 
 import jax
 import numpy as np
@@ -19,10 +20,25 @@ from orbax.checkpoint import checkpoint_managers
 from cnn_jax.train.state import TrainState
 
 BEST_METRIC = "test_accuracy"
+# A crc32 of every saved array's bytes, stored beside the metrics (exact as a float) at save time
+# and checked at restore: a flipped byte is refused instead of restored silently.
+CHECKSUM = "state_crc32"
+
+
+def state_checksum(state_dict) -> int:
+  """crc32 of the bytes of every leaf of `state_dict`, in `jax.tree.leaves` order."""
+  crc = 0
+  for leaf in jax.tree.leaves(state_dict):
+    crc = zlib.crc32(np.ascontiguousarray(leaf).tobytes(), crc)
+  return crc
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, corrupt or does not match the model being restored."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files cannot be read or do not match their checksum."""
 
 
 def checkpoint_directory(workdir: str) -> str:
@@ -76,23 +92,42 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metrics: 
     raise FloatingPointError(f"not saving the checkpoint of step {int(state.step)} in "
                              f"{manager.directory}: non-finite values in {bad[:5]}")
   manager.save(int(state.step), args=ocp.args.StandardSave(state_dict),
-               metrics={k: float(v) for k, v in metrics.items()})
+               metrics={**{k: float(v) for k, v in metrics.items()},
+                        CHECKSUM: float(state_checksum(state_dict))})
   manager.wait_until_finished()
 
 
 def restore_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
-  """The raw nested dict saved at `step`, with numpy leaves; CheckpointError if unreadable."""
+  """The raw nested dict saved at `step`, with numpy leaves; CheckpointError if unreadable or
+  if its arrays do not match the checksum recorded when it was saved."""
   if step not in manager.all_steps():
     raise CheckpointError(f"no checkpoint for step {step} in {manager.directory}; available "
                           f"steps: {list(manager.all_steps())}")
   try:
     restored = manager.restore(step, args=ocp.args.StandardRestore())
   except Exception as error:  # orbax raises many types for damaged files; name the place.
-    raise CheckpointError(
+    raise CorruptCheckpointError(
         f"checkpoint at {manager.directory}/{step} is corrupt or unreadable "
         f"({type(error).__name__}: {error}). Delete that step directory to fall back to an "
         f"earlier checkpoint, or start over with overwrite=True.") from error
-  return jax.tree.map(np.asarray, restored)
+  restored = jax.tree.map(np.asarray, restored)
+  expected = (manager.metrics(step) or {}).get(CHECKSUM)
+  if expected is not None and state_checksum(restored) != int(expected):
+    raise CorruptCheckpointError(
+        f"checkpoint at {manager.directory}/{step} is corrupt: its arrays' crc32 is "
+        f"{state_checksum(restored)}, saved {int(expected)}. Delete that step directory to fall "
+        f"back to an earlier checkpoint, or start over with overwrite=True.")
+  return restored
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Renames the step directory `<step>` to `<step>.corrupt` (kept for inspection, no longer a
+  checkpoint, so the step can be saved again); returns the new path."""
+  path = os.path.join(str(manager.directory), str(step))
+  aside = f"{path}.corrupt"
+  os.replace(path, aside)
+  manager.reload()
+  return aside
 
 
 def restore_train_state(manager: ocp.CheckpointManager, template: TrainState,

@@ -348,6 +348,21 @@ def test_batches(config, dataset_info: data.DatasetInfo) -> Iterator[dict]:
     yield next(batches, empty)
 
 
+def _restore_newest_intact(manager, template: TrainState) -> tuple[int, TrainState]:
+  """`(step, state)` of the newest checkpoint that reads back intact (`(0, template)` if none).
+
+  A corrupt newer one is skipped with a warning naming its step and the reason, and renamed to
+  `<step>.corrupt` (kept, no longer a checkpoint) so that the run can save that step again.
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, checkpoint.restore_train_state(manager, template, step)
+    except checkpoint.CorruptCheckpointError as error:
+      aside = checkpoint.set_aside(manager, step)
+      logging.warning("SKIPPING the checkpoint of step %d, kept as %s: %s", step, aside, error)
+  return 0, template
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        overwrite: bool = False) -> dict:
   """Trains `config.model` on `config.dataset`, evaluating and checkpointing as it goes.
@@ -390,7 +405,7 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
   prepare_workdir(config, workdir, overwrite)
   total_steps = trainer.total_steps
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
+  start_step, state = _restore_newest_intact(manager, state)
   summary_path = os.path.join(workdir, "summary.json")
   if start_step >= total_steps and os.path.exists(summary_path):
     manager.close()
@@ -401,7 +416,6 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
                  total_steps)
     return summary
   if start_step:
-    state = checkpoint.restore_train_state(manager, state, start_step)
     logging.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
   is_writer = jax.process_index() == 0
   if is_writer:
@@ -445,7 +459,8 @@ def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer
                                range(start_step + 1, total_steps + 1), after_window)
 
   if not eval_metrics:  # The workdir held a finished run: report its last evaluation.
-    eval_metrics = dict(manager.metrics(total_steps))
+    eval_metrics = {name: value for name, value in manager.metrics(total_steps).items()
+                    if name != checkpoint.CHECKSUM}
   best_step = manager.best_step()
   summary = {
       **eval_metrics,

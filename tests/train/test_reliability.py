@@ -298,3 +298,31 @@ def test_preprocess_refuses_float_images_outside_the_unit_interval_or_not_finite
   from cnn_jax.train import preprocess
   with pytest.raises(ValueError, match=message):
     preprocess(images, data.get_dataset_info("mnist_offline"))
+
+
+def flip_a_byte_of_the_largest_data_file(step_directory):
+  files = [os.path.join(folder, name) for folder, _, names in os.walk(step_directory)
+           for name in names]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as file:
+    file.seek(os.path.getsize(largest) // 2)
+    byte = file.read(1)
+    file.seek(-1, os.SEEK_CUR)
+    file.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_a_flipped_byte_is_caught_and_the_newest_intact_checkpoint_resumed(tmp_path, caplog):
+  workdir = str(tmp_path)
+  summary = train_and_evaluate(smoke_config(), workdir)
+  os.remove(os.path.join(workdir, "summary.json"))  # as if killed just after the last save
+  directory = checkpoint.checkpoint_directory(workdir)
+  flip_a_byte_of_the_largest_data_file(os.path.join(directory, "6"))
+  manager = checkpoint.create_checkpoint_manager(workdir, 2, read_only=True)
+  with pytest.raises(checkpoint.CorruptCheckpointError, match=r"checkpoints/6 is corrupt"):
+    checkpoint.restore_state_dict(manager, 6)
+  manager.close()
+  resumed = train_and_evaluate(smoke_config(), workdir)
+  assert "SKIPPING the checkpoint of step 6" in caplog.text
+  assert resumed["test_accuracy"] == summary["test_accuracy"]  # the same run, redone from 3
+  assert sorted(os.listdir(directory)) == ["3", "6", "6.corrupt"]
+  assert [record["step"] for record in records(workdir)] == [2, 3, 4, 6]
