@@ -39,6 +39,10 @@ import warnings
 MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                    "glibc.malloc.trim_threshold=17179869184")
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# NaN caveat of 'reduce': YNNPACK's fused max/sum reductions (and reduce_window max) of large
+# arrays skip NaN (an all-NaN [4, 28, 28, 32] max gives -inf, sum(relu(NaN)) gives 0); with 'dot'
+# only, or for small arrays it does not take, NaN propagates. The models therefore mark the logits
+# of non-finite inputs NaN themselves (`layers.nan_where_input_is_not_finite`).
 YNN_FUSION_TYPES = ("dot", "reduce")
 # [lowest, first untested) jaxlib versions known to have the flag and these fusion types.
 TESTED_JAXLIB = ((0, 10, 2), (0, 11))

@@ -114,9 +114,22 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """`x: [N, H, W, 3]` (227 paper, 224 torchvision; other sizes change the paper's fc6 input)
-    -> `[N, num_classes]` float32."""
+    -> `[N, num_classes]` float32.
+
+    Raises:
+      ValueError: the paper layout's conv1 stride does not tile the input (224: the paper's typo;
+        use 227).
+    """
     layout = LAYOUTS[self.layout]
     layers.check_image_batch(x, "AlexNet")
+    if self.padding != "circular" and layout.conv1_padding == 0:
+      for size in x.shape[1:3]:
+        try:
+          ops.output_size(size, 11, 2 if self.blur else 4, strict=True)
+        except ValueError as error:
+          raise ValueError(f"AlexNet's conv1 (11x11, stride {2 if self.blur else 4}, no padding) "
+                           f"does not tile a {size}-pixel input: {error}. Use 227x227 images "
+                           f"(config.image_size=227), as the paper's figure does") from None
     split = self.tower_axis is not None
     # Per device, a grouped layer is one tower's plain layer on that tower's channels.
     width = (lambda features: features // layout.towers) if split else (lambda f: f)

@@ -220,9 +220,10 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
 
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
-  """`parse_flags`, exiting with absl's one-line message on a bad flag (for `app.run`)."""
+  """`parse_flags`, exiting with absl's one-line message and exit code 2 (a usage error) on a
+  bad flag (for `app.run`)."""
   try:
     return parse_flags(argv)
   except (ValueError, flags.Error) as error:
     sys.stderr.write(f"FATAL Flags parsing error: {error}\n")
-    sys.exit(1)
+    sys.exit(2)

@@ -16,6 +16,7 @@ are the same.
 step) and the step's randomness is `fold_in(key, step)`, so a run stopped after checkpoint k and
 started again continues exactly as if it had not stopped. What its workdir holds:
 
+  .lock            held (flock) by the one training running in it; a second one is refused
   config.json      the run's config; a different config in the same workdir is refused
   checkpoints/     orbax checkpoints (the last `keep_checkpoints` and the best by test accuracy)
   metrics.jsonl    one record per log or eval step; tensorboard/ the same scalars
@@ -24,6 +25,7 @@ started again continues exactly as if it had not stopped. What its workdir holds
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -42,13 +44,35 @@ from absl import logging
 
 from cnn_jax import data, models
 from cnn_jax.data import augment as augmentation
-from cnn_jax.train import checkpoint, configuration, metrics, optim, parallel, report
+from cnn_jax.train import (checkpoint, configuration, metrics, optim, parallel, report,
+                           workdir_lock)
 from cnn_jax.train.state import TrainState, create_train_state
 from cnn_jax.train.step import (AXIS_NAME, Augmentation, ImageTransform, identity,
                                 make_eval_step, make_train_step)
 
 RUN_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", "summary.json", "report.md",
              "loss.png", "accuracy.png")
+
+
+DIVERGENCE_FACTOR = 100.0  # for configs without `divergence_factor` (written before it existed)
+
+
+def divergence_limit(config, num_classes: int) -> float:
+  """The largest loss a sane run reaches: `config.divergence_factor` times ln(num_classes), the
+  cross-entropy of a uniform guess (about what a fresh model scores)."""
+  return config.get("divergence_factor", DIVERGENCE_FACTOR) * math.log(max(num_classes, 2))
+
+
+def check_loss(name: str, value: float, limit: float, step: int, where: str, config) -> None:
+  """Raises FloatingPointError if the loss `value` is NaN, infinite or above `limit`."""
+  if math.isfinite(value) and value <= limit:
+    return
+  problem = (f"is {value}" if not math.isfinite(value)
+             else f"is {value:.4g}, above config.divergence_factor * ln(classes) = {limit:.4g}")
+  raise FloatingPointError(
+      f"{name} {problem} at step {step} ({where}): the run diverged; stopping without saving. "
+      f"Try a lower config.learning_rate (now {config.learning_rate} per 256 examples) in a new "
+      f"workdir or with --overwrite.")
 
 
 def with_axis_name(model: nn.Module, axis_name: str | None) -> nn.Module:
@@ -69,6 +93,20 @@ def _config_as_dict(config) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def read_config_json(path: str) -> dict:
+  """The config dict a run saved at `path`; ValueError naming the file if it is damaged."""
+  with open(path) as file:
+    text = file.read()
+  try:
+    saved = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ValueError(f"{path} is damaged (not JSON: {error}); restore it, or start the run over "
+                     f"with --overwrite (overwrite=True) or in another workdir") from None
+  if not isinstance(saved, dict):
+    raise ValueError(f"{path} is damaged (a {type(saved).__name__}, not a config object)")
+  return saved
+
+
 def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
   """The dotted field names whose values differ between two config dicts."""
   names = []
@@ -84,13 +122,13 @@ def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   """Creates `workdir` and writes config.json; refuses a workdir that holds another config's run.
 
-  With `overwrite`, the previous run's files (RUN_FILES) are deleted first.
+  With `overwrite`, the previous run's files (RUN_FILES) are deleted first (logged by name).
+  An identical config.json is not rewritten.
   """
   config_path = os.path.join(workdir, "config.json")
   current = _config_as_dict(config)
   if os.path.exists(config_path) and not overwrite:
-    with open(config_path) as file:
-      saved = json.load(file)
+    saved = read_config_json(config_path)
     changed = _differences(saved, current)
     if changed:
       raise ValueError(
@@ -99,15 +137,24 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   if jax.process_index() != 0:
     return
   if overwrite:
-    for name in RUN_FILES:
+    deleted = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if deleted:
+      logging.warning("--overwrite: deleting the previous run's %s in %s", ", ".join(deleted),
+                      workdir)
+    for name in deleted:
       path = os.path.join(workdir, name)
       if os.path.isdir(path):
         shutil.rmtree(path)
-      elif os.path.exists(path):
+      else:
         os.remove(path)
   os.makedirs(workdir, exist_ok=True)
+  text = json.dumps(current, indent=2, sort_keys=True)
+  if os.path.exists(config_path):
+    with open(config_path) as file:
+      if file.read() == text:
+        return  # the same run: its files are left as they are
   with open(config_path, "w") as file:
-    json.dump(current, file, indent=2, sort_keys=True)
+    file.write(text)
 
 
 def validate_config(config) -> None:
@@ -127,6 +174,8 @@ def validate_config(config) -> None:
     if config.get(f"{name}_steps") is None and not (config.get(f"{name}_epochs") or 0) > 0:
       raise ValueError(f"set config.{name}_steps >= 1 or config.{name}_epochs > 0, got "
                        f"{config.get(f'{name}_steps')!r} and {config.get(f'{name}_epochs')!r}")
+  if not config.get("divergence_factor", DIVERGENCE_FACTOR) > 1.0:
+    raise ValueError(f"config.divergence_factor must be > 1, got {config.divergence_factor!r}")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
 
@@ -142,6 +191,7 @@ class Trainer(NamedTuple):
   steps_per_epoch: int
   total_steps: int
   eval_every_steps: int
+  divergence_limit: float  # a train or test loss above it stops the run (`check_loss`)
   init_key: jax.Array  # the parameter initialization's key
   train_key: jax.Array  # the steps' base key (folded with the step and the device)
 
@@ -161,6 +211,9 @@ def setup(config: ml_collections.ConfigDict, dataset_info: data.DatasetInfo, *,
       steps (see `make_train_step`).
   """
   validate_config(config)
+  if config.batch_size > dataset_info.num_train:
+    raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the training split "
+                     f"of {config.dataset} ({dataset_info.num_train} images)")
   model = build_model(config, dataset_info.num_classes)
   augment = augment or augmentation.build_augmentation(config.augmentation)
   image_shape = dataset_info.image_shape
@@ -183,7 +236,7 @@ def setup(config: ml_collections.ConfigDict, dataset_info: data.DatasetInfo, *,
   return Trainer(config, model, optimizer, learning_rate, data_parallel, tuple(input_shape),
                  steps_per_epoch, total_steps,
                  max(configuration.to_steps(config, "eval_every", steps_per_epoch), 1),
-                 init_key, train_key)
+                 divergence_limit(config, dataset_info.num_classes), init_key, train_key)
 
 
 def initial_state(trainer: Trainer, variables: dict | None = None) -> TrainState:
@@ -227,7 +280,8 @@ def train(trainer: Trainer, device_state, batches: Iterator[dict], steps: range,
     throughput after the first window (which also pays for compilation; all windows if only one).
 
   Raises:
-    FloatingPointError: a window's mean loss is NaN or infinite (the callback is not called).
+    FloatingPointError: a window's mean loss is NaN, infinite or above
+      `trainer.divergence_limit` (the callback is not called).
   """
   config = trainer.config
   data_parallel = trainer.data_parallel
@@ -247,11 +301,8 @@ def train(trainer: Trainer, device_state, batches: Iterator[dict], steps: range,
     for part in ("all", "steady") if images["all"] else ("all",):
       images[part] += len(window) * config.batch_size
       seconds[part] += elapsed
-    if not math.isfinite(record["train_loss"]):
-      raise FloatingPointError(
-          f"training loss is {record['train_loss']} at step {step} (mean of steps "
-          f"{step - len(window) + 1}..{step}); stopping without saving. Try a lower "
-          f"config.learning_rate (now {config.learning_rate} per 256 examples).")
+    check_loss("training loss", record["train_loss"], trainer.divergence_limit, step,
+               f"mean of steps {step - len(window) + 1}..{step}", config)
     if callback is not None:
       callback(step, record, device_state)
     window, window_start = [], time.time()
@@ -297,11 +348,27 @@ def test_batches(config, dataset_info: data.DatasetInfo) -> Iterator[dict]:
     yield next(batches, empty)
 
 
+def _restore_newest_intact(manager, template: TrainState) -> tuple[int, TrainState]:
+  """`(step, state)` of the newest checkpoint that reads back intact (`(0, template)` if none).
+
+  A corrupt newer one is skipped with a warning naming its step and the reason, and renamed to
+  `<step>.corrupt` (kept, no longer a checkpoint) so that the run can save that step again.
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, checkpoint.restore_train_state(manager, template, step)
+    except checkpoint.CorruptCheckpointError as error:
+      aside = checkpoint.set_aside(manager, step)
+      logging.warning("SKIPPING the checkpoint of step %d, kept as %s: %s", step, aside, error)
+  return 0, template
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        overwrite: bool = False) -> dict:
   """Trains `config.model` on `config.dataset`, evaluating and checkpointing as it goes.
 
-  Resumes from the latest checkpoint in `workdir` when there is one (same config only).
+  Resumes from the latest checkpoint in `workdir` when there is one (same config only); a
+  finished run (its last checkpoint and summary.json) is left untouched and its summary returned.
 
   Args:
     config: a config as built by `experiments/configs/default.py`.
@@ -314,24 +381,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     'train_images_per_second', 'num_devices', 'num_processes'.
 
   Raises:
-    FloatingPointError: the training loss became NaN or infinite (nothing is saved after it).
+    FloatingPointError: the train or test loss became NaN, infinite or above the divergence
+      limit (`check_loss`); nothing is saved or recorded after it.
+    workdir_lock.WorkdirLockedError: another training runs in `workdir`.
   """
   start_time = time.time()
   dataset_info = data.get_dataset_info(config.dataset)
   # Built before the workdir is touched, so that a bad name or spec leaves no trace.
   trainer = setup(config, dataset_info)
   state = initial_state(trainer)
+  # One training per workdir; the OS releases the lock when this process ends, however it ends.
+  lock = workdir_lock.lock_workdir(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer, state,
+                                      start_time)
+  finally:
+    if lock is not None:
+      lock.close()
+
+
+def _train_and_evaluate_locked(config, workdir, overwrite, dataset_info, trainer, state,
+                               start_time) -> dict:
   prepare_workdir(config, workdir, overwrite)
   total_steps = trainer.total_steps
   manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
+  start_step, state = _restore_newest_intact(manager, state)
+  summary_path = os.path.join(workdir, "summary.json")
+  if start_step >= total_steps and os.path.exists(summary_path):
+    manager.close()
+    with open(summary_path) as file:
+      summary = json.load(file)
+    logging.info("%s holds this run finished (%d of %d steps): nothing to do, no file changed. "
+                 "Use --overwrite (overwrite=True) to run it again.", workdir, start_step,
+                 total_steps)
+    return summary
   if start_step:
-    state = checkpoint.restore_train_state(manager, state, start_step)
     logging.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
   is_writer = jax.process_index() == 0
   if is_writer:
-    metrics.truncate_records(workdir, start_step)
-    writer = metrics.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir, metrics.truncate_records(workdir, start_step))
 
   train_batches = data.create_split(
       config.dataset, "train", config.batch_size // jax.process_count(), train=True,
@@ -351,13 +439,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   / record["images_per_second"])
     progress["step"] = step
     record["epoch"] = step / trainer.steps_per_epoch
-    if step % trainer.eval_every_steps == 0 or step == total_steps:
+    saves = step % trainer.eval_every_steps == 0 or step == total_steps
+    if saves:
       eval_metrics = evaluate(trainer, device_state, test_batches(config, dataset_info))
+      check_loss("test loss", eval_metrics["test_loss"], trainer.divergence_limit, step,
+                 "evaluation", config)
       record.update(eval_metrics)
-      checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
-                                 eval_metrics)
+    # The record is on disk before its checkpoint: a kill between them leaves a record after the
+    # last checkpoint, which the resumed run drops and writes again (`truncate_records`).
     if is_writer:
       writer.write(step, record)
+    if saves:
+      checkpoint.save_checkpoint(manager, trainer.data_parallel.to_host(device_state),
+                                 eval_metrics)
     seconds_per_step = progress["train_seconds"] / (step - start_step)
     metrics.log_progress(step, total_steps, record, (total_steps - step) * seconds_per_step)
 
@@ -365,7 +459,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                range(start_step + 1, total_steps + 1), after_window)
 
   if not eval_metrics:  # The workdir held a finished run: report its last evaluation.
-    eval_metrics = dict(manager.metrics(total_steps))
+    eval_metrics = {name: value for name, value in manager.metrics(total_steps).items()
+                    if name != checkpoint.CHECKSUM}
   best_step = manager.best_step()
   summary = {
       **eval_metrics,
@@ -378,6 +473,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "num_devices": trainer.data_parallel.num_devices,
       "num_processes": jax.process_count(),
   }
+  manager.close()
   if is_writer:
     writer.close()
     report.write_summary(workdir, summary)
@@ -425,13 +521,17 @@ def restore_for_inference(workdir: str, *, best: bool = False):
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"no run in workdir {workdir!r}: {config_path} does not exist")
-  with open(config_path) as file:
-    config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(json.load(file))))
-  manager = checkpoint.create_checkpoint_manager(workdir, config.keep_checkpoints)
-  step = manager.best_step() if best else manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_directory(workdir)}")
-  state_dict = checkpoint.restore_state_dict(manager, step)
+  config = ml_collections.ConfigDict(_upgraded(_lists_as_tuples(read_config_json(config_path))))
+  directory = checkpoint.checkpoint_directory(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}: the directory does not exist")
+  # Read-only: a training may be saving in this workdir; nothing is created, deleted or cleaned.
+  with contextlib.closing(checkpoint.create_checkpoint_manager(
+      workdir, config.keep_checkpoints, read_only=True)) as manager:
+    step = manager.best_step() if best else manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    state_dict = checkpoint.restore_state_dict(manager, step)
   dataset_info = data.get_dataset_info(config.dataset)
   model = build_model(config, dataset_info.num_classes, axis_name=None)
   variables = {"params": state_dict["params"], "batch_stats": state_dict.get("batch_stats", {})}

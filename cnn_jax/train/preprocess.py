@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def to_unit_interval(images) -> jax.Array:
@@ -26,6 +27,30 @@ def normalize(images_unit, mean, std) -> jax.Array:
   return (images_unit - mean) / std
 
 
+# A convex combination (resampling, blending) of values in [0, 1] may round a few float32 ulps
+# outside it; this much is accepted.
+UNIT_INTERVAL_SLACK = 1e-6
+
+
+def check_unit_interval(images: np.ndarray) -> None:
+  """Raises ValueError if float `images` hold NaN, infinity or values outside [0, 1].
+
+  On the host only: under `jit` values cannot raise, and the models do not propagate NaN
+  reliably on CPU (see `cnn_jax/xla_cpu.py`), so non-finite inputs are stopped here.
+  """
+  finite = np.isfinite(images)
+  if not finite.all():
+    raise ValueError(f"images hold {int(np.size(finite) - finite.sum())} NaN or infinite values "
+                     f"(of {np.size(finite)}); the models need finite pixels")
+  if images.size == 0:
+    return
+  low, high = float(images.min()), float(images.max())
+  if low < -UNIT_INTERVAL_SLACK or high > 1.0 + UNIT_INTERVAL_SLACK:
+    raise ValueError(f"float images must be in [0, 1], got values in [{low:g}, {high:g}]"
+                     + (": on the 0..255 scale? divide by 255 or pass uint8" if high > 1.5
+                        else ""))
+
+
 def preprocess(images, dataset_info) -> jax.Array:
   """Model input from raw images: `[N, H, W, C]` uint8 (or float in [0, 1]) -> normalized float32.
 
@@ -35,10 +60,16 @@ def preprocess(images, dataset_info) -> jax.Array:
 
   Returns:
     `[N, H, W, C]` float32, `(images / 255 - mean) / std` for uint8 input.
+
+  Raises:
+    ValueError: the shape is not `[N, H, W, C]`; float images (outside `jit`) hold NaN,
+      infinity or values outside [0, 1] (`check_unit_interval`).
   """
   images = jnp.asarray(images)
   channels = len(dataset_info.mean)
   if images.ndim != 4 or images.shape[-1] != channels:
     raise ValueError(f"images must be [N, H, W, {channels}] for dataset {dataset_info.name!r}, "
                      f"got shape {images.shape}")
+  if images.dtype != jnp.uint8 and not isinstance(images, jax.core.Tracer):
+    check_unit_interval(np.asarray(images))
   return normalize(to_unit_interval(images), dataset_info.mean, dataset_info.std)

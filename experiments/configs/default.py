@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_every_epochs = 2.0  # evaluate on the test split and checkpoint (and at the end)
   config.eval_every_steps = config_dict.placeholder(int)  # the eval cadence in steps; wins if set
   config.keep_checkpoints = 2  # the latest checkpoints kept (the best one is kept as well)
+  config.divergence_factor = 100.0  # stop (unsaved) if a loss > this * ln(classes): diverged
   config.prefetch = 2  # batches prepared ahead by the input pipeline
   return config
 

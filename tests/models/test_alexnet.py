@@ -229,7 +229,7 @@ def test_too_small_input_raises_value_error():
   model = get_model("alexnet")
   with pytest.raises(ValueError, match="larger than the padded input"):
     jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                   jnp.zeros((1, 32, 32, 3)))
+                   jnp.zeros((1, 35, 35, 3)))  # conv1 tiles 35; a later layer is too big
 
 
 def test_one_definition_two_layouts_with_their_own_fields_checked():
