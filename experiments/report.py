@@ -7,6 +7,8 @@ import time
 
 from cnn_jax.train import optim
 
+from experiments import contrasts
+
 SECTION_TITLES = {
     "equivariance": "3. Equivariance by construction (random init)",
     "augmentation": "1. Augmentation x model grid",
@@ -37,7 +39,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"{total_seconds / 60:.1f} min in total). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned.items()) + ".",
-      "Tables give mean ± std over seeds. Data: the 5,000 offline MNIST digits "
+      "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
+      "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
       "prepared (see its section). Every model is trained by "
       "`cnn_jax.train`'s data-parallel step and loop (SGD with Nesterov momentum, cosine "
@@ -51,6 +54,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
     else:
       lines.append("No finished runs.")
     lines.append("")
+  lines += ["## Agreement with the papers (computed)", "",
+            contrasts.contrast_section(results, contrasts.contrasts_for(config)), ""]
   path = os.path.join(report_dir, "README.md")
   with open(path, "w") as file:
     file.write("\n".join(lines))

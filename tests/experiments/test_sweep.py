@@ -112,7 +112,8 @@ def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch
   assert executed == [second.name]
   assert [r["metrics"]["clean_accuracy"] for r in results["augmentation"]] == [0.25, 0.5]
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
-  assert "| mlp | none | 2 | 0.375 ± 0.125 |" in readme
+  # sample std (ddof=1) of 0.25, 0.5; t interval with 1 degree of freedom.
+  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in readme
 
 
 def test_absent_cifar10_is_logged_and_reported(tmp_path, caplog):
