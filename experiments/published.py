@@ -42,3 +42,13 @@ PUBLISHED = {
     "he_resnet44_error": Published(0.0717, "test error, ResNet-44", HE_2016_TABLE_6),
     "he_resnet56_error": Published(0.0697, "test error, ResNet-56", HE_2016_TABLE_6),
 }
+
+
+def published_table(keys: tuple[str, ...] = tuple(PUBLISHED)) -> str:
+  """A Markdown table of the published numbers `keys` (quantity, value in %, source)."""
+  unknown = [key for key in keys if key not in PUBLISHED]
+  if unknown:
+    raise ValueError(f"keys must be among {sorted(PUBLISHED)}, got unknown {unknown}")
+  rows = [f"| {PUBLISHED[key].quantity} | {100 * PUBLISHED[key].value:.2f}% | "
+          f"{PUBLISHED[key].source} |" for key in keys]
+  return "\n".join(["| published quantity | value | source |", "|---|---|---|", *rows])

@@ -213,3 +213,39 @@ def test_report_only_runs_nothing(tmp_path, monkeypatch):
   assert sweep.run_sweep(config, str(tmp_path), report_only=True) == {}
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
   assert "augmentation 0/1" in readme and "No finished runs." in readme
+
+
+def test_report_only_rewrites_the_report_from_exported_results(tmp_path, monkeypatch):
+  """The per-run JSON beside a report is enough to rewrite it and its figures: no training."""
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1)
+  accuracies = iter([0.25, 0.5])
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(
+      FAKE_METRICS, clean_accuracy=next(accuracies)))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  report_dir = str(tmp_path / "results")
+  sweep.run_sweep(config, str(tmp_path / "work"), report_dir=report_dir)
+  readme_path = os.path.join(report_dir, "README.md")
+  first = open(readme_path).read()
+  figures = sorted(name for name in os.listdir(report_dir) if name.endswith(".png"))
+  assert figures and sorted(os.listdir(os.path.join(report_dir, "runs"))) == [
+      "augmentation.json", "config.json"]
+  for name in figures + ["README.md"]:
+    os.remove(os.path.join(report_dir, name))
+
+  def no_training(*args):
+    raise AssertionError("report_only trained")
+
+  monkeypatch.setattr(augmentation, "execute", no_training)
+  sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
+  second = open(readme_path).read()
+  without_date = lambda text: [line for line in text.splitlines()
+                               if not line.startswith("Generated ")]
+  assert without_date(second) == without_date(first)
+  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in second
+  assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == figures
+
+
+def test_report_only_without_exported_results_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match="has no exported results"):
+    sweep.report.report_from_exported(str(tmp_path), sweep.EXPERIMENTS)
