@@ -26,7 +26,8 @@ from cnn_jax.data.augment import rotate
 from cnn_jax.train.preprocess import to_unit_interval
 from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
-                                            prng_key, train_classifier, training_config)
+                                            plateau_gain, prng_key, train_classifier,
+                                            training_config, validation_split)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
@@ -51,16 +52,32 @@ def validate(config) -> None:
   check_names(f"config.{NAME}.datasets", config.augmentation.datasets, IN_MEMORY_DATASETS)
   check_names(f"config.{NAME}.models", config.augmentation.models, tuple(MODELS))
   check_names(f"config.{NAME}.augmentations", config.augmentation.augmentations, AUGMENTATIONS)
-  for field in ("num_steps", "cifar10_num_steps"):
-    if not isinstance(config.augmentation[field], int) or config.augmentation[field] < 1:
-      raise ValueError(f"config.{NAME}.{field} must be an int >= 1, got "
-                       f"{config.augmentation[field]!r}")
+  if not isinstance(config.augmentation.cifar10_num_steps, int) or (
+      config.augmentation.cifar10_num_steps < 1):
+    raise ValueError(f"config.{NAME}.cifar10_num_steps must be an int >= 1, got "
+                     f"{config.augmentation.cifar10_num_steps!r}")
+  if not isinstance(config.augmentation.num_epochs, (int, float)) or (
+      config.augmentation.num_epochs <= 0):
+    raise ValueError(f"config.{NAME}.num_epochs must be a number > 0, got "
+                     f"{config.augmentation.num_epochs!r}")
+  if not 0.0 < config.validation_fraction < 1.0:
+    raise ValueError(f"config.validation_fraction must be in (0, 1), got "
+                     f"{config.validation_fraction!r}")
 
 
-def num_steps(config, dataset: str) -> int:
-  """Training steps of a run on `dataset`."""
+def num_steps(config, dataset: str, num_train: int) -> int:
+  """Training steps of a run on `dataset` with `num_train` training examples: the digits
+  `ceil(num_epochs * num_train / batch_size)` (at least 1), CIFAR-10 `cifar10_num_steps`."""
   settings = config.augmentation
-  return settings.num_steps if dataset == DATASET else settings.cifar10_num_steps
+  if dataset != DATASET:
+    return settings.cifar10_num_steps
+  return max(1, math.ceil(settings.num_epochs * num_train / config.batch_size))
+
+
+def _training_length(config, dataset: str) -> str:
+  if dataset == DATASET:
+    return f"{config.augmentation.num_epochs:g} epochs"
+  return f"{config.augmentation.cifar10_num_steps} training steps"
 
 
 def name_prefix(dataset: str) -> str:
@@ -93,14 +110,18 @@ def plan(config) -> list[Run]:
 def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   """Trains the run's model on `dataset` (the run's) and measures it; the metrics, JSON-ready."""
   settings = config.augmentation
-  steps = num_steps(config, dataset.name)
+  (train_images, train_labels), validation = validation_split(
+      dataset.train_images, dataset.train_labels, config.validation_fraction)
+  steps = num_steps(config, dataset.name, len(train_labels))
+  steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
   model_name, fields = MODELS[run.options["model"]]
+  # A validation record per epoch (at least 4 per run): the curve that shows the plateau.
   training = training_config(model_name, seed=run.seed, num_steps=steps,
                              batch_size=config.batch_size, learning_rate=config.learning_rate,
-                             record_every=max(steps // 4, 1), **fields)
+                             record_every=max(min(steps_per_epoch, steps // 4), 1), **fields)
   training.augmentation = augmentation_spec(run.options["augmentation"], config)
-  classifier, records = train_classifier(training, dataset.train_images, dataset.train_labels,
-                                         dataset=dataset.name)
+  classifier, records = train_classifier(training, train_images, train_labels,
+                                         dataset=dataset.name, validation=validation)
   apply_fn = classifier.apply_fn()
   images, labels = evaluation_subset(dataset, config.eval_images)
   images = to_unit_interval(images)
@@ -125,6 +146,11 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   return {
       "clean_accuracy": classifier.accuracy(dataset.test_images, dataset.test_labels),
       "final_train_loss": records[-1].train_loss,
+      "train_steps": steps,
+      "record_steps": [r.step for r in records],
+      "validation_accuracy": [r.validation_accuracy for r in records],
+      "validation_loss": [r.validation_loss for r in records],
+      "plateau_gain": plateau_gain(records),
       "consistency_crop": consistency["crop"],
       "consistency_circular": consistency["circular"],
       **analysis.prediction_change_under_shift(apply_fn, images, mode="crop"),
@@ -206,6 +232,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                         if abs(shift) == max(map(abs, r["metrics"]["translations"]))])
                for r in group]
     rows.append([model, augmentation_name, len(group), cell(_metric(group, "clean_accuracy")),
+                 cell(_metric(group, "final_train_loss")), cell(_metric(group, "plateau_gain")),
                  cell(_metric(group, "consistency_crop")),
                  cell(_metric(group, "consistency_circular")),
                  cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
@@ -214,7 +241,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                  cell(_metric(group, "lie_rotation_logits"), 2)])
   largest_shift = max(map(abs, config.augmentation.translations))
   table = markdown_table(
-      ["model", "augmentation", "seeds", "clean acc", "consistency (crop)",
+      ["model", "augmentation", "seeds", "clean acc", "train loss", "plateau gain",
+       "consistency (crop)",
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation f‖", "‖L_rotation f‖"], rows)
 
@@ -290,7 +318,11 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                          cell(shares["translation_horizontal"], 2), cell(shares["rotation"], 2)])
   settings = config.augmentation
   return "\n".join([
-      f"{num_steps(config, dataset)} training steps of batch {config.batch_size} per run; "
+      f"{_training_length(config, dataset)} of batch {config.batch_size} per run on the "
+      f"training split less a class-stratified {config.validation_fraction:.0%} validation "
+      "split (never the test set); stopping rule: a fixed length, checked on the validation "
+      "curve: 'plateau gain' = mean validation accuracy over the last quarter of the records "
+      "minus the quarter before (near 0: converged). "
       f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
       f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
       f"Metrics on {config.eval_images} test images (clean accuracy on all "

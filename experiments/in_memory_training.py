@@ -208,8 +208,9 @@ def validation_split(images: np.ndarray, labels: np.ndarray, fraction: float, se
                      ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
   """Carves a class-stratified validation split out of a training set (never the test set).
 
-  Of each class, `round(fraction * count)` examples (a random choice, `default_rng(seed)`) go to
-  validation, the rest stay for training, in their original order.
+  Of each class, `round(fraction * count)` examples, and at least one of a class with two or
+  more (a random choice, `default_rng(seed)`), go to validation; the rest stay for training, in
+  their original order.
 
   Returns:
     `(train_images, train_labels), (validation_images, validation_labels)`.
@@ -220,7 +221,8 @@ def validation_split(images: np.ndarray, labels: np.ndarray, fraction: float, se
   held_out = np.zeros(len(labels), bool)
   for label in np.unique(labels):
     members = np.flatnonzero(labels == label)
-    held_out[rng.choice(members, round(fraction * len(members)), replace=False)] = True
+    count = max(round(fraction * len(members)), 1 if len(members) > 1 else 0)
+    held_out[rng.choice(members, count, replace=False)] = True
   return (images[~held_out], labels[~held_out]), (images[held_out], labels[held_out])
 
 

@@ -22,6 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.learning_rate = 0.2  # peak SGD rate per 256 examples (0.05 at batch 64), every run
   config.eval_images = 300  # test images the invariance metrics use (accuracy: all of them)
   config.layer_images = 32  # test images for the per-layer equivariance and Lie derivatives
+  # Of every training set, this class-stratified fraction is held out as the validation split
+  # the stopping rule is checked on (never the test set).
+  config.validation_fraction = 0.1
   config.data_dir = config_dict.placeholder(str)  # TFDS directory of 'cifar10'; None: TFDS's
 
   # 1. Augmentation x model grid (train, then every metric of cnn_jax.analysis).
@@ -33,7 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augmentation.augmentations = ("none", "translate", "rotate", "both")
   config.augmentation.max_shift = 3  # 'translate': random crop of the 3-pixel zero-padded image
   config.augmentation.max_degrees = 30.0  # 'rotate': angle uniform in [-30, 30] degrees
-  config.augmentation.num_steps = 80  # training steps (80 x 64 = 1.3 epochs of 4,000 digits)
+  # Epochs over the 3,600 digits left after validation; the validation curve (one record per
+  # epoch) and its 'plateau gain' show whether that is enough.
+  config.augmentation.num_epochs = 15.0
   config.augmentation.cifar10_num_steps = 2000  # on CIFAR-10 (2.6 epochs of 50,000 images)
   config.augmentation.consistency_shift = 3  # shifts uniform in [-3, 3] per axis
   config.augmentation.consistency_passes = 2  # passes with fresh shifts
@@ -77,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augmentation.datasets = ("mnist_offline",)  # the same runs on every machine
     config.augmentation.models = ("cnn",)
     config.augmentation.augmentations = ("both",)
-    config.augmentation.num_steps = 4
+    config.augmentation.num_epochs = 0.08  # 5 steps
     config.augmentation.cifar10_num_steps = 4
     config.augmentation.translations = (-4, 0, 4)
     config.augmentation.angles = (-90, 0, 90)

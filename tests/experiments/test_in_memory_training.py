@@ -87,6 +87,8 @@ def test_validation_split_is_stratified_disjoint_and_complete():
   np.testing.assert_array_equal(np.bincount(val_labels), [4] * 10)
   assert sorted(train_images.ravel().tolist() + val_images.ravel().tolist()) == list(range(400))
   np.testing.assert_array_equal(labels[train_images.ravel()], train_labels)
+  _, (_, held_labels) = validation_split(images[:12], np.arange(12) % 6, 0.1)
+  assert sorted(held_labels.tolist()) == list(range(6))  # one of each class of two
   with pytest.raises(ValueError, match="fraction must be in"):
     validation_split(images, labels, 1.0)
 

@@ -15,7 +15,9 @@ from experiments.runs import result_path, save_result
 
 # What augmentation.execute returns, for a run that never trained.
 FAKE_METRICS = {
-    "clean_accuracy": 0.5, "final_train_loss": 1.0, "consistency_crop": 0.9,
+    "clean_accuracy": 0.5, "final_train_loss": 1.0, "train_steps": 2, "record_steps": [1, 2],
+    "validation_accuracy": [0.3, 0.4], "validation_loss": [2.0, 1.5], "plateau_gain": 0.1,
+    "consistency_crop": 0.9,
     "consistency_circular": 0.8, "p_top1_change": 0.1, "mean_abs_change": 0.05,
     "translations": [-1, 0, 1],
     "accuracy_vs_translation": {"horizontal": [0.4, 0.5, 0.4], "vertical": [0.3, 0.5, 0.3]},
@@ -35,7 +37,7 @@ def tiny_config():
   config.experiments = ("augmentation",)
   config.augmentation.models = ("mlp",)
   config.augmentation.augmentations = ("none",)
-  config.augmentation.num_steps = 2
+  config.augmentation.num_epochs = 0.03  # 2 steps of the 3,600 training digits
   return config
 
 
@@ -46,6 +48,8 @@ def tiny_config():
     ("augmentation.datasets", ("mnist_offline", "svhn"),
      r"config.augmentation.datasets must be .* \('mnist_offline', 'cifar10'\).* \['svhn'\]"),
     ("augmentation.cifar10_num_steps", 0, "config.augmentation.cifar10_num_steps must be an int"),
+    ("augmentation.num_epochs", 0.0, r"config.augmentation.num_epochs must be a number > 0, got 0.0"),
+    ("validation_fraction", 1.0, r"config.validation_fraction must be in \(0, 1\), got 1.0"),
     ("augmentation.seeds", (), "config.augmentation.seeds must be a non-empty list"),
     ("priors.seeds", (), "config.priors.seeds must be a non-empty list"),
     ("depth.depths", (9,), "config.depth.depths must be a non-empty list of depths 6n"),
