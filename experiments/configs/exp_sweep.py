@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 1. Augmentation x model grid (train, then every metric of cnn_jax.analysis).
   config.augmentation = ml_collections.ConfigDict()
-  config.augmentation.seeds = (0, 1, 2)  # one run per seed of every (model, augmentation)
+  config.augmentation.seeds = (0, 1, 2, 3, 4)  # one run per seed of every (model, augmentation)
   # 'cifar10' runs only where TFDS's cifar10 is prepared in data_dir (else not planned).
   config.augmentation.datasets = ("mnist_offline", "cifar10")
   config.augmentation.models = ("mlp", "cnn", "cnn_blur", "resnet20", "resnet20_circular")
@@ -40,6 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # epoch) and its 'plateau gain' show whether that is enough.
   config.augmentation.num_epochs = 15.0
   config.augmentation.cifar10_num_steps = 2000  # on CIFAR-10 (2.6 epochs of 50,000 images)
+  # Dose-response (on the digits): these models trained at each translation range (pixels of
+  # the random crop) and rotation range (degrees); 0 is the grid's 'none', the grid's own
+  # ranges are its 'translate' / 'rotate' runs.
+  config.augmentation.dose_models = ("cnn",)
+  config.augmentation.translation_ranges = (0, 1, 2, 3, 4, 6)
+  config.augmentation.rotation_ranges = (0.0, 15.0, 30.0, 45.0, 90.0, 180.0)
   config.augmentation.consistency_shift = 3  # shifts uniform in [-3, 3] per axis
   config.augmentation.consistency_passes = 2  # passes with fresh shifts
   config.augmentation.translations = (-8, -6, -4, -2, 0, 2, 4, 6, 8)  # pixels, accuracy curve
@@ -48,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 2. Learned translation invariance on a canvas (Biscione & Bowers 2021).
   config.learned_invariance = ml_collections.ConfigDict()
-  config.learned_invariance.seeds = (0, 1, 2)
+  config.learned_invariance.seeds = (0, 1, 2, 3, 4)
   config.learned_invariance.canvas = 40  # side of the black canvas the 28x28 digits sit on
   config.learned_invariance.location_step = 4  # test locations: offsets 0, 4, ..., canvas - 28
   config.learned_invariance.hidden_width = 128  # the dense layer below the classifier head
@@ -57,12 +63,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 3. Equivariance by construction, at random initialization (no training).
   config.equivariance = ml_collections.ConfigDict()
-  config.equivariance.seeds = (0, 1, 2)  # random initializations
+  config.equivariance.seeds = (0, 1, 2, 3, 4)  # random initializations
   config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (4, 4), (3, 5))
 
   # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
   config.priors = ml_collections.ConfigDict()
-  config.priors.seeds = (0, 1, 2)
+  config.priors.seeds = (0, 1, 2, 3, 4)
   config.priors.train_sizes = (500, 4000)  # training digits (class-balanced subsets)
   config.priors.num_steps = 80  # for every training-set size
   config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
@@ -70,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 5. Depth: plain vs residual CIFAR-style networks (widths 8-16-32) of growing depth.
   config.depth = ml_collections.ConfigDict()
-  config.depth.seeds = (0, 1, 2)
+  config.depth.seeds = (0, 1, 2, 3, 4)
   config.depth.depths = (8, 20)  # 6n + 2 layers
   config.depth.num_steps = 60
   config.depth.record_every = 4  # steps between loss / gradient-norm records
@@ -87,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augmentation.translations = (-4, 0, 4)
     config.augmentation.angles = (-90, 0, 90)
     config.augmentation.consistency_passes = 1
+    config.augmentation.dose_models = ()  # the dose-response's report is tested on fixtures
     config.augmentation.layer_shifts = ((1, 0), (2, 2))
     config.learned_invariance.seeds = (0,)
     config.learned_invariance.canvas = 32

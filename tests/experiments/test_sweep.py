@@ -38,6 +38,7 @@ def tiny_config():
   config.augmentation.models = ("mlp",)
   config.augmentation.augmentations = ("none",)
   config.augmentation.num_epochs = 0.03  # 2 steps of the 3,600 training digits
+  config.augmentation.dose_models = ()
   return config
 
 
@@ -253,3 +254,23 @@ def test_report_only_rewrites_the_report_from_exported_results(tmp_path, monkeyp
 def test_report_only_without_exported_results_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="has no exported results"):
     sweep.report.report_from_exported(str(tmp_path), sweep.EXPERIMENTS)
+
+
+def test_dose_response_plans_each_range_once_and_reports_it(tmp_path, monkeypatch):
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1)
+  config.augmentation.dose_models = ("mlp",)
+  config.augmentation.translation_ranges = (0, 2, 3)  # 0: the grid's 'none'; 3: 'translate'
+  config.augmentation.rotation_ranges = (0.0, 90.0)
+  names = [run.name for run in augmentation.plan(config) if run.seed == 0]
+  assert names == ["mlp_none_seed0", "mlp_translate2_seed0", "mlp_translate_seed0",
+                   "mlp_rotate90_seed0"]
+  assert augmentation.augmentation_spec("translate2", config) == "crop=2"
+  assert augmentation.augmentation_spec("rotate90", config) == "rotate=90"
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  sweep.run_sweep(config, str(tmp_path))
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  assert "### Dose-response" in readme and "| mlp | translate | ±2px | 2 |" in readme
+  assert "| mlp | rotate | ±90° | 2 |" in readme
+  assert os.path.exists(os.path.join(tmp_path, "report", "dose_response.png"))
