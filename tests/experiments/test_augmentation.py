@@ -14,6 +14,7 @@ from experiments.in_memory_training import load_dataset, load_digits
 def one_seed_config(data_dir: str):
   config = exp_sweep.get_config()
   config.augmentation.seeds = (0,)
+  config.augmentation.dose_models = ()  # the grid only
   config.data_dir = data_dir
   return config
 
