@@ -83,6 +83,9 @@ def validate(config) -> None:
       config.augmentation.num_epochs <= 0):
     raise ValueError(f"config.{NAME}.num_epochs must be a number > 0, got "
                      f"{config.augmentation.num_epochs!r}")
+  if config.augmentation.reduced_models:
+    check_names(f"config.{NAME}.reduced_models", config.augmentation.reduced_models,
+                tuple(MODELS))
   if config.augmentation.dose_models:
     check_names(f"config.{NAME}.dose_models", config.augmentation.dose_models, tuple(MODELS))
   for kind, values in dose_ranges(config).items():
@@ -124,6 +127,13 @@ def absent_datasets(config) -> tuple[str, ...]:
                if not is_prepared(name, config.data_dir))
 
 
+def model_augmentations(config, model: str) -> tuple[str, ...]:
+  """The grid's augmentations of `model`: `config.augmentation.augmentations`, less for the
+  models `config.augmentation.reduced_models` names (a budget cut: those get only the first)."""
+  augmentations = tuple(config.augmentation.augmentations)
+  return augmentations[:1] if model in config.augmentation.reduced_models else augmentations
+
+
 def plan(config) -> list[Run]:
   """Every (dataset, model, augmentation) at every seed, datasets that are not prepared left out;
   then on the digits the dose-response levels of each dose model the grid does not have."""
@@ -133,7 +143,7 @@ def plan(config) -> list[Run]:
           for seed in config.augmentation.seeds
           for dataset in config.augmentation.datasets if dataset not in absent
           for model in config.augmentation.models
-          for augmentation in config.augmentation.augmentations]
+          for augmentation in model_augmentations(config, model)]
   names = {run.name for run in grid}
   dose = []
   for seed in config.augmentation.seeds:

@@ -14,7 +14,8 @@ from experiments.in_memory_training import load_dataset, load_digits
 def one_seed_config(data_dir: str):
   config = exp_sweep.get_config()
   config.augmentation.seeds = (0,)
-  config.augmentation.dose_models = ()  # the grid only
+  config.augmentation.dose_models = ()  # the grid only, every model with every augmentation
+  config.augmentation.reduced_models = ()
   config.data_dir = data_dir
   return config
 

@@ -64,7 +64,7 @@ def test_bad_sweep_specifications_are_rejected(field, value, message):
 
 
 def test_bad_config_argument_is_rejected():
-  with pytest.raises(ValueError, match="must be '' or 'smoke', got 'huge'"):
+  with pytest.raises(ValueError, match="must be '', 'smoke' or 'gpu', got 'huge'"):
     exp_sweep.get_config("huge")
 
 
@@ -274,3 +274,11 @@ def test_dose_response_plans_each_range_once_and_reports_it(tmp_path, monkeypatc
   assert "### Dose-response" in readme and "| mlp | translate | ±2px | 2 |" in readme
   assert "| mlp | rotate | ±90° | 2 |" in readme
   assert os.path.exists(os.path.join(tmp_path, "report", "dose_response.png"))
+
+
+def test_budget_cut_models_get_only_the_first_augmentation():
+  full, gpu = exp_sweep.get_config(), exp_sweep.get_config("gpu")
+  seed0 = lambda config: [run.name for run in augmentation.plan(config) if run.seed == 0]
+  assert "resnet20_none_seed0" in seed0(full) and "resnet20_rotate_seed0" not in seed0(full)
+  assert "resnet20_rotate_seed0" in seed0(gpu) and "cnn_rotate_seed0" in seed0(full)
+  assert len(gpu.augmentation.seeds) >= len(full.augmentation.seeds) >= 5
