@@ -324,7 +324,7 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       row_axes[2].set_ylabel("accuracy")
       row_axes[2].legend(fontsize=6, ncol=2)
       for axis in row_axes:
-        axis.set_xlabel(f"training range ±{unit} ({kind})")
+        axis.set_xlabel(f"{kind} training range (± {unit})")
         axis.set_title(f"{model}, {kind} augmentation", fontsize=9)
         axis.grid(alpha=0.3)
       for value, group in zip(present, cells):

@@ -80,7 +80,7 @@ def exported_directory(report_dir: str) -> str:
 
 
 def export_results(results: dict[str, list[dict]], config, report_dir: str) -> None:
-  """Writes every result (by experiment, sorted by run name) and the config under
+  """Writes every result (by experiment, in the given order: the report's) and the config under
   `<report_dir>/runs/`, replacing what an earlier report left there."""
   directory = exported_directory(report_dir)
   os.makedirs(directory, exist_ok=True)
@@ -89,7 +89,7 @@ def export_results(results: dict[str, list[dict]], config, report_dir: str) -> N
       os.remove(os.path.join(directory, name))
   for experiment, group in results.items():
     with open(os.path.join(directory, f"{experiment}.json"), "w") as file:
-      json.dump(sorted(group, key=lambda r: r["run"]["name"]), file, indent=0)
+      json.dump(group, file, indent=0)
   with open(os.path.join(directory, "config.json"), "w") as file:
     file.write(config.to_json(indent=1))
 
