@@ -10,7 +10,7 @@ WORKDIR ?= runs/default
 TUNED := GLIBC_TUNABLES=$$($(BIN)/python -c 'from cnn_jax.runtime import MALLOC_TUNABLES as m; print(m)')
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test test-slow test-all sweep sweep-smoke viz bench
+.PHONY: install run test test-slow test-all sweep sweep-smoke report viz bench
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,14 @@ test-slow: install
 test-all: install
 	$(TUNED) $(BIN)/python -m pytest -n 2 -q -m 'slow or not slow'
 
+# The full sweep: runs in runs/sweep (resumable); the report, its figures and the per-run
+# results it was made from (small JSON, committed) in experiments/results.
 sweep: install
-	$(BIN)/python -m experiments.sweep --workdir=runs/sweep
+	$(BIN)/python -m experiments.sweep --workdir=runs/sweep --report_dir=experiments/results
+
+# Rewrites experiments/results/README.md and its figures from the committed per-run results.
+report: install
+	$(BIN)/python -m experiments.sweep --report_only --report_dir=experiments/results
 
 sweep-smoke: install
 	$(BIN)/python -m experiments.sweep --workdir=runs/sweep-smoke --config=experiments/configs/exp_sweep.py:smoke

@@ -26,24 +26,48 @@ from cnn_jax.data.augment import rotate
 from cnn_jax.train.preprocess import to_unit_interval
 from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
-                                            prng_key, train_classifier, training_config)
+                                            plateau_gain, prng_key, train_classifier,
+                                            training_config, validation_split)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
+from experiments.seed_statistics import summarize
 from experiments.runs import Run
 
 NAME = "augmentation"
 AUGMENTATIONS = ("none", "translate", "rotate", "both")
+# Dose-response: the kinds of augmentation trained over a range of strengths, and their specs.
+DOSE_KINDS = {"translate": "crop", "rotate": "rotate"}
 DATASET_TITLES = {"mnist_offline": "Offline MNIST digits ('mnist_offline')",
                   "cifar10": "CIFAR-10 ('cifar10')"}
 assert tuple(DATASET_TITLES) == IN_MEMORY_DATASETS
 
 
 def augmentation_spec(name: str, config) -> str:
-  """The `cnn_jax.data.augment` spec of augmentation `name`."""
+  """The `cnn_jax.data.augment` spec of augmentation `name`: one of AUGMENTATIONS, or a
+  dose-response level 'translate<pixels>' / 'rotate<degrees>' (see `dose_name`)."""
+  for kind, spec in DOSE_KINDS.items():
+    if name.startswith(kind) and name != kind:
+      return f"{spec}={name[len(kind):]}"
   translate = f"crop={config.augmentation.max_shift}"
   rotation = f"rotate={config.augmentation.max_degrees}"
   return {"none": "", "translate": translate, "rotate": rotation,
           "both": f"{translate},{rotation}"}[name]
+
+
+def dose_ranges(config) -> dict[str, tuple]:
+  """The dose-response training ranges: {'translate': pixels, 'rotate': degrees}."""
+  return {"translate": tuple(config.augmentation.translation_ranges),
+          "rotate": tuple(config.augmentation.rotation_ranges)}
+
+
+def dose_name(kind: str, value: float, config) -> str:
+  """The augmentation name of training range `value` of `kind`: 'none' at 0, the grid's
+  'translate' / 'rotate' at its own range (one run serves both), else e.g. 'translate2'."""
+  grid_range = {"translate": config.augmentation.max_shift,
+                "rotate": config.augmentation.max_degrees}[kind]
+  if value == 0:
+    return "none"
+  return kind if value == grid_range else f"{kind}{value:g}"
 
 
 def validate(config) -> None:
@@ -51,16 +75,40 @@ def validate(config) -> None:
   check_names(f"config.{NAME}.datasets", config.augmentation.datasets, IN_MEMORY_DATASETS)
   check_names(f"config.{NAME}.models", config.augmentation.models, tuple(MODELS))
   check_names(f"config.{NAME}.augmentations", config.augmentation.augmentations, AUGMENTATIONS)
-  for field in ("num_steps", "cifar10_num_steps"):
-    if not isinstance(config.augmentation[field], int) or config.augmentation[field] < 1:
-      raise ValueError(f"config.{NAME}.{field} must be an int >= 1, got "
-                       f"{config.augmentation[field]!r}")
+  if not isinstance(config.augmentation.cifar10_num_steps, int) or (
+      config.augmentation.cifar10_num_steps < 1):
+    raise ValueError(f"config.{NAME}.cifar10_num_steps must be an int >= 1, got "
+                     f"{config.augmentation.cifar10_num_steps!r}")
+  if not isinstance(config.augmentation.num_epochs, (int, float)) or (
+      config.augmentation.num_epochs <= 0):
+    raise ValueError(f"config.{NAME}.num_epochs must be a number > 0, got "
+                     f"{config.augmentation.num_epochs!r}")
+  if config.augmentation.reduced_models:
+    check_names(f"config.{NAME}.reduced_models", config.augmentation.reduced_models,
+                tuple(MODELS))
+  if config.augmentation.dose_models:
+    check_names(f"config.{NAME}.dose_models", config.augmentation.dose_models, tuple(MODELS))
+  for kind, values in dose_ranges(config).items():
+    if any(not isinstance(v, (int, float)) or v < 0 for v in values):
+      raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
+  if not 0.0 < config.validation_fraction < 1.0:
+    raise ValueError(f"config.validation_fraction must be in (0, 1), got "
+                     f"{config.validation_fraction!r}")
 
 
-def num_steps(config, dataset: str) -> int:
-  """Training steps of a run on `dataset`."""
+def num_steps(config, dataset: str, num_train: int) -> int:
+  """Training steps of a run on `dataset` with `num_train` training examples: the digits
+  `ceil(num_epochs * num_train / batch_size)` (at least 1), CIFAR-10 `cifar10_num_steps`."""
   settings = config.augmentation
-  return settings.num_steps if dataset == DATASET else settings.cifar10_num_steps
+  if dataset != DATASET:
+    return settings.cifar10_num_steps
+  return max(1, math.ceil(settings.num_epochs * num_train / config.batch_size))
+
+
+def _training_length(config, dataset: str) -> str:
+  if dataset == DATASET:
+    return f"{config.augmentation.num_epochs:g} epochs"
+  return f"{config.augmentation.cifar10_num_steps} training steps"
 
 
 def name_prefix(dataset: str) -> str:
@@ -79,28 +127,53 @@ def absent_datasets(config) -> tuple[str, ...]:
                if not is_prepared(name, config.data_dir))
 
 
+def model_augmentations(config, model: str) -> tuple[str, ...]:
+  """The grid's augmentations of `model`: `config.augmentation.augmentations`, less for the
+  models `config.augmentation.reduced_models` names (a budget cut: those get only the first)."""
+  augmentations = tuple(config.augmentation.augmentations)
+  return augmentations[:1] if model in config.augmentation.reduced_models else augmentations
+
+
 def plan(config) -> list[Run]:
-  """Every (dataset, model, augmentation) at every seed, datasets that are not prepared left out."""
+  """Every (dataset, model, augmentation) at every seed, datasets that are not prepared left out;
+  then on the digits the dose-response levels of each dose model the grid does not have."""
   absent = absent_datasets(config)
-  return [Run(NAME, f"{name_prefix(dataset)}{model}_{augmentation}_seed{seed}", seed,
+  grid = [Run(NAME, f"{name_prefix(dataset)}{model}_{augmentation}_seed{seed}", seed,
               {"model": model, "augmentation": augmentation, "dataset": dataset})
           for seed in config.augmentation.seeds
           for dataset in config.augmentation.datasets if dataset not in absent
           for model in config.augmentation.models
-          for augmentation in config.augmentation.augmentations]
+          for augmentation in model_augmentations(config, model)]
+  names = {run.name for run in grid}
+  dose = []
+  for seed in config.augmentation.seeds:
+    for model in config.augmentation.dose_models:
+      for kind, values in dose_ranges(config).items():
+        for value in values:
+          augmentation = dose_name(kind, value, config)
+          name = f"{model}_{augmentation}_seed{seed}"
+          if name not in names:
+            names.add(name)
+            dose.append(Run(NAME, name, seed, {"model": model, "augmentation": augmentation,
+                                               "dataset": DATASET}))
+  return grid + dose
 
 
 def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   """Trains the run's model on `dataset` (the run's) and measures it; the metrics, JSON-ready."""
   settings = config.augmentation
-  steps = num_steps(config, dataset.name)
+  (train_images, train_labels), validation = validation_split(
+      dataset.train_images, dataset.train_labels, config.validation_fraction)
+  steps = num_steps(config, dataset.name, len(train_labels))
+  steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
   model_name, fields = MODELS[run.options["model"]]
+  # A validation record per epoch (at least 4 per run): the curve that shows the plateau.
   training = training_config(model_name, seed=run.seed, num_steps=steps,
                              batch_size=config.batch_size, learning_rate=config.learning_rate,
-                             record_every=max(steps // 4, 1), **fields)
+                             record_every=max(min(steps_per_epoch, steps // 4), 1), **fields)
   training.augmentation = augmentation_spec(run.options["augmentation"], config)
-  classifier, records = train_classifier(training, dataset.train_images, dataset.train_labels,
-                                         dataset=dataset.name)
+  classifier, records = train_classifier(training, train_images, train_labels,
+                                         dataset=dataset.name, validation=validation)
   apply_fn = classifier.apply_fn()
   images, labels = evaluation_subset(dataset, config.eval_images)
   images = to_unit_interval(images)
@@ -125,6 +198,11 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   return {
       "clean_accuracy": classifier.accuracy(dataset.test_images, dataset.test_labels),
       "final_train_loss": records[-1].train_loss,
+      "train_steps": steps,
+      "record_steps": [r.step for r in records],
+      "validation_accuracy": [r.validation_accuracy for r in records],
+      "validation_loss": [r.validation_loss for r in records],
+      "plateau_gain": plateau_gain(records),
       "consistency_crop": consistency["crop"],
       "consistency_circular": consistency["circular"],
       **analysis.prediction_change_under_shift(apply_fn, images, mode="crop"),
@@ -187,13 +265,95 @@ def report(results: list[dict], config, out_dir: str) -> str:
             if dataset in by_dataset else
             f"Not run: {not_prepared_message(dataset, config.data_dir)}.")
     sections += [f"### {DATASET_TITLES[dataset]}", "", body, ""]
+  if config.augmentation.dose_models and by_dataset.get(DATASET):
+    sections += ["### Dose-response: invariance against the training range", "",
+                 _dose_report(by_dataset[DATASET], config, out_dir), ""]
   return "\n".join(sections).rstrip()
+
+
+def _accuracy_at(metrics: dict, kind: str, magnitude: float) -> float:
+  """Mean accuracy at test shifts (both axes) or test angles of absolute value `magnitude`."""
+  if kind == "translate":
+    values = [acc for axis in ("horizontal", "vertical")
+              for shift, acc in zip(metrics["translations"],
+                                    metrics["accuracy_vs_translation"][axis])
+              if abs(shift) == magnitude]
+  else:
+    values = [acc for angle, acc in zip(metrics["angles"], metrics["accuracy_vs_rotation"])
+              if abs(angle) == magnitude]
+  return float(np.mean(values)) if values else math.nan
+
+
+def _errorbar(axis, x, groups_values, **style) -> None:
+  """Mean ± sample std (ddof=1; none for one seed) over seeds at each x."""
+  summaries = [summarize(values) for values in groups_values]
+  means = [summary.mean for summary in summaries]
+  stds = [0.0 if math.isnan(summary.std) else summary.std for summary in summaries]
+  axis.errorbar(x, means, yerr=stds, capsize=3, **style)
+
+
+def _dose_report(results: list[dict], config, out_dir: str) -> str:
+  """Per dose model: consistency, P(top-1 change) and accuracy at each test shift / angle
+  against the training range (figure `dose_response.png`)."""
+  groups = by_option(results, "model", "augmentation")
+  ranges = dose_ranges(config)
+  test_levels = {"translate": sorted({abs(t) for t in config.augmentation.translations}),
+                 "rotate": sorted({abs(a) for a in config.augmentation.angles})}
+  models = config.augmentation.dose_models
+  figure, axes = plt.subplots(len(models) * 2, 3, figsize=(13, 3.4 * 2 * len(models)),
+                              squeeze=False)
+  rows = []
+  for m, model in enumerate(models):
+    for k, (kind, values) in enumerate(ranges.items()):
+      row_axes = axes[2 * m + k]
+      present = [v for v in values if groups.get((model, dose_name(kind, v, config)))]
+      cells = [groups[(model, dose_name(kind, v, config))] for v in present]
+      unit = "px" if kind == "translate" else "°"
+      for axis, metric, label in ((row_axes[0], "consistency_crop", "shift consistency (crop)"),
+                                  (row_axes[1], "p_top1_change" if kind == "translate"
+                                   else "lie_rotation_logits",
+                                   "P(top-1 change), 1-px shifts" if kind == "translate"
+                                   else "‖L_rotation f‖ (logits)")):
+        _errorbar(axis, present, [_metric(group, metric) for group in cells], fmt="-o")
+        axis.set_ylabel(label)
+      for level in test_levels[kind]:
+        _errorbar(row_axes[2], present,
+                  [[_accuracy_at(r["metrics"], kind, level) for r in group] for group in cells],
+                  fmt="-o", markersize=3, label=f"test ±{level:g}{unit}")
+      row_axes[2].set_ylabel("accuracy")
+      row_axes[2].legend(fontsize=6, ncol=2)
+      for axis in row_axes:
+        axis.set_xlabel(f"{kind} training range (± {unit})")
+        axis.set_title(f"{model}, {kind} augmentation", fontsize=9)
+        axis.grid(alpha=0.3)
+      for value, group in zip(present, cells):
+        rows.append([model, kind, f"±{value:g}{unit}", len(group),
+                     cell(_metric(group, "clean_accuracy")),
+                     cell(_metric(group, "consistency_crop")),
+                     cell(_metric(group, "p_top1_change")),
+                     cell(_metric(group, "lie_rotation_logits"), 2)]
+                    + [cell([_accuracy_at(r["metrics"], kind, level) for r in group])
+                       for level in (max(test_levels[kind]),)])
+  figure.tight_layout()
+  figure.savefig(os.path.join(out_dir, "dose_response.png"), dpi=100)
+  plt.close(figure)
+  return "\n".join([
+      "Each dose model trained with translation ranges "
+      f"{', '.join(f'{v:g}' for v in ranges['translate'])} px and rotation ranges "
+      f"{', '.join(f'{v:g}' for v in ranges['rotate'])}° (0 = no augmentation), measured as "
+      "in the grid above; error bars: sample std over seeds.", "",
+      markdown_table(["model", "augmentation", "training range", "seeds", "clean acc",
+                      "consistency (crop)", "P(top-1 change)", "‖L_rotation f‖",
+                      "acc at the largest test shift / angle"], rows), "",
+      "![dose-response](dose_response.png)"])
 
 
 def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> str:
   """The tables and figures (files `<name_prefix(dataset)>*.png`) of one dataset's runs."""
   prefix = name_prefix(dataset)
-  groups = by_option(results, "model", "augmentation")
+  all_groups = by_option(results, "model", "augmentation")
+  groups = {key: group for key, group in all_groups.items() if key[1] in AUGMENTATIONS
+            and key[0] in config.augmentation.models}
   rows = []
   for (model, augmentation_name), group in groups.items():
     rotation_90 = [np.mean([acc for angle, acc in zip(r["metrics"]["angles"],
@@ -205,6 +365,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                         if abs(shift) == max(map(abs, r["metrics"]["translations"]))])
                for r in group]
     rows.append([model, augmentation_name, len(group), cell(_metric(group, "clean_accuracy")),
+                 cell(_metric(group, "final_train_loss")), cell(_metric(group, "plateau_gain")),
                  cell(_metric(group, "consistency_crop")),
                  cell(_metric(group, "consistency_circular")),
                  cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
@@ -213,7 +374,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                  cell(_metric(group, "lie_rotation_logits"), 2)])
   largest_shift = max(map(abs, config.augmentation.translations))
   table = markdown_table(
-      ["model", "augmentation", "seeds", "clean acc", "consistency (crop)",
+      ["model", "augmentation", "seeds", "clean acc", "train loss", "plateau gain",
+       "consistency (crop)",
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation f‖", "‖L_rotation f‖"], rows)
 
@@ -289,7 +451,11 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                          cell(shares["translation_horizontal"], 2), cell(shares["rotation"], 2)])
   settings = config.augmentation
   return "\n".join([
-      f"{num_steps(config, dataset)} training steps of batch {config.batch_size} per run; "
+      f"{_training_length(config, dataset)} of batch {config.batch_size} per run on the "
+      f"training split less a class-stratified {config.validation_fraction:.0%} validation "
+      "split (never the test set); stopping rule: a fixed length, checked on the validation "
+      "curve: 'plateau gain' = mean validation accuracy over the last quarter of the records "
+      "minus the quarter before (near 0: converged). "
       f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
       f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
       f"Metrics on {config.eval_images} test images (clean accuracy on all "

@@ -16,6 +16,7 @@ it again in front of the trained model.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tensorflow_datasets as tfds
 
 from cnn_jax import train
@@ -146,6 +148,15 @@ class Classifier(NamedTuple):
     return float(jnp.mean(jnp.argmax(logits, -1) == labels))
 
 
+def validation_scores(classifier: Classifier, images: np.ndarray, labels: np.ndarray,
+                      ) -> dict[str, float]:
+  """`{'validation_loss': mean cross-entropy, 'validation_accuracy': top-1}` on uint8 images."""
+  logits = logits_in_batches(classifier.apply_fn(), to_unit_interval(images))
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return {"validation_loss": float(jnp.mean(loss)),
+          "validation_accuracy": float(jnp.mean(jnp.argmax(logits, -1) == labels))}
+
+
 def prng_key(seed: int) -> jax.Array:
   """A typed PRNG key of the experiments' generator (`PRNG_IMPL`) for `seed`."""
   return jax.random.key(seed, impl=PRNG_IMPL)
@@ -183,11 +194,47 @@ def training_config(model: str, *, seed: int, num_steps: int, batch_size: int,
 
 
 class TrainingRecord(NamedTuple):
-  """The means over the steps since the previous record, at `step`."""
+  """The means over the steps since the previous record, at `step`; the validation split's
+  mean cross-entropy and accuracy at `step` (NaN when `train_classifier` got no validation)."""
   step: int
   train_loss: float
   train_accuracy: float
   measured: dict[str, float]  # what `train_classifier`'s `measure` returned; empty without
+  validation_loss: float = math.nan
+  validation_accuracy: float = math.nan
+
+
+def validation_split(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0,
+                     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """Carves a class-stratified validation split out of a training set (never the test set).
+
+  Of each class, `round(fraction * count)` examples, and at least one of a class with two or
+  more (a random choice, `default_rng(seed)`), go to validation; the rest stay for training, in
+  their original order.
+
+  Returns:
+    `(train_images, train_labels), (validation_images, validation_labels)`.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+  rng = np.random.default_rng(seed)
+  held_out = np.zeros(len(labels), bool)
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    count = max(round(fraction * len(members)), 1 if len(members) > 1 else 0)
+    held_out[rng.choice(members, count, replace=False)] = True
+  return (images[~held_out], labels[~held_out]), (images[held_out], labels[held_out])
+
+
+def plateau_gain(records: list[TrainingRecord]) -> float:
+  """How much the validation accuracy still rose at the end of training: its mean over the last
+  quarter of the records minus its mean over the quarter before (NaN with fewer than 4
+  validation records). Near zero (or negative) means the run reached its plateau."""
+  accuracies = [r.validation_accuracy for r in records if not math.isnan(r.validation_accuracy)]
+  quarter = len(accuracies) // 4
+  if quarter == 0:
+    return math.nan
+  return float(np.mean(accuracies[-quarter:]) - np.mean(accuracies[-2 * quarter:-quarter]))
 
 
 def shuffled_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -207,6 +254,7 @@ def train_classifier(config: ml_collections.ConfigDict, images: np.ndarray, labe
                      *, dataset: str = DATASET, augment: Augmentation | None = None,
                      input_transform: ImageTransform = identity, variables: dict | None = None,
                      measure: Callable[[nn.Module, dict, dict], dict] | None = None,
+                     validation: tuple[np.ndarray, np.ndarray] | None = None,
                      ) -> tuple[Classifier, list[TrainingRecord]]:
   """Trains `config` (see `training_config`) on the arrays with `cnn_jax.train`'s pieces.
 
@@ -223,6 +271,8 @@ def train_classifier(config: ml_collections.ConfigDict, images: np.ndarray, labe
       `config.frozen_modules` stay as they start.
     measure: `(model, variables, batch) -> {name: value}` at each record, on the last batch of
       the window (host variables, the model without the cross-device axis).
+    validation: `(images, labels)` (e.g. from `validation_split`) whose cross-entropy and
+      accuracy each record gets; for the stopping rule, never the test set.
 
   Returns:
     The trained `Classifier` and the records.
@@ -241,12 +291,17 @@ def train_classifier(config: ml_collections.ConfigDict, images: np.ndarray, labe
   records = []
 
   def record(step, means, device_state):
-    measured = {}
-    if measure is not None:
+    measured, scores = {}, {}
+    if measure is not None or validation is not None:
       host_variables = trainer.data_parallel.to_host(device_state).variables
+    if measure is not None:
       measured = {name: float(value)
                   for name, value in measure(model, host_variables, last_batch).items()}
-    records.append(TrainingRecord(step, means["train_loss"], means["train_accuracy"], measured))
+    if validation is not None:
+      scores = validation_scores(Classifier(model, host_variables, input_transform, dataset),
+                                 *validation)
+    records.append(TrainingRecord(step, means["train_loss"], means["train_accuracy"], measured,
+                                  **scores))
 
   batches = remembered(shuffled_batches(images, labels, config.batch_size, config.seed))
   device_state, _ = train.train(trainer, device_state, batches,

@@ -1,11 +1,22 @@
-"""The sweep's report: `<report_dir>/README.md` with one section per experiment, and PNGs."""
+"""The sweep's report: `<report_dir>/README.md` with one section per experiment, and PNGs.
+
+Beside them, `<report_dir>/runs/` keeps what the report was made from: every finished run's
+result (`<experiment>.json`, a list of `{'run': ..., 'metrics': ...}`) and the sweep's config
+(`config.json`), small enough to commit, so `report_from_exported(report_dir)` rewrites the report
+and its figures without retraining.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
+import ml_collections
+
 from cnn_jax.train import optim
+
+from experiments import contrasts, published
 
 SECTION_TITLES = {
     "equivariance": "3. Equivariance by construction (random init)",
@@ -27,6 +38,7 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
     experiments: experiment name -> module with `report(results, config, out_dir) -> markdown`.
   """
   os.makedirs(report_dir, exist_ok=True)
+  export_results(results, config, report_dir)
   total_seconds = sum(result["metrics"]["wall_time_seconds"]
                       for group in results.values() for result in group)
   planned = {name: len(experiments[name].plan(config)) for name in config.experiments}
@@ -37,7 +49,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"{total_seconds / 60:.1f} min in total). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned.items()) + ".",
-      "Tables give mean ± std over seeds. Data: the 5,000 offline MNIST digits "
+      "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
+      "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
       "prepared (see its section). Every model is trained by "
       "`cnn_jax.train`'s data-parallel step and loop (SGD with Nesterov momentum, cosine "
@@ -51,7 +64,64 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
     else:
       lines.append("No finished runs.")
     lines.append("")
+  lines += ["## Agreement with the papers (computed)", "",
+            contrasts.contrast_section(results, contrasts.contrasts_for(config)), "",
+            "Published numbers these experiments are compared with (other datasets and scales: "
+            "the contrasts above test the direction of each effect, not its size):", "",
+            published.published_table(), ""]
   path = os.path.join(report_dir, "README.md")
   with open(path, "w") as file:
     file.write("\n".join(lines))
   return path
+
+
+def exported_directory(report_dir: str) -> str:
+  return os.path.join(report_dir, "runs")
+
+
+def export_results(results: dict[str, list[dict]], config, report_dir: str) -> None:
+  """Writes every result (by experiment, in the given order: the report's) and the config under
+  `<report_dir>/runs/`, replacing what an earlier report left there."""
+  directory = exported_directory(report_dir)
+  os.makedirs(directory, exist_ok=True)
+  for name in os.listdir(directory):
+    if name.endswith(".json"):
+      os.remove(os.path.join(directory, name))
+  for experiment, group in results.items():
+    with open(os.path.join(directory, f"{experiment}.json"), "w") as file:
+      json.dump(group, file, indent=0)
+  with open(os.path.join(directory, "config.json"), "w") as file:
+    file.write(config.to_json(indent=1))
+
+
+def load_exported(report_dir: str) -> tuple[dict[str, list[dict]], ml_collections.ConfigDict]:
+  """The results and config that `export_results` wrote under `<report_dir>/runs/`."""
+  directory = exported_directory(report_dir)
+  config_path = os.path.join(directory, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"report_dir {report_dir!r} has no exported results ({config_path} "
+                            "is missing): run the sweep first")
+  with open(config_path) as file:
+    config = ml_collections.ConfigDict(_as_tuples(json.load(file)))
+  results = {}
+  for name in config.experiments:
+    path = os.path.join(directory, f"{name}.json")
+    if os.path.exists(path):
+      with open(path) as file:
+        results[name] = json.load(file)
+  return results, config
+
+
+def _as_tuples(tree):
+  """JSON's lists back to the tuples the configs are written with (e.g. seeds, layer shifts)."""
+  if isinstance(tree, dict):
+    return {key: _as_tuples(value) for key, value in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_as_tuples(value) for value in tree)
+  return tree
+
+
+def report_from_exported(report_dir: str, experiments: dict) -> str:
+  """Rewrites `<report_dir>/README.md` and its figures from the exported results; no training."""
+  results, config = load_exported(report_dir)
+  return write_report(results, config, report_dir, experiments)

@@ -1,29 +1,23 @@
-"""Small helpers the experiments' report sections share: mean ± std cells, Markdown tables."""
+"""Small helpers the experiments' report sections share: mean ± std [interval] cells, Markdown
+tables."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
+from experiments.seed_statistics import format_summary, summarize
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and (population) standard deviation over seeds, ignoring NaN; (nan, nan) if none."""
-  finite = [value for value in values if value is not None and not math.isnan(value)]
-  if not finite:
-    return math.nan, math.nan
-  return float(np.mean(finite)), float(np.std(finite))
+  """Mean and sample standard deviation (ddof=1) over seeds, ignoring NaN and None; (nan, nan)
+  if none, (mean, nan) for one value."""
+  summary = summarize(values)
+  return summary.mean, summary.std
 
 
 def cell(values: Sequence[float], digits: int = 3, scientific: bool = False) -> str:
-  """'mean ± std (n)' over seeds; 'mean' alone for one seed; '–' for none."""
-  mean, std = mean_std(values)
-  if math.isnan(mean):
-    return "–"
-  number = (lambda v: f"{v:.{digits - 1}e}") if scientific else (lambda v: f"{v:.{digits}f}")
-  count = sum(1 for value in values if value is not None and not math.isnan(value))
-  return number(mean) if count == 1 else f"{number(mean)} ± {number(std)}"
+  """'mean ± std [95% t interval]' over seeds; 'mean' alone for one seed; '–' for none."""
+  return format_summary(summarize(values), digits, scientific)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

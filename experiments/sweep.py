@@ -3,6 +3,8 @@
     python -m experiments.sweep --workdir=runs/sweep                      # the default sweep
     python -m experiments.sweep --workdir=/tmp/smoke --config=experiments/configs/exp_sweep.py:smoke
     python -m experiments.sweep --workdir=runs/sweep --report_only   # report what has finished
+    python -m experiments.sweep --report_only --report_dir=experiments/results  # no workdir:
+        # rewrite a report and its figures from the results exported beside it (no training)
 
 Every run's result goes to `<workdir>/runs/<experiment>/<run>/result.json`; finished runs are
 skipped, so rerunning resumes an interrupted sweep (an unfinished run restarts: runs are short
@@ -11,7 +13,8 @@ persistent compilation cache): runs that differ only in their seed compile the s
 every seed after the first, and a resumed sweep, skips most of the compilation. At the end
 `<workdir>/report/README.md` and its PNGs are (re)written from all finished runs. Runs go seed
 by seed (every experiment at the first seed, then the next), so a sweep cut short still reports
-every experiment.
+every experiment. `--report_dir` puts the report elsewhere (`make sweep`: `experiments/results`);
+beside it go the results it was made from, as small JSON (see `experiments.report`).
 
 Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
 ('' = TFDS's default, `~/tensorflow_datasets`); otherwise its CIFAR-10 runs are not planned, the
@@ -71,13 +74,15 @@ def plan_sweep(config) -> list[Run]:
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
-def run_sweep(config, workdir: str, *, report_only: bool = False) -> dict[str, list[dict]]:
+def run_sweep(config, workdir: str, *, report_only: bool = False,
+              report_dir: str | None = None) -> dict[str, list[dict]]:
   """Runs every unfinished run of the sweep, then writes the report.
 
   Args:
     config: an `experiments/configs/exp_sweep.py` config.
     workdir: where runs and the report go.
     report_only: run nothing; report the runs that have finished (e.g. while a sweep runs).
+    report_dir: where the report goes; None: `<workdir>/report`.
 
   Returns:
     The finished results by experiment name.
@@ -107,7 +112,8 @@ def run_sweep(config, workdir: str, *, report_only: bool = False) -> dict[str, l
     result = load_result(workdir, run)
     if result is not None:
       results.setdefault(run.experiment, []).append(result)
-  report.write_report(results, config, os.path.join(workdir, "report"), EXPERIMENTS)
+  report.write_report(results, config, report_dir or os.path.join(workdir, "report"),
+                      EXPERIMENTS)
   return results
 
 
@@ -117,7 +123,10 @@ config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__)
                                 "Sweep config file (and :argument, e.g. ':smoke').",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for the runs and the report.")
-flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
+flags.DEFINE_bool("report_only", False,
+                  "Only (re)write the report: from the finished runs in --workdir, or without "
+                  "--workdir from the results exported in --report_dir.")
+flags.DEFINE_string("report_dir", None, "Where the report goes; default <workdir>/report.")
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in <workdir>/jax_cache and reuse them.")
 
@@ -126,12 +135,17 @@ def main(argv):
   runtime.setup()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.workdir is None and not (FLAGS.report_only and FLAGS.report_dir):
+    raise app.UsageError("--workdir is required (or --report_only with --report_dir)")
   if FLAGS.workdir is None:
-    raise app.UsageError("--workdir is required")
-  if FLAGS.compilation_cache and not FLAGS.report_only:
-    use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
-  run_sweep(FLAGS.config, FLAGS.workdir, report_only=FLAGS.report_only)
-  logging.info("Report: %s", os.path.join(FLAGS.workdir, "report", "README.md"))
+    path = report.report_from_exported(FLAGS.report_dir, EXPERIMENTS)
+  else:
+    if FLAGS.compilation_cache and not FLAGS.report_only:
+      use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
+    run_sweep(FLAGS.config, FLAGS.workdir, report_only=FLAGS.report_only,
+              report_dir=FLAGS.report_dir)
+    path = os.path.join(FLAGS.report_dir or os.path.join(FLAGS.workdir, "report"), "README.md")
+  logging.info("Report: %s", path)
 
 
 if __name__ == "__main__":

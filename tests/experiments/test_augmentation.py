@@ -14,6 +14,8 @@ from experiments.in_memory_training import load_dataset, load_digits
 def one_seed_config(data_dir: str):
   config = exp_sweep.get_config()
   config.augmentation.seeds = (0,)
+  config.augmentation.dose_models = ()  # the grid only, every model with every augmentation
+  config.augmentation.reduced_models = ()
   config.data_dir = data_dir
   return config
 
@@ -80,7 +82,7 @@ def test_a_digits_run_lowers_the_loss_and_beats_chance_by_far():
   config = exp_sweep.get_config("smoke")
   config.augmentation.models = ("mlp",)
   config.augmentation.augmentations = ("none",)
-  config.augmentation.num_steps = 40
+  config.augmentation.num_epochs = 0.7  # 40 steps of the 3,600 training digits
   (run,) = augmentation.plan(config)
   metrics = augmentation.execute(run, config, load_digits())
   # An untrained 10-class classifier has a loss near ln 10 = 2.3 and accuracy near 0.1.

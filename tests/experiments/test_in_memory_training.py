@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from cnn_jax.data import get_dataset_info
-from experiments.in_memory_training import (Classifier, evaluation_subset, load_digits,
-                                            shuffled_batches, train_classifier, training_config)
+from experiments.in_memory_training import (Classifier, TrainingRecord, evaluation_subset,
+                                            load_digits, plateau_gain, shuffled_batches,
+                                            train_classifier, training_config, validation_split)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,33 @@ def test_classifier_normalizes_with_its_datasets_statistics(dataset):
   images = np.full((2, 4, 4, len(info.mean)), 0.5, np.float32)
   expected = (0.5 - np.array(info.mean)) / np.array(info.std)
   np.testing.assert_allclose(classifier.model_input(images)[1, 2, 3], expected, rtol=1e-5)
+
+
+def test_validation_split_is_stratified_disjoint_and_complete():
+  labels = np.repeat(np.arange(10), 40)
+  images = np.arange(400).reshape(400, 1, 1, 1)
+  (train_images, train_labels), (val_images, val_labels) = validation_split(images, labels, 0.1)
+  np.testing.assert_array_equal(np.bincount(val_labels), [4] * 10)
+  assert sorted(train_images.ravel().tolist() + val_images.ravel().tolist()) == list(range(400))
+  np.testing.assert_array_equal(labels[train_images.ravel()], train_labels)
+  _, (_, held_labels) = validation_split(images[:12], np.arange(12) % 6, 0.1)
+  assert sorted(held_labels.tolist()) == list(range(6))  # one of each class of two
+  with pytest.raises(ValueError, match="fraction must be in"):
+    validation_split(images, labels, 1.0)
+
+
+def test_training_records_the_validation_split(digits):
+  (images, labels), validation = validation_split(digits.train_images, digits.train_labels, 0.1)
+  config = training_config("mlp", seed=0, num_steps=16, batch_size=32, learning_rate=0.2,
+                           record_every=8, widths=(32,))
+  _, records = train_classifier(config, images, labels, validation=validation)
+  assert len(records) == 2 and all(0.0 <= r.validation_accuracy <= 1.0 for r in records)
+  assert records[-1].validation_loss < records[0].validation_loss
+
+
+@pytest.mark.parametrize("accuracies, expected", [
+    ([0.5, 0.7, 0.9, 0.95], 0.05), ([0.5, 0.6, 0.7, 0.8, 0.97, 0.98, 0.98, 0.98], 0.005),
+    ([0.9, 0.9, 0.9], float("nan"))])
+def test_plateau_gain_compares_the_last_two_quarters(accuracies, expected):
+  records = [TrainingRecord(i, 1.0, 0.5, {}, 1.0, a) for i, a in enumerate(accuracies)]
+  np.testing.assert_allclose(plateau_gain(records), expected, atol=1e-12)  # float sums

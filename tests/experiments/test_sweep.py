@@ -15,7 +15,9 @@ from experiments.runs import result_path, save_result
 
 # What augmentation.execute returns, for a run that never trained.
 FAKE_METRICS = {
-    "clean_accuracy": 0.5, "final_train_loss": 1.0, "consistency_crop": 0.9,
+    "clean_accuracy": 0.5, "final_train_loss": 1.0, "train_steps": 2, "record_steps": [1, 2],
+    "validation_accuracy": [0.3, 0.4], "validation_loss": [2.0, 1.5], "plateau_gain": 0.1,
+    "consistency_crop": 0.9,
     "consistency_circular": 0.8, "p_top1_change": 0.1, "mean_abs_change": 0.05,
     "translations": [-1, 0, 1],
     "accuracy_vs_translation": {"horizontal": [0.4, 0.5, 0.4], "vertical": [0.3, 0.5, 0.3]},
@@ -35,7 +37,8 @@ def tiny_config():
   config.experiments = ("augmentation",)
   config.augmentation.models = ("mlp",)
   config.augmentation.augmentations = ("none",)
-  config.augmentation.num_steps = 2
+  config.augmentation.num_epochs = 0.03  # 2 steps of the 3,600 training digits
+  config.augmentation.dose_models = ()
   return config
 
 
@@ -46,6 +49,9 @@ def tiny_config():
     ("augmentation.datasets", ("mnist_offline", "svhn"),
      r"config.augmentation.datasets must be .* \('mnist_offline', 'cifar10'\).* \['svhn'\]"),
     ("augmentation.cifar10_num_steps", 0, "config.augmentation.cifar10_num_steps must be an int"),
+    ("augmentation.num_epochs", 0.0,
+     r"config.augmentation.num_epochs must be a number > 0, got 0.0"),
+    ("validation_fraction", 1.0, r"config.validation_fraction must be in \(0, 1\), got 1.0"),
     ("augmentation.seeds", (), "config.augmentation.seeds must be a non-empty list"),
     ("priors.seeds", (), "config.priors.seeds must be a non-empty list"),
     ("depth.depths", (9,), "config.depth.depths must be a non-empty list of depths 6n"),
@@ -63,7 +69,7 @@ def test_every_experiment_name_has_its_module_in_order():
 
 
 def test_bad_config_argument_is_rejected():
-  with pytest.raises(ValueError, match="must be '' or 'smoke', got 'huge'"):
+  with pytest.raises(ValueError, match="must be '', 'smoke' or 'gpu', got 'huge'"):
     exp_sweep.get_config("huge")
 
 
@@ -116,7 +122,8 @@ def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch
   assert executed == [second.name]
   assert [r["metrics"]["clean_accuracy"] for r in results["augmentation"]] == [0.25, 0.5]
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
-  assert "| mlp | none | 2 | 0.375 ± 0.125 |" in readme
+  # sample std (ddof=1) of 0.25, 0.5; t interval with 1 degree of freedom.
+  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in readme
 
 
 def test_absent_cifar10_is_logged_and_reported(tmp_path, caplog):
@@ -216,3 +223,67 @@ def test_report_only_runs_nothing(tmp_path, monkeypatch):
   assert sweep.run_sweep(config, str(tmp_path), report_only=True) == {}
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
   assert "augmentation 0/1" in readme and "No finished runs." in readme
+
+
+def test_report_only_rewrites_the_report_from_exported_results(tmp_path, monkeypatch):
+  """The per-run JSON beside a report is enough to rewrite it and its figures: no training."""
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1)
+  accuracies = iter([0.25, 0.5])
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(
+      FAKE_METRICS, clean_accuracy=next(accuracies)))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  report_dir = str(tmp_path / "results")
+  sweep.run_sweep(config, str(tmp_path / "work"), report_dir=report_dir)
+  readme_path = os.path.join(report_dir, "README.md")
+  first = open(readme_path).read()
+  figures = sorted(name for name in os.listdir(report_dir) if name.endswith(".png"))
+  assert figures and sorted(os.listdir(os.path.join(report_dir, "runs"))) == [
+      "augmentation.json", "config.json"]
+  for name in figures + ["README.md"]:
+    os.remove(os.path.join(report_dir, name))
+
+  def no_training(*args):
+    raise AssertionError("report_only trained")
+
+  monkeypatch.setattr(augmentation, "execute", no_training)
+  sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
+  second = open(readme_path).read()
+  without_date = lambda text: [line for line in text.splitlines()
+                               if not line.startswith("Generated ")]
+  assert without_date(second) == without_date(first)
+  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in second
+  assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == figures
+
+
+def test_report_only_without_exported_results_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match="has no exported results"):
+    sweep.report.report_from_exported(str(tmp_path), sweep.EXPERIMENTS)
+
+
+def test_dose_response_plans_each_range_once_and_reports_it(tmp_path, monkeypatch):
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1)
+  config.augmentation.dose_models = ("mlp",)
+  config.augmentation.translation_ranges = (0, 2, 3)  # 0: the grid's 'none'; 3: 'translate'
+  config.augmentation.rotation_ranges = (0.0, 90.0)
+  names = [run.name for run in augmentation.plan(config) if run.seed == 0]
+  assert names == ["mlp_none_seed0", "mlp_translate2_seed0", "mlp_translate_seed0",
+                   "mlp_rotate90_seed0"]
+  assert augmentation.augmentation_spec("translate2", config) == "crop=2"
+  assert augmentation.augmentation_spec("rotate90", config) == "rotate=90"
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  sweep.run_sweep(config, str(tmp_path))
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  assert "### Dose-response" in readme and "| mlp | translate | ±2px | 2 |" in readme
+  assert "| mlp | rotate | ±90° | 2 |" in readme
+  assert os.path.exists(os.path.join(tmp_path, "report", "dose_response.png"))
+
+
+def test_budget_cut_models_get_only_the_first_augmentation():
+  full, gpu = exp_sweep.get_config(), exp_sweep.get_config("gpu")
+  seed0 = lambda config: [run.name for run in augmentation.plan(config) if run.seed == 0]
+  assert "resnet20_none_seed0" in seed0(full) and "resnet20_rotate_seed0" not in seed0(full)
+  assert "resnet20_rotate_seed0" in seed0(gpu) and "cnn_rotate_seed0" in seed0(full)
+  assert len(gpu.augmentation.seeds) >= len(full.augmentation.seeds) >= 5

@@ -1,0 +1,157 @@
+"""The claims the report tests against the papers, and the section that tests them.
+
+A `Contrast` names two cells of the sweep (an experiment, the run options that select the cell,
+and a per-run metric), the direction the paper predicts for b - a, and the test to use. The
+report's "agreement with the papers" section is
+`contrast_section(results, contrasts_for(config))`: per contrast the two cells (mean ± std
+[95% interval]), the difference, the test's p value and the verdict computed by
+`experiments.seed_statistics.verdict`. Nothing in it is typed by hand; a contrast whose cells
+did not run says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from experiments import seed_statistics
+from experiments.report_tables import markdown_table
+
+TESTS = {"welch": seed_statistics.welch_test, "paired": seed_statistics.paired_test,
+         "permutation": seed_statistics.bootstrap_test}
+
+
+class Cell(NamedTuple):
+  """The runs of `experiment` whose options include `options`; one value per run from `metric`
+  (a key of the run's metrics, or a function of them)."""
+  experiment: str
+  options: dict
+  metric: str | Callable[[dict], float]
+  label: str
+
+
+class Contrast(NamedTuple):
+  """A paper's claim that `b` differs from `a` in the direction `expected_sign` (of b - a)."""
+  claim: str
+  source: str
+  a: Cell
+  b: Cell
+  expected_sign: int
+  test: str = "welch"
+
+
+def untrained_location_accuracy(metrics: dict) -> float:
+  """Mean accuracy over every canvas location but the trained one (offset (0, 0))."""
+  return float(np.mean(np.delete(np.asarray(metrics["accuracy"], np.float64).ravel(), 0)))
+
+
+def final_train_loss(metrics: dict) -> float:
+  """Mean of the last three recorded training losses (one record is noisy)."""
+  return float(np.mean(metrics["train_loss"][-3:]))
+
+
+def _augmentation(model: str, augmentation: str, metric: str, label: str) -> Cell:
+  return Cell("augmentation", {"dataset": "mnist_offline", "model": model,
+                               "augmentation": augmentation}, metric, label)
+
+
+def contrasts_for(config) -> tuple[Contrast, ...]:
+  """The report's contrasts for a sweep config: the priors at its largest training set, the
+  depth contrasts between its shallowest and deepest nets."""
+  size = max(config.priors.train_sizes)
+  shallow, deep = min(config.depth.depths), max(config.depth.depths)
+  contrasts = (
+      Contrast("Blur before subsampling raises shift consistency",
+               "Zhang 2019", _augmentation("cnn", "none", "consistency_crop", "CNN"),
+               _augmentation("cnn_blur", "none", "consistency_crop", "CNN + blur"), +1),
+      Contrast("Blur before subsampling lowers P(top-1 change) under 1-px shifts",
+               "Zhang 2019; Azulay & Weiss 2019",
+               _augmentation("cnn", "none", "p_top1_change", "CNN"),
+               _augmentation("cnn_blur", "none", "p_top1_change", "CNN + blur"), -1),
+      Contrast("Circular padding raises consistency under circular shifts",
+               "Chaman & Dokmanić 2021",
+               _augmentation("resnet20", "none", "consistency_circular", "ResNet-20"),
+               _augmentation("resnet20_circular", "none", "consistency_circular",
+                             "ResNet-20 circular"), +1),
+      Contrast("Translation augmentation raises shift consistency",
+               "seed notes; Biscione & Bowers 2021",
+               _augmentation("cnn", "none", "consistency_crop", "CNN"),
+               _augmentation("cnn", "translate", "consistency_crop", "CNN + translate"), +1),
+      Contrast("Pretraining across the canvas gives invariance at untrained locations",
+               "Biscione & Bowers 2021",
+               Cell("learned_invariance", {"condition": "scratch"}, untrained_location_accuracy,
+                    "from scratch"),
+               Cell("learned_invariance", {"condition": "pretrained"},
+                    untrained_location_accuracy, "pretrained"), +1),
+      Contrast("A CNN beats an MLP of matched size on natural digits (locality prior)",
+               "seed notes (priors)",
+               Cell("priors", {"kind": "training", "architecture": "mlp", "pixels": "natural",
+                               "train_size": size}, "test_accuracy", f"MLP, {size} digits"),
+               Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "natural",
+                               "train_size": size}, "test_accuracy", f"CNN, {size} digits"), +1),
+      Contrast("Permuting pixels hurts the CNN (its prior is spatial)", "seed notes (priors)",
+               Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "natural",
+                               "train_size": size}, "test_accuracy", "CNN natural"),
+               Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "permuted",
+                               "train_size": size}, "test_accuracy", "CNN permuted"), -1),
+  )
+  if shallow == deep:
+    return contrasts
+  plain_shallow = Cell("depth", {"kind": "plain", "depth": shallow}, final_train_loss,
+                       f"plain-{shallow}")
+  plain_deep = Cell("depth", {"kind": "plain", "depth": deep}, final_train_loss, f"plain-{deep}")
+  residual_deep = Cell("depth", {"kind": "residual", "depth": deep}, final_train_loss,
+                       f"residual-{deep}")
+  return contrasts + (
+      Contrast("Degradation: the deeper plain net has the higher training loss",
+               "He et al. 2016", plain_shallow, plain_deep, +1),
+      Contrast("Residual connections lower the deep net's training loss", "He et al. 2016",
+               plain_deep, residual_deep, -1),
+  )
+
+
+def cell_values(results: dict[str, list[dict]], cell: Cell) -> list[float]:
+  """The cell's per-run values, ordered by seed (so paired tests pair the same seed)."""
+  runs = [r for r in results.get(cell.experiment, [])
+          if all(r["run"]["options"].get(k) == v for k, v in cell.options.items())]
+  runs.sort(key=lambda r: r["run"]["seed"])
+  metric = cell.metric
+  return [float(metric(r["metrics"]) if callable(metric) else r["metrics"][metric]) for r in runs]
+
+
+def evaluate_contrast(results: dict[str, list[dict]], contrast: Contrast,
+                      alpha: float = 0.05) -> dict | None:
+  """The contrast's summaries, test and verdict; None when a cell has fewer than 2 values."""
+  a, b = cell_values(results, contrast.a), cell_values(results, contrast.b)
+  summaries = seed_statistics.summarize(a), seed_statistics.summarize(b)
+  if min(summary.n for summary in summaries) < 2:
+    return None
+  comparison = TESTS[contrast.test](a, b)
+  return {"a": summaries[0], "b": summaries[1], "comparison": comparison,
+          "verdict": seed_statistics.verdict(contrast.expected_sign, comparison, alpha)}
+
+
+def contrast_section(results: dict[str, list[dict]], contrasts: Sequence[Contrast],
+                     alpha: float = 0.05) -> str:
+  """The Markdown table of every contrast, tested on `results` (by experiment name)."""
+  rows = []
+  for contrast in contrasts:
+    tested = evaluate_contrast(results, contrast, alpha)
+    expected = "b > a" if contrast.expected_sign > 0 else "b < a"
+    if tested is None:
+      rows.append([contrast.claim, contrast.source, contrast.a.label, contrast.b.label, expected,
+                   "–", "–", "–", "not run (fewer than 2 seeds per cell)"])
+      continue
+    comparison = tested["comparison"]
+    rows.append([contrast.claim, contrast.source,
+                 f"{contrast.a.label}: {seed_statistics.format_summary(tested['a'])}",
+                 f"{contrast.b.label}: {seed_statistics.format_summary(tested['b'])}", expected,
+                 f"{comparison.difference:+.4f}", comparison.method,
+                 seed_statistics.format_p(comparison.p_value), tested["verdict"]])
+  header = ("claim", "source", "a", "b", "paper", "b - a", "test", "p", "verdict")
+  return (f"Each claim is tested on the per-seed values (mean ± sample std [95% t interval]); "
+          f"'supported' means the difference is significant at alpha = {alpha:g} in the "
+          f"paper's direction, 'opposite' significant the other way, 'not supported' not "
+          f"significant.\n\n" + markdown_table(header, rows))

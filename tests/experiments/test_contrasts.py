@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from experiments import contrasts
+from experiments.configs import exp_sweep
+from experiments.contrasts import Cell, Contrast
+
+
+def _result(experiment, seed, options, metrics):
+  return {"run": {"experiment": experiment, "name": f"x_seed{seed}", "seed": seed,
+                  "options": options}, "metrics": metrics}
+
+
+def _depth_results(plain8, plain20):
+  """Depth runs whose training losses end at the given per-seed values."""
+  results = []
+  for depth, losses in ((8, plain8), (20, plain20)):
+    for seed, loss in enumerate(losses):
+      results.append(_result("depth", seed, {"kind": "plain", "depth": depth},
+                             {"train_loss": [2.0, loss, loss, loss]}))
+  return {"depth": results}
+
+
+CONTRASTS = contrasts.contrasts_for(exp_sweep.get_config())
+DEGRADATION = next(c for c in CONTRASTS if c.claim.startswith("Degradation"))
+
+
+@pytest.mark.parametrize("plain8, plain20, expected", [
+    ([0.10, 0.11, 0.12, 0.10, 0.11], [0.30, 0.31, 0.29, 0.30, 0.32], "supported"),
+    ([0.30, 0.31, 0.29, 0.30, 0.32], [0.10, 0.11, 0.12, 0.10, 0.11], "opposite"),
+    ([0.10, 0.30, 0.20, 0.15, 0.25], [0.12, 0.28, 0.22, 0.14, 0.26], "not supported"),
+])
+def test_verdict_is_computed_from_the_runs(plain8, plain20, expected):
+  tested = contrasts.evaluate_contrast(_depth_results(plain8, plain20), DEGRADATION)
+  assert tested["verdict"] == expected
+  assert tested["a"].n == tested["b"].n == 5
+  assert tested["comparison"].difference == pytest.approx(np.mean(plain20) - np.mean(plain8))
+
+
+def test_cells_select_by_options_and_order_by_seed():
+  results = {"e": [_result("e", 2, {"m": "a"}, {"v": 2.0}),
+                   _result("e", 0, {"m": "a"}, {"v": 0.0}),
+                   _result("e", 1, {"m": "b"}, {"v": 9.0})]}
+  assert contrasts.cell_values(results, Cell("e", {"m": "a"}, "v", "a")) == [0.0, 2.0]
+  assert contrasts.cell_values(results, Cell("e", {"m": "c"}, "v", "c")) == []
+
+
+def test_section_tests_every_contrast_and_marks_missing_cells():
+  section = contrasts.contrast_section(_depth_results([0.1, 0.11, 0.12], [0.3, 0.31, 0.29]),
+                                       CONTRASTS)
+  table = [line for line in section.splitlines() if line.startswith("| ")][1:]
+  assert len(table) == len(CONTRASTS)
+  degradation = next(line for line in table if line.startswith("| Degradation"))
+  assert "Welch t" in degradation and degradation.rstrip(" |").endswith("supported")
+  assert sum("not run" in line for line in table) == len(CONTRASTS) - 1  # no residual runs
+
+
+def test_untrained_location_accuracy_leaves_out_the_trained_location():
+  assert contrasts.untrained_location_accuracy({"accuracy": [[1.0, 0.5], [0.3, 0.2]]}) == \
+      pytest.approx((0.5 + 0.3 + 0.2) / 3)
+
+
+def test_paired_contrast_uses_the_paired_test():
+  results = {"e": [_result("e", s, {"m": m}, {"v": s + (0.01 * (1 + 0.1 * s) if m == "b" else 0)})
+                   for s in range(5) for m in ("a", "b")]}
+  contrast = Contrast("b above a", "test", Cell("e", {"m": "a"}, "v", "a"),
+                      Cell("e", {"m": "b"}, "v", "b"), +1, test="paired")
+  tested = contrasts.evaluate_contrast(results, contrast)
+  assert tested["comparison"].method == "paired t" and tested["verdict"] == "supported"
+
+
+def test_one_depth_has_no_depth_contrasts():
+  config = exp_sweep.get_config("smoke")
+  assert not any(c.a.experiment == "depth" for c in contrasts.contrasts_for(config))
