@@ -300,8 +300,8 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
   test_levels = {"translate": sorted({abs(t) for t in config.augmentation.translations}),
                  "rotate": sorted({abs(a) for a in config.augmentation.angles})}
   models = config.augmentation.dose_models
-  figure, axes = plt.subplots(len(models) * 2, 3, figsize=(13, 3.4 * 2 * len(models)),
-                              squeeze=False)
+  figure = Figure(figsize=(13, 3.4 * 2 * len(models)))
+  axes = figure.subplots(len(models) * 2, 3, squeeze=False)
   rows = []
   for m, model in enumerate(models):
     for k, (kind, values) in enumerate(ranges.items()):
@@ -336,7 +336,6 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
                        for level in (max(test_levels[kind]),)])
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, "dose_response.png"), dpi=100)
-  plt.close(figure)
   return "\n".join([
       "Each dose model trained with translation ranges "
       f"{', '.join(f'{v:g}' for v in ranges['translate'])} px and rotation ranges "

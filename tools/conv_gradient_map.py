@@ -23,7 +23,6 @@ import argparse
 import collections
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys

@@ -262,7 +262,7 @@ def main() -> int:
         print("  " + output.replace("\n", "\n  "))
 
   survivors = [m for m, verdict, _ in rows if verdict == "SURVIVED"]
-  print(f"\n| mutation | file | owning tests | result |\n|---|---|---|---|")
+  print("\n| mutation | file | owning tests | result |\n|---|---|---|---|")
   for mutation, verdict, seconds in rows:
     print(f"| {mutation.name} | `{mutation.path}` | {', '.join(mutation.tests)} | {verdict} "
           f"({seconds:.0f} s) |")
