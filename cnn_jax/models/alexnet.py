@@ -122,6 +122,7 @@ class AlexNet(nn.Module):
     """
     layout = LAYOUTS[self.layout]
     layers.check_image_batch(x, "AlexNet")
+    inputs = x
     if self.padding != "circular" and layout.conv1_padding == 0:
       for size in x.shape[1:3]:
         try:
@@ -192,6 +193,7 @@ class AlexNet(nn.Module):
       x = x if layout.dropout_on_inputs else dropout(x)
       x = layers.record_layer(self, f"fc{index}", x)
     x = exchange(dense(self.num_classes, "Fc8")(exchange(x))).astype(jnp.float32)
+    x = layers.nan_where_input_is_not_finite(inputs, x)
     x = layers.record_layer(self, "logits", x)
     return x
 

@@ -51,6 +51,7 @@ class MLP(nn.Module):
     """`x: [N, H, W, C]` (any trailing shape) -> logits `[N, num_classes]` float32."""
     if jnp.ndim(x) < 2:
       raise ValueError(f"MLP expects x of shape [N, ...], got shape {jnp.shape(x)}")
+    inputs = x
     x = jnp.reshape(x, (jnp.shape(x)[0], -1))
     for index, width in enumerate(self.widths, start=1):
       if index > 1:
@@ -59,6 +60,7 @@ class MLP(nn.Module):
       x = layers.record_layer(self, f"fc{index}", x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
+    x = layers.nan_where_input_is_not_finite(inputs, x)
     x = layers.record_layer(self, "logits", x)
     return x
 
@@ -162,6 +164,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """`x: [N, H, W, C]` -> logits `[N, num_classes]` float32."""
     layers.check_image_batch(x, "CNN")
+    inputs = x
     pool_padding = "circular" if self.padding == "circular" else "valid"
     pool_count = 0
     for index, (features, kernel, pooled) in enumerate(
@@ -186,5 +189,6 @@ class CNN(nn.Module):
       x = layers.record_layer(self, f"fc{index}", x)
     x = nn.Dropout(self.dropout_rates[-1], deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
+    x = layers.nan_where_input_is_not_finite(inputs, x)
     x = layers.record_layer(self, "logits", x)
     return x

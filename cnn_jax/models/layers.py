@@ -47,6 +47,24 @@ def check_image_batch(x: jax.Array, model_name: str) -> None:
     raise ValueError(f"{model_name} expects a float x, got dtype {jnp.result_type(x)}")
 
 
+def nan_where_input_is_not_finite(inputs: jax.Array, logits: jax.Array) -> jax.Array:
+  """`logits` with the rows of the examples whose input holds a NaN or an infinity set to NaN.
+
+  NaN in, NaN out, whatever the backend: under jit with cnn-jax's XLA:CPU flags, YNNPACK's fused
+  reductions skip NaN (`cnn_jax.runtime.YNN_FUSION_TYPES`), so relu + max pooling could turn a NaN
+  image into finite, confident logits. One pass over the input.
+
+  Args:
+    inputs: `[N, ...]`, the model's input.
+    logits: `[N, K]`.
+
+  Returns:
+    `[N, K]`: `logits` where example n's input is finite, NaN elsewhere.
+  """
+  finite = jnp.all(jnp.isfinite(inputs), axis=tuple(range(1, jnp.ndim(inputs))))
+  return jnp.where(finite[:, None], logits, jnp.nan)
+
+
 def record_layer(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
   """Records a layer's output `x` under `name`, as every model does after each layer.
 

@@ -248,6 +248,7 @@ class P4CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """`x: [N, H, W, C]` -> logits `[N, num_classes]` float32."""
     layers.check_image_batch(x, "P4CNN")
+    inputs = x
     pool_padding = "circular" if self.padding == "circular" else "valid"
     pool_count = 0
     for index, (features, kernel, pooled) in enumerate(
@@ -278,5 +279,6 @@ class P4CNN(nn.Module):
       x = layers.record_layer(self, f"fc{index}", x)
     x = nn.Dropout(self.dropout_rates[-1], deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
+    x = layers.nan_where_input_is_not_finite(inputs, x)
     x = layers.record_layer(self, "logits", x)
     return x

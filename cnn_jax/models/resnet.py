@@ -185,6 +185,7 @@ class ResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """`x: [N, H, W, C]` -> logits `[N, num_classes]` float32."""
     layers.check_image_batch(x, "ResNet")
+    inputs = x
     # He initialization (fan_out, normal), as torchvision.
     conv = functools.partial(layers.Conv, use_bias=False, dtype=self.dtype, padding=self.padding,
                              lowering=self.lowering,
@@ -215,6 +216,7 @@ class ResNet(nn.Module):
     x = ops.global_avg_pool(x)
     x = layers.record_layer(self, "global_pool", x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="Head")(x).astype(jnp.float32)
+    x = layers.nan_where_input_is_not_finite(inputs, x)
     x = layers.record_layer(self, "logits", x)
     return x
 
