@@ -36,7 +36,7 @@ def check_unit_interval(images: np.ndarray) -> None:
   """Raises ValueError if float `images` hold NaN, infinity or values outside [0, 1].
 
   On the host only: under `jit` values cannot raise, and the models do not propagate NaN
-  reliably on CPU (see `cnn_jax/xla_cpu.py`), so non-finite inputs are stopped here.
+  reliably on CPU (see `cnn_jax.runtime.YNN_FUSION_TYPES`), so non-finite inputs are stopped here.
   """
   finite = np.isfinite(images)
   if not finite.all():
