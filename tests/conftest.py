@@ -7,6 +7,8 @@ pytest is not re-executed for the allocator tunables: `make test` exports them.
 import os
 
 import chex
+import jax
+import pytest
 from hypothesis import settings
 
 from cnn_jax import runtime
@@ -18,3 +20,17 @@ runtime.setup(malloc_tunables=False)
 # Each new shape compiles once under jit; examples are few but meaningful.
 settings.register_profile("cnn_jax", max_examples=25, deadline=None, print_blob=True)
 settings.load_profile("cnn_jax")
+
+
+@pytest.fixture
+def devices():
+  """`devices(count)`: `count` devices of one platform, the default backend's when it has that
+  many, else the CPU's (4 virtual ones, above), so multi-device tests also run beside one GPU."""
+
+  def take(count: int) -> list:
+    for candidates in (jax.local_devices(), jax.local_devices(backend="cpu")):
+      if len(candidates) >= count:
+        return candidates[:count]
+    pytest.skip(f"needs {count} devices of one platform")
+
+  return take

@@ -168,18 +168,18 @@ def test_grouped_conv_ignores_the_other_tower():
   assert not np.allclose(out[..., 128:], out_changed[..., 128:])
 
 
-def test_towers_on_two_devices_equal_grouped_form(small_alexnet):
+def test_towers_on_two_devices_equal_grouped_form(small_alexnet, devices):
   model, variables, x = small_alexnet
-  mesh = Mesh(np.array(jax.local_devices()[:2]), ("tower",))
+  mesh = Mesh(np.array(devices(2)), ("tower",))
   grouped = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   parallel = jax.jit(lambda v, x: apply_on_two_devices(model, v, x, mesh))(variables, x)
   np.testing.assert_allclose(parallel, grouped, rtol=2e-4,
                              atol=1e-5 * float(jnp.abs(grouped).max()))
 
 
-def test_two_devices_needs_a_tower_axis_of_size_two(small_alexnet):
+def test_two_devices_needs_a_tower_axis_of_size_two(small_alexnet, devices):
   model, variables, x = small_alexnet
-  mesh = Mesh(np.array(jax.local_devices()[:2]), ("batch",))
+  mesh = Mesh(np.array(devices(2)), ("batch",))
   with pytest.raises(ValueError, match="tower"):
     apply_on_two_devices(model, variables, x, mesh)
 

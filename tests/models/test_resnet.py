@@ -147,8 +147,8 @@ def test_jit_apply_in_train_and_eval_modes_and_train_updates_batch_stats():
   assert not np.allclose(evaluate(variables, x), logits)
 
 
-def test_batch_norm_with_axis_name_under_pmap_equals_global_batch():
-  devices = jax.local_devices()[:4]
+def test_batch_norm_with_axis_name_under_pmap_equals_global_batch(devices):
+  devices = devices(4)
   x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
   global_model = get_model("resnet20", **TINY)
   variables = global_model.init(jax.random.key(0), x, train=False)
@@ -164,8 +164,8 @@ def test_batch_norm_with_axis_name_under_pmap_equals_global_batch():
                  sharded_updates["batch_stats"], updates["batch_stats"])
 
 
-def test_batch_norm_axis_name_under_shard_map_equals_global_batch():
-  mesh = Mesh(np.array(jax.local_devices()[:4]), ("batch",))
+def test_batch_norm_axis_name_under_shard_map_equals_global_batch(devices):
+  mesh = Mesh(np.array(devices(4)), ("batch",))
   x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
   model = get_model("resnet20", **TINY)
   variables = model.init(jax.random.key(0), x, train=False)

@@ -54,7 +54,7 @@ def setup():
   return model, optimizer, state
 
 
-def test_four_device_pmap_step_equals_one_device_step_on_the_same_global_batch(setup):
+def test_four_device_pmap_step_equals_one_device_step_on_the_same_global_batch(setup, devices):
   model, optimizer, state = setup
   train_step, _ = make_steps(model, optimizer)
   batches = make_batches(3, 16)
@@ -62,7 +62,7 @@ def test_four_device_pmap_step_equals_one_device_step_on_the_same_global_batch(s
   results = {}
   for num_devices in (1, 4):
     mapped = jax.pmap(train_step, axis_name=step.AXIS_NAME, in_axes=(0, 0, None),
-                      devices=jax.devices()[:num_devices])
+                      devices=devices(4)[:num_devices])
     device_state = jax.tree.map(lambda x: np.stack([x] * num_devices), state)
     for batch in batches:
       shards = jax.tree.map(lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch)
