@@ -41,14 +41,13 @@ def test_paper_first_layer_tiles_227_not_224():
   with pytest.raises(ValueError, match="remainder"):
     output_size(224, 11, 4, strict=True)
   assert output_size(227, 11, 4, strict=True) == 55
-  # Built at 224, the model drops the last 3 columns and rows: conv1 54x54, pool5 5x5, so fc6
-  # gets 5 * 5 * 256 = 6,400 inputs instead of the paper's 6 * 6 * 256 = 9,216.
   model = get_model("alexnet")
-  for size, conv1, pool5 in ((227, 55, 6), (224, 54, 5)):
-    _, shapes = _sown_shapes(model, jnp.zeros((1, size, size, 3)))
-    assert (shapes["conv1"][1], shapes["pool5"][1]) == (conv1, pool5), size
-    params = param_shapes(model, (1, size, size, 3))
-    assert params["Fc6"]["kernel"].shape == (pool5 * pool5 * 256, 4096)
+  _, shapes = _sown_shapes(model, jnp.zeros((1, 227, 227, 3)))
+  assert (shapes["conv1"][1], shapes["pool5"][1]) == (55, 6)
+  assert param_shapes(model, (1, 227, 227, 3))["Fc6"]["kernel"].shape == (6 * 6 * 256, 4096)
+  # At 224 conv1 would drop the last 3 rows and columns (and fc6 get 5 * 5 * 256 inputs): refused.
+  with pytest.raises(ValueError, match="does not tile a 224-pixel input.*227x227"):
+    _sown_shapes(model, jnp.zeros((1, 224, 224, 3)))
 
 
 def test_paper_alexnet_maps_follow_the_paper_figure():
