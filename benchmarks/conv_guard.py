@@ -4,7 +4,7 @@
 
 `cnn_jax.ops.lowering` sends the geometries whose gradient XLA:CPU computes wrong or aborts on
 (`docs/conv_gradients.md`) through other formulations. This lowers each model's train step
-(`benchmarks.steps.sgd_train_step`, every lowering) twice, as is and with the guard's rule
+(`cnn_jax.train.step.make_train_step` as the benchmarks build it, every lowering) twice, as is and with the guard's rule
 replaced by "never fails", and compares the two programs XLA receives; it also counts the
 layers the rule flags. Identical programs compile to identical executables, so the guard costs
 nothing at run time on these shapes; what remains is the rule's Python at trace time (traced
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import time
 from unittest import mock
 
@@ -23,7 +22,11 @@ import jax
 import optax
 
 from benchmarks import steps
+from cnn_jax.data.augment import build_augmentation
 from cnn_jax.ops import lowering
+from cnn_jax import train
+from cnn_jax.train import parallel, step
+from cnn_jax.train.state import create_train_state
 
 
 @contextlib.contextmanager
@@ -42,16 +45,22 @@ def _guard(enabled: bool, flagged: list):
 
 
 def train_step_program(spec: steps.ModelSpec, lowering_name: str) -> str:
-  """The StableHLO text of `spec`'s jitted train step under `lowering_name`."""
-  model = steps.build_model(spec, lowering_name)
-  images, labels = steps.synthetic_batch(spec)
+  """The StableHLO text of `spec`'s train step (`make_train_step`, pmapped as `launch.py` maps
+  it) under `lowering_name`."""
+  model = train.with_axis_name(steps.build_model(spec, lowering_name), step.AXIS_NAME)
+  batch = steps.train_batch(spec)
+  channels = batch["image"].shape[-1]
   optimizer = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
-  variables = jax.eval_shape(functools.partial(model.init, train=False),
-                             {"params": jax.random.key(1), "dropout": jax.random.key(2)},
-                             images[:1])
-  state = jax.eval_shape(lambda v: steps.initial_state(v, optimizer), variables)
-  step = jax.jit(steps.sgd_train_step(model, optimizer))
-  return step.lower(state, images, labels, jax.random.key(3)).as_text()
+  train_step = step.make_train_step(model, optimizer, optax.constant_schedule(steps.LEARNING_RATE),
+                                    build_augmentation(""), (0.5,) * channels,
+                                    (0.25,) * channels, label_smoothing=0.0)
+  data_parallel = parallel.build_data_parallel("pmap", train_step, step.make_eval_step(
+      model, (0.5,) * channels, (0.25,) * channels))
+  state = jax.device_get(create_train_state(model, optimizer, jax.random.key(1),
+                                            batch["image"].shape[1:]))
+  return data_parallel.train_step.lower(data_parallel.put_state(state),
+                                        data_parallel.put_batch(batch),
+                                        jax.random.key(3)).as_text()
 
 
 def main() -> None:
