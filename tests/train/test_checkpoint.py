@@ -35,8 +35,8 @@ def test_momentum_and_schedule_position_survive_the_round_trip(tmp_path):
   # Three SGD steps of the project's optimizer (Nesterov momentum, warmup + cosine over 10
   # steps): the momentum is non-zero and the schedule is at step 3, both in opt_state.
   config = ml_collections.ConfigDict(dict(
-      optimizer="sgd", learning_rate=0.5, momentum=0.9, nesterov=True, weight_decay=1e-2,
-      schedule="cosine", warmup_epochs=1.0))
+      optimizer="sgd", learning_rate=0.5, batch_size=256, momentum=0.9, nesterov=True,
+      weight_decay=1e-2, schedule="cosine", warmup_epochs=1.0))
   optimizer = optim.build_optimizer(config, optim.build_learning_rate_schedule(config, 2, 10))
   state = make_state(0, scale=0.3).replace(opt_state=optimizer.init(make_state(0).params))
   gradient = lambda params: jax.tree.map(lambda p: p - 0.5, params)

@@ -213,6 +213,7 @@ def file_states(workdir):
   return states
 
 
+@pytest.mark.slow  # a real run to the end and a second start (20-30 s)
 def test_a_finished_run_run_again_says_so_and_changes_no_file(tmp_path, caplog):
   workdir = str(tmp_path)
   summary = train_and_evaluate(smoke_config(), workdir)
@@ -311,6 +312,7 @@ def flip_a_byte_of_the_largest_data_file(step_directory):
     file.write(bytes([byte[0] ^ 0x01]))
 
 
+@pytest.mark.slow  # a real run to the end and a second start (20-30 s)
 def test_a_flipped_byte_is_caught_and_the_newest_intact_checkpoint_resumed(tmp_path, caplog):
   workdir = str(tmp_path)
   summary = train_and_evaluate(smoke_config(), workdir)

@@ -2,7 +2,6 @@
 
 import json
 
-import matplotlib.pyplot as plt
 import ml_collections
 import pytest
 
@@ -16,16 +15,20 @@ SUMMARY = {"test_accuracy": 0.98123456, "steps": 20, "best_step": 20, "test_loss
 
 @pytest.fixture
 def written_report(tmp_path, monkeypatch):
-  """Writes the report, keeping its figures (`plt.close` is intercepted) to read their lines."""
+  """Writes the report, keeping its figures (`Figure.savefig` is intercepted) to read their lines."""
   figures = []
-  monkeypatch.setattr(plt, "close", figures.append)
-  config = ml_collections.ConfigDict(dict(model="cnn", dataset="mnist_offline",
+  savefig = report.Figure.savefig
+
+  def kept(figure, *args, **kwargs):
+    figures.append(figure)
+    return savefig(figure, *args, **kwargs)
+
+  monkeypatch.setattr(report.Figure, "savefig", kept)
+  config = ml_collections.ConfigDict(dict(model=dict(name="cnn"), dataset="mnist_offline",
                                           learning_rate=0.1))
   report.write_report(str(tmp_path), RECORDS, SUMMARY, config)
   monkeypatch.undo()
-  yield tmp_path, figures
-  for figure in figures:
-    plt.close(figure)
+  return tmp_path, figures
 
 
 def test_report_page_holds_the_rounded_summary_the_figures_and_the_config(written_report):
@@ -38,7 +41,7 @@ def test_report_page_holds_the_rounded_summary_the_figures_and_the_config(writte
   assert "![loss](loss.png)" in page and "![accuracy](accuracy.png)" in page
   config_json = page.split("```json\n")[1].split("\n```")[0]
   assert json.loads(config_json) == {"dataset": "mnist_offline", "learning_rate": 0.1,
-                                     "model": "cnn"}
+                                     "model": {"name": "cnn"}}
   for name in ("loss.png", "accuracy.png"):
     assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
