@@ -48,6 +48,7 @@ def test_cifar10_loads_as_uint8_arrays(cifar10_data_dir, tmp_path):
     load_dataset("cifar10", str(tmp_path))
 
 
+@pytest.mark.slow  # a CIFAR-size training run (about 20 s)
 def test_cifar10_run_trains_and_measures_32x32x3_images(cifar10_data_dir, tmp_path):
   config = exp_sweep.get_config("smoke")
   config.experiments = ("augmentation",)

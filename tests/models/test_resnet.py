@@ -198,6 +198,7 @@ def _random_batch(batch_size, size):
   return x, jax.random.randint(jax.random.key(2), (batch_size,), 0, 10)
 
 
+@pytest.mark.slow  # 56-layer gradients (about 15 s)
 def test_plain_network_first_layer_gradient_explodes_relative_to_resnet():
   # With batch norm in training mode the plain network's gradient does not vanish but grows
   # toward the input (Yang et al. 2019); the shortcuts keep the ResNet's gradient at the scale
