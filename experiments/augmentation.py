@@ -6,8 +6,9 @@ are not planned), then measured on test images (on the [0, 1] scale, black = 0; 
 is inside the classifier): clean accuracy (the whole test split), shift consistency (Zhang
 2019; crop shifts and circular shifts), P(top-1 change) and MAC under 1-pixel diagonal shifts
 (Azulay & Weiss 2019), accuracy vs horizontal / vertical translation and vs rotation angle,
-per-layer equivariance error (circular shifts), and the Lie derivative of the logits under
-translation and rotation (Gruver et al. 2022) per layer (in each layer's own feature space) and
+per-layer equivariance error (circular shifts), and the Lie derivative (Gruver et al. 2022) of
+the log-probabilities (comparable between models) and of the logits under translation and
+rotation, per layer (in each layer's own feature space) and
 split over the layers that introduce it.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import jax.numpy as jnp
 from matplotlib.figure import Figure
 import numpy as np
@@ -195,6 +197,15 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
       for transformation in (analysis.translation("horizontal"), analysis.rotation())}
   lie = {name: float(jnp.mean(jnp.linalg.norm(attribution.total, axis=-1)))
          for name, attribution in attributions.items()}
+  # The same derivatives of the log-probabilities: unlike the logits' (whose scale each model
+  # sets freely), comparable between models.
+  log_probabilities = lambda x: jax.nn.log_softmax(apply_fn(x), axis=-1)
+  lie_log_softmax = {
+      transformation.name: float(jnp.mean(jnp.linalg.norm(analysis.lie_derivative(
+          log_probabilities, layer_images,
+          lambda x, t, transformation=transformation: analysis.warp_images(x, transformation, t)),
+          axis=-1)))
+      for transformation in (analysis.translation("horizontal"), analysis.rotation())}
   return {
       "clean_accuracy": classifier.accuracy(dataset.test_images, dataset.test_labels),
       "final_train_loss": records[-1].train_loss,
@@ -218,6 +229,8 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
                   "off_grid": layer.off_grid_error} for layer in layers],
       "lie_translation_logits": lie["translation_horizontal"],
       "lie_rotation_logits": lie["rotation"],
+      "lie_translation_log_softmax": lie_log_softmax["translation_horizontal"],
+      "lie_rotation_log_softmax": lie_log_softmax["rotation"],
       "layer_lie_translation": [{"name": layer.name, "relative_norm": layer.relative_norm}
                                 for layer in lie_layers],
       "lie_attribution": {name: [contribution._asdict()
@@ -311,9 +324,9 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       unit = "px" if kind == "translate" else "°"
       for axis, metric, label in ((row_axes[0], "consistency_crop", "shift consistency (crop)"),
                                   (row_axes[1], "p_top1_change" if kind == "translate"
-                                   else "lie_rotation_logits",
+                                   else "lie_rotation_log_softmax",
                                    "P(top-1 change), 1-px shifts" if kind == "translate"
-                                   else "‖L_rotation f‖ (logits)")):
+                                   else "‖L_rotation log p‖ (per radian)")):
         _errorbar(axis, present, [_metric(group, metric) for group in cells], fmt="-o")
         axis.set_ylabel(label)
       for level in test_levels[kind]:
@@ -331,7 +344,7 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
                      cell(_metric(group, "clean_accuracy")),
                      cell(_metric(group, "consistency_crop")),
                      cell(_metric(group, "p_top1_change")),
-                     cell(_metric(group, "lie_rotation_logits"), 2)]
+                     cell(_metric(group, "lie_rotation_log_softmax"), 2)]
                     + [cell([_accuracy_at(r["metrics"], kind, level) for r in group])
                        for level in (max(test_levels[kind]),)])
   figure.tight_layout()
@@ -342,7 +355,7 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       f"{', '.join(f'{v:g}' for v in ranges['rotate'])}° (0 = no augmentation), measured as "
       "in the grid above; error bars: sample std over seeds.", "",
       markdown_table(["model", "augmentation", "training range", "seeds", "clean acc",
-                      "consistency (crop)", "P(top-1 change)", "‖L_rotation f‖",
+                      "consistency (crop)", "P(top-1 change)", "‖L_rotation log p‖",
                       "acc at the largest test shift / angle"], rows), "",
       "![dose-response](dose_response.png)"])
 
@@ -369,14 +382,14 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                  cell(_metric(group, "consistency_circular")),
                  cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
                  cell(shift_6), cell(rotation_90),
-                 cell(_metric(group, "lie_translation_logits"), 2),
-                 cell(_metric(group, "lie_rotation_logits"), 2)])
+                 cell(_metric(group, "lie_translation_log_softmax"), 2),
+                 cell(_metric(group, "lie_rotation_log_softmax"), 2)])
   largest_shift = max(map(abs, config.augmentation.translations))
   table = markdown_table(
       ["model", "augmentation", "seeds", "clean acc", "train loss", "plateau gain",
        "consistency (crop)",
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
-       "acc at ±90°", "‖L_translation f‖", "‖L_rotation f‖"], rows)
+       "acc at ±90°", "‖L_translation log p‖", "‖L_rotation log p‖"], rows)
 
   _curve_plot(groups, config, os.path.join(out_dir, f"{prefix}accuracy_vs_shift.png"),
               "Accuracy vs horizontal translation (zeros enter)", "shift (pixels)",
@@ -461,7 +474,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
       f"{get_dataset_info(dataset).num_test:,}); consistency: two shifts "
       f"uniform in ±{settings.consistency_shift} px per axis, {settings.consistency_passes} "
       "passes; P(top-1 change) and MAC (mean absolute change of the top-class probability) over "
-      "8 consecutive 1-pixel diagonal shifts with zeros entering; Lie derivatives on "
+      "8 consecutive 1-pixel diagonal shifts with zeros entering; Lie derivatives of the "
+      "log-probabilities `‖L log softmax(f)‖` (per image, then averaged) on "
       f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
       table, "", f"![accuracy vs shift]({prefix}accuracy_vs_shift.png)", "",
       f"![accuracy vs angle]({prefix}accuracy_vs_angle.png)", "",

@@ -168,7 +168,7 @@ def training_config(model: str, *, seed: int, num_steps: int, batch_size: int,
   """The launch config (`experiments/configs/default.py`) of one of the sweep's short runs.
 
   As the default run: SGD with Nesterov momentum, weight decay 5e-4 on kernels, cosine decay;
-  here after a warmup of a tenth of an epoch, without label smoothing or augmentation (set
+  here after a warmup of a tenth of an epoch, with label smoothing 0.1, without augmentation (set
   `config.augmentation`), with 'rbg' keys (`PRNG_IMPL`).
 
   Args:
@@ -187,7 +187,7 @@ def training_config(model: str, *, seed: int, num_steps: int, batch_size: int,
   config.total_steps = num_steps
   config.learning_rate = learning_rate
   config.warmup_epochs = 0.1
-  config.label_smoothing = 0.0
+  config.label_smoothing = 0.1
   config.log_every_steps = record_every
   config.eval_every_steps = num_steps  # the sweep measures after training only
   return config

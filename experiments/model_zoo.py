@@ -4,8 +4,12 @@ Small on purpose: the default sweep trains about a hundred of them on 2 CPU core
 counts for 28x28 digits and 10 classes:
 
   mlp                one hidden layer of 128 units (101,770 parameters).
-  cnn                the seed notes' conv -> ReLU -> max-pool stacks at 8 and 16 channels, 3x3,
-                     'same' (zero) padding, flatten, a dense layer of 32 (26,698).
+  cnn                the seed notes' conv -> ReLU -> max-pool stacks at 16 and 32 channels, 5x5,
+                     'same' (zero) padding, flatten, dropout 0.25, a dense layer of 128, dropout
+                     0.5 (215,370). The smallest of the recipes tried that passes 97.5% test
+                     accuracy on the digits without augmentation (0.978 and 0.982 for 2 seeds,
+                     where the 3x3 variant reached 0.974-0.975 and 8-16 channels with a dense
+                     layer of 32 0.96).
   cnn_blur           the same with Zhang's blur pooling (max-pool densely, blur, subsample).
   resnet20           the CIFAR ResNet-20 (depth 20, batch norm, option-A shortcuts, global
                      average pooling) at half width, 8-16-32 channels (67,906).
@@ -27,8 +31,8 @@ the accuracy of resnet20 (0.90 vs 0.91 without augmentation, 2 seeds).
 from __future__ import annotations
 
 SMALL_CNN = {
-    "features": (8, 16), "kernel_sizes": (3, 3), "pool_after": (True, True), "hidden": (32,),
-    "dropout_rates": (0.0, 0.0), "padding": "same",
+    "features": (16, 32), "kernel_sizes": (5, 5), "pool_after": (True, True), "hidden": (128,),
+    "dropout_rates": (0.25, 0.5), "padding": "same",
 }
 
 MODELS = {

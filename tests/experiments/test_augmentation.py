@@ -67,6 +67,7 @@ def test_cifar10_run_trains_and_measures_32x32x3_images(cifar10_data_dir, tmp_pa
                *[v for curve in metrics["accuracy_vs_translation"].values() for v in curve]]
   assert all(0.0 <= value <= 1.0 for value in fractions)
   assert math.isfinite(metrics["lie_translation_logits"]) and metrics["lie_rotation_logits"] > 0
+  assert 0 < metrics["lie_rotation_log_softmax"] < math.inf
   layers = metrics["layers"]
   assert [layer["name"] for layer in layers][:2] == ["conv1", "pool1"]
   # Every layer has a finite error on or off its grid; the first conv's (stride 1) is on it.

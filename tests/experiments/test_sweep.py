@@ -24,6 +24,7 @@ FAKE_METRICS = {
     "angles": [-90, 0, 90], "accuracy_vs_rotation": [0.2, 0.5, 0.2],
     "layers": [{"name": "fc1", "stride": None, "on_grid": 0.3, "off_grid": float("nan")}],
     "lie_translation_logits": 1.0, "lie_rotation_logits": 2.0,
+    "lie_translation_log_softmax": 0.1, "lie_rotation_log_softmax": 0.2,
     "layer_lie_translation": [{"name": "fc1", "relative_norm": 0.2}],
     "lie_attribution": {name: [{"name": "fc1", "norm": 1.0, "share": 1.0}]
                         for name in ("translation_horizontal", "rotation")},
