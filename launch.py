@@ -19,17 +19,14 @@ Multi-host: start one process per host with the same flags plus --coordinator_ad
 --num_processes and --process_id.
 """
 
-import functools
 import logging as python_logging
-import os
-import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnn_jax import runtime, train
-from cnn_jax.train import checkpoint, configuration, workdir_lock
+from cnn_jax.train import command_line, configuration
 
 FLAGS = flags.FLAGS
 
@@ -46,8 +43,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, argv: list[str] | None =
                     "loss.png and accuracy.png (each logged) and replaces config.json. Without "
                     "it, a different config is refused and a finished run is left as it is.",
                     flag_values=flag_values)
-  flags.DEFINE_bool("debug", False, "Show the full traceback of an expected error (also: "
-                    "environment CNN_JAX_DEBUG=1).", flag_values=flag_values)
+  command_line.define_debug_flag(flag_values)
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
                       flag_values=flag_values)
   flags.DEFINE_integer("num_processes", None, "Multi-host: the number of processes.",
@@ -69,31 +65,6 @@ class QuietLibraries(python_logging.Filter):
             or not any(part in record.pathname for part in QUIET_LIBRARIES))
 
 
-# What a user can fix from the message alone: config and input (ValueError), files, disk and
-# permissions (OSError), checkpoints, the workdir lock, divergence (FloatingPointError).
-EXPECTED_ERRORS = (ValueError, OSError, checkpoint.CheckpointError,
-                   workdir_lock.WorkdirLockedError, FloatingPointError)
-
-
-def exit_on_expected_errors(function):
-  """`function`, but an EXPECTED_ERRORS exception ends the process with exit code 2 and one line
-  on stderr (the full traceback with --debug or CNN_JAX_DEBUG=1)."""
-
-  @functools.wraps(function)
-  def wrapped(*args, **kwargs):
-    try:
-      return function(*args, **kwargs)
-    except EXPECTED_ERRORS as error:
-      if os.environ.get("CNN_JAX_DEBUG") == "1" or FLAGS["debug"].value:
-        raise
-      message = " ".join(str(error).split())  # one line, whatever the library's layout
-      sys.stderr.write(f"launch.py: {type(error).__name__}: {message} "
-                       f"(--debug for the traceback)\n")
-      sys.exit(2)
-
-  return wrapped
-
-
 def main(argv):
   runtime.setup()  # Re-executes with the malloc tunables; XLA:CPU flags; TensorFlow off GPUs.
   if len(argv) > 1:
@@ -112,4 +83,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(exit_on_expected_errors(main), flags_parser=configuration.parse_flags_or_exit)
+  app.run(command_line.exit_on_expected_errors(main, "launch.py"),
+          flags_parser=configuration.parse_flags_or_exit)

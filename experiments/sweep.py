@@ -19,7 +19,8 @@ beside it go the results it was made from, as small JSON (see `experiments.repor
 Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
 ('' = TFDS's default, `~/tensorflow_datasets`); otherwise its CIFAR-10 runs are not planned, the
 sweep logs how to prepare it, and the report says so. A dataset is read into memory once, before
-its first unfinished run.
+its first unfinished run. An expected error (a bad config value, a missing exported result)
+ends with one line on stderr and exit code 2; --debug shows the traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnn_jax import runtime
-from cnn_jax.train import configuration
+from cnn_jax.train import command_line, configuration
 
 from experiments import augmentation, depth, equivariance, learned_invariance, priors, report
 from experiments.configs.exp_sweep import EXPERIMENT_NAMES
@@ -129,6 +130,7 @@ flags.DEFINE_bool("report_only", False,
 flags.DEFINE_string("report_dir", None, "Where the report goes; default <workdir>/report.")
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in <workdir>/jax_cache and reuse them.")
+command_line.define_debug_flag()
 
 
 def main(argv):
@@ -149,4 +151,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=configuration.parse_flags_or_exit)
+  app.run(command_line.exit_on_expected_errors(main, "experiments.sweep"),
+          flags_parser=configuration.parse_flags_or_exit)

@@ -9,6 +9,9 @@ them all (see `cnn_jax.viz.report`).
 Examples:
   python experiments/visualize.py --workdir=runs/default
   python experiments/visualize.py --workdir=runs/default --layer=conv2 --channel=3,17,40
+
+An expected error (no checkpoint, a damaged one, a bad flag value) ends with one line on stderr
+and exit code 2; --debug shows the traceback.
 """
 
 import os
@@ -16,6 +19,7 @@ import os
 from absl import app, flags, logging
 
 from cnn_jax import data, runtime, train
+from cnn_jax.train import command_line
 from cnn_jax.viz.report import write_visualizations
 
 FLAGS = flags.FLAGS
@@ -31,6 +35,7 @@ flags.DEFINE_integer("batch_size", 250, "Images per forward pass.")
 flags.DEFINE_integer("scale", 0, "Enlargement of the top-k patches; 0 for about 64 pixels.")
 flags.DEFINE_integer("image", 0, "The scanned test image whose activation maps are shown.")
 flags.DEFINE_bool("best", False, "Use the best checkpoint instead of the latest.")
+command_line.define_debug_flag()
 flags.mark_flag_as_required("workdir")
 
 
@@ -68,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(command_line.exit_on_expected_errors(main, "visualize.py"))

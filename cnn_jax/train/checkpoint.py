@@ -8,11 +8,13 @@ only when complete, so a crash in the middle of a save leaves the previous check
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 
 import jax
 import numpy as np
+from absl import logging
 import orbax.checkpoint as ocp
 from flax import serialization
 from orbax.checkpoint import checkpoint_managers
@@ -57,9 +59,23 @@ def create_checkpoint_manager(workdir: str, keep: int, *,
     read_only: for readers of a run (inference, reports): the manager creates, deletes and cleans
       nothing, so a training saving in that workdir meanwhile is left alone. The training
       itself (which holds the workdir's lock) deletes the unfinished saves of a crashed run.
+
+  A step whose metrics file is not JSON (orbax would fail on it for every step) is renamed to
+  `<step>.corrupt` with a warning, or with `read_only` raises `CorruptCheckpointError` naming
+  the file.
   """
   if keep < 1:
     raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep!r}")
+  for path, error in unreadable_metrics(checkpoint_directory(workdir)):
+    step_directory = os.path.dirname(os.path.dirname(path))
+    if read_only:
+      raise CorruptCheckpointError(
+          f"checkpoint {step_directory} is corrupt: its metrics file {path} is not JSON "
+          f"({error}). Rename or delete that step directory to use the others.")
+    aside = f"{step_directory}.corrupt"
+    os.replace(step_directory, aside)
+    logging.warning("CORRUPT CHECKPOINT set aside as %s: its metrics file is not JSON (%s).",
+                    aside, error)
   best_metric = lambda metrics: metrics[BEST_METRIC]
   preservation = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep),
@@ -73,6 +89,24 @@ def create_checkpoint_manager(workdir: str, keep: int, *,
                                          read_only=read_only,
                                          enable_async_checkpointing=False)
   return ocp.CheckpointManager(checkpoint_directory(workdir), options=options)
+
+
+def unreadable_metrics(directory: str) -> list[tuple[str, str]]:
+  """`(path, reason)` of every committed step's metrics file under the checkpoint `directory`
+  that is not valid JSON (a truncated or overwritten file)."""
+  if not os.path.isdir(directory):
+    return []
+  unreadable = []
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name, "metrics", "metrics")
+    if not name.isdigit() or not os.path.isfile(path):
+      continue
+    try:
+      with open(path, "rb") as file:
+        json.loads(file.read())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError both are
+      unreadable.append((path, f"{type(error).__name__}: {error}"))
+  return unreadable
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metrics: dict) -> None:

@@ -119,3 +119,21 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_in_use(tmp_pat
   restored = checkpoint.restore_train_state(reopened, make_state(0), 3)
   np.testing.assert_array_equal(restored.params["dense"]["kernel"],
                                 state.params["dense"]["kernel"])
+
+
+def test_garbage_in_a_metrics_file_is_named_by_readers_and_set_aside_by_training(tmp_path):
+  manager = checkpoint.create_checkpoint_manager(str(tmp_path), keep=2)
+  for step in (1, 2):
+    checkpoint.save_checkpoint(manager, make_state(step, scale=step), {"test_accuracy": 0.5})
+  metrics_file = os.path.join(checkpoint.checkpoint_directory(str(tmp_path)), "2", "metrics",
+                              "metrics")
+  with open(metrics_file, "w") as file:
+    file.write('{"test_accuracy": 0.5, "state_c')  # a truncated write
+  with pytest.raises(checkpoint.CorruptCheckpointError, match="metrics file .*2/metrics"):
+    checkpoint.create_checkpoint_manager(str(tmp_path), keep=2, read_only=True)
+  manager = checkpoint.create_checkpoint_manager(str(tmp_path), keep=2)
+  assert manager.all_steps() == [1]
+  assert os.path.isdir(checkpoint.checkpoint_directory(str(tmp_path)) + "/2.corrupt")
+  restored = checkpoint.restore_train_state(manager, make_state(0), 1)
+  np.testing.assert_array_equal(restored.params["dense"]["kernel"],
+                                make_state(1).params["dense"]["kernel"])
