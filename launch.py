@@ -20,6 +20,7 @@ Multi-host: start one process per host with the same flags plus --coordinator_ad
 """
 
 import logging as python_logging
+import os
 
 import jax
 from absl import app, flags, logging
@@ -58,18 +59,28 @@ QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
 
 
 class QuietLibraries(python_logging.Filter):
-  """Drops INFO records logged from inside `QUIET_LIBRARIES`."""
+  """Drops INFO records logged from inside `QUIET_LIBRARIES`, and the tracebacks of their
+  warnings and errors unless `keep_tracebacks`: a library's background thread logs the failure
+  it then raises to us (e.g. orbax on a full disk), and that error reaches the user as one line
+  (`command_line.exit_on_expected_errors`)."""
+
+  def __init__(self, keep_tracebacks: bool = False):
+    super().__init__()
+    self.keep_tracebacks = keep_tracebacks
 
   def filter(self, record):
-    return (record.levelno >= python_logging.WARNING
-            or not any(part in record.pathname for part in QUIET_LIBRARIES))
+    from_library = any(part in record.pathname for part in QUIET_LIBRARIES)
+    if from_library and record.levelno >= python_logging.WARNING and not self.keep_tracebacks:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= python_logging.WARNING or not from_library
 
 
 def main(argv):
   runtime.setup()  # Re-executes with the malloc tunables; XLA:CPU flags; TensorFlow off GPUs.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(QuietLibraries())
+  logging.get_absl_handler().addFilter(
+      QuietLibraries(keep_tracebacks=FLAGS.debug or os.environ.get("CNN_JAX_DEBUG") == "1"))
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise app.UsageError("--coordinator_address needs --num_processes and --process_id, got "
