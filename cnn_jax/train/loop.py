@@ -128,7 +128,8 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   config_path = os.path.join(workdir, "config.json")
   current = _config_as_dict(config)
   if os.path.exists(config_path) and not overwrite:
-    saved = read_config_json(config_path)
+    # A run saved before a field existed ran as with its default: not a different config.
+    saved = {"divergence_factor": DIVERGENCE_FACTOR, **read_config_json(config_path)}
     changed = _differences(saved, current)
     if changed:
       raise ValueError(

@@ -149,6 +149,20 @@ def test_a_workdir_holding_another_config_is_refused_unless_overwrite(tmp_path):
     assert json.load(file)["learning_rate"] == 0.123
 
 
+def test_a_run_saved_before_divergence_factor_existed_is_the_same_config(tmp_path):
+  workdir = str(tmp_path)
+  loop.prepare_workdir(smoke_config(), workdir, overwrite=False)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as file:
+    saved = json.load(file)
+  del saved["divergence_factor"]
+  with open(path, "w") as file:
+    json.dump(saved, file)
+  loop.prepare_workdir(smoke_config(), workdir, overwrite=False)  # accepted: the same run
+  with pytest.raises(ValueError, match=r"divergence_factor: 100.0 -> 5.0"):
+    loop.prepare_workdir(smoke_config(divergence_factor=5.0), workdir, overwrite=False)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("batch_size", 30, r"config.batch_size=30 .* 4 devices.*28 or 32"),
     ("eval_batch_size", 2, r"config.eval_batch_size=2 .* 4 devices.*nearest valid sizes: 4"),
