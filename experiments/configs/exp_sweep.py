@@ -19,7 +19,8 @@ only (the circular vs zero padding contrast needs no more); 'gpu' restores their
 import ml_collections
 from ml_collections import config_dict
 
-EXPERIMENT_NAMES = ("equivariance", "augmentation", "learned_invariance", "priors", "depth")
+EXPERIMENT_NAMES = ("equivariance", "augmentation", "learned_invariance", "priors", "depth",
+                    "rotation")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -93,6 +94,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.depth.num_steps = 60
   config.depth.record_every = 4  # steps between loss / gradient-norm records
 
+  # 6. Rotation: equivariance by construction (P4CNN) vs rotation augmentation, trained upright.
+  config.rotation = ml_collections.ConfigDict()
+  config.rotation.seeds = (0, 1, 2, 3, 4)  # one run per seed of every (model, augmentation)
+  config.rotation.models = ("cnn", "p4cnn")  # MATCHED_CNN and the P4CNN (matched parameters)
+  config.rotation.augmentations = ("none", "rotate")  # 'rotate': uniform in ±max_degrees
+  config.rotation.max_degrees = 180.0  # the full circle
+  # Conv widths: the CNN's channels and the P4CNN's p4 channels (4 rotations each). A P4CNN at
+  # half the CNN's channels has its inner layers' weights (K^2 C_in 4 C_out = K^2 2C_in 2C_out):
+  # change both together to stay matched in parameters (a test checks within 5%).
+  config.rotation.cnn_features = (16, 32, 64)
+  config.rotation.p4cnn_features = (8, 16, 32)
+  # Epochs over the 3,600 digits left after validation (validation curve: one record per epoch).
+  config.rotation.num_epochs = 15.0
+  config.rotation.test_angles = tuple(float(a) for a in range(0, 360, 15))  # degrees, curve
+  config.rotation.layer_angles = (90.0, 45.0, 30.0)  # per-layer equivariance error, degrees
+
   if arg == "gpu":
     config.augmentation.reduced_models = ()
     config.augmentation.seeds = tuple(range(10))
@@ -125,4 +142,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.depth.depths = (8,)
     config.depth.num_steps = 4
     config.depth.record_every = 2
+    config.rotation.seeds = (0,)
+    config.rotation.augmentations = ("rotate",)
+    config.rotation.num_epochs = 0.08  # 5 steps
+    config.rotation.test_angles = (0.0, 45.0, 90.0)
+    config.rotation.layer_angles = (90.0, 45.0)
   return config
