@@ -463,17 +463,12 @@ def report(results: list[dict], config, out_dir: str) -> str:
   _angle_figure(groups, os.path.join(out_dir, "rotation_accuracy_vs_angle.png"))
   models = [m for m in MODELS if any(key[0] == m for key in groups)]
   _layer_figure(groups, models, os.path.join(out_dir, "rotation_layer_equivariance.png"))
-  timing = []
-  for model in models:
-    seconds = [r["metrics"]["train_seconds"] for key, g in groups.items() if key[0] == model
-               for r in g]
-    timing.append(f"{MODEL_TITLES[model]} {np.mean(seconds):.1f} s")
-  speed = ""
+  seconds = {m: np.mean([r["metrics"]["train_seconds"] for key, group in groups.items()
+                         if key[0] == m for r in group]) for m in models}
+  timing = ", ".join(f"{MODEL_TITLES[m]} {seconds[m]:.1f} s" for m in models)
   if len(models) == 2:
-    mean_seconds = {m: np.mean([r["metrics"]["train_seconds"] for key, g in groups.items()
-                                if key[0] == m for r in g]) for m in models}
-    speed = (f" (the P4CNN trains {mean_seconds['p4cnn'] / mean_seconds['cnn']:.1f}x slower: "
-             "4x the multiply-adds of the CNN at the same parameter count)")
+    timing += (f" (the P4CNN trains {seconds['p4cnn'] / seconds['cnn']:.1f}x slower: its inner "
+               "layers do 4x the CNN's multiply-adds at the same parameter count)")
   first = next(iter(groups.values()))[0]["metrics"]
   layer_rows = []
   for (model, augmentation), group in groups.items():
@@ -498,7 +493,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "uniform in [0°, 360°) (one draw for all runs); accuracy at a test angle: "
       f"{first['angle_images']:,} test digits rotated by it (exact at multiples of 90°, bilinear "
       "otherwise). Mean training time per "
-      f"run: {', '.join(timing)}{speed}.", "",
+      f"run (compilation and validation included): {timing}.", "",
       table, "",
       "Validation curves (the plateau evidence): ![validation](rotation_validation.png)", "",
       "Accuracy against the test angle: "
@@ -517,5 +512,6 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "digits, each rotated by a random angle) and test on its 50,000 rotated digits, with "
       "deeper networks (7 layers of 3x3 convolutions) and their own training recipe; here "
       f"{first['train_examples']:,} upright training digits are rotated on the fly by the "
-      f"augmentation, {first['test_examples']:,} test digits, the 3-layer models above and the sweep's recipe.", "",
+      f"augmentation, {first['test_examples']:,} test digits, the 3-layer models above and "
+      "the sweep's recipe.", "",
       comparison or "No run trained with rotations."])

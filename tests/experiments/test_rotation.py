@@ -112,18 +112,20 @@ def test_contrast_results_follow_the_test(sign, difference, p_value, expected):
   assert rotation.contrast_result(sign, difference, p_value) == expected
 
 
+@pytest.mark.slow  # compiles a P4CNN's step and every metric: about 1 min on 2 shared cores
 def test_smoke_run_trains_and_measures(tmp_path):
   config = exp_sweep.get_config("smoke")
   config.rotation.num_epochs = 0.03  # 2 steps
   run = next(r for r in rotation.plan(config) if r.options["model"] == "p4cnn")
   metrics = rotation.execute(run, config, load_digits())
-  assert metrics["parameters"] == 23_554
+  assert metrics["parameters"] == 6_022  # the default config's P4CNN, 4-8-16 p4 channels
   fractions = [metrics["clean_accuracy"], metrics["random_rotation_accuracy"],
                *metrics["accuracy_vs_angle"]]
   assert all(0.0 <= value <= 1.0 for value in fractions)
-  # Invariant to quarter turns whatever the weights: the 90° accuracy is the clean one.
-  assert rotation.accuracy_at(metrics, 90.0) == pytest.approx(metrics["clean_accuracy"],
-                                                              abs=2e-3)
+  # Invariant to quarter turns whatever the weights: the 90° accuracy is the upright one (on
+  # the same digits; one near-tie of the logits may flip within float32 rounding).
+  assert rotation.accuracy_at(metrics, 90.0) == pytest.approx(
+      rotation.accuracy_at(metrics, 0.0), abs=1.0 / metrics["angle_images"] + 1e-9)
   assert max(layer["error"] for layer in metrics["layer_errors"][0]["layers"]) < 1e-5
   assert metrics["p4_layers"] == sorted(["conv1", "pool1", "conv2", "pool2", "conv3"])
 
