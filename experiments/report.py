@@ -24,6 +24,7 @@ SECTION_TITLES = {
     "learned_invariance": "2. Learned translation invariance (Biscione & Bowers 2021)",
     "priors": "4. Priors: locality, self-similarity and data size",
     "depth": "5. Depth: plain vs residual",
+    "rotation": "6. Rotation: equivariance by construction (P4CNN) vs augmentation",
 }
 
 

@@ -35,14 +35,15 @@ from ml_collections import config_flags
 from cnn_jax import runtime
 from cnn_jax.train import command_line, configuration
 
-from experiments import augmentation, depth, equivariance, learned_invariance, priors, report
+from experiments import (augmentation, depth, equivariance, learned_invariance, priors, report,
+                         rotation)
 from experiments.configs.exp_sweep import EXPERIMENT_NAMES
 from experiments.in_memory_training import DATASET, load_dataset, not_prepared_message
 from experiments.model_zoo import check_names
 from experiments.runs import Run, is_finished, load_result, save_result
 
 EXPERIMENTS = {module.NAME: module for module in (equivariance, augmentation, learned_invariance,
-                                                  priors, depth)}
+                                                  priors, depth, rotation)}
 
 
 def use_compilation_cache(directory: str) -> None:
