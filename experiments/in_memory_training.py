@@ -16,6 +16,7 @@ it again in front of the trained model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -133,9 +134,10 @@ class Classifier(NamedTuple):
     return normalize(self.input_transform(images_unit), info.mean, info.std)
 
   def apply_fn(self) -> Callable[[jax.Array], jax.Array]:
-    """`images [N, H, W, C] in [0, 1] -> logits [N, K]`, jitted."""
-    return jax.jit(lambda images: self.model.apply(self.variables, self.model_input(images),
-                                                   train=False))
+    """`images [N, H, W, C] in [0, 1] -> logits [N, K]`, jitted (one compilation per model,
+    transform and image shape, whatever the variables: they are an argument, not constants)."""
+    return functools.partial(_logits_fn(self.model, self.input_transform, self.dataset),
+                             self.variables)
 
   def features_fn(self):
     """`images in [0, 1] -> [(layer, activation), ...]`, forward order, logits last."""
@@ -146,6 +148,14 @@ class Classifier(NamedTuple):
     """Top-1 accuracy on uint8 (or [0, 1] float) images `[N, H, W, C]`."""
     logits = logits_in_batches(self.apply_fn(), to_unit_interval(images))
     return float(jnp.mean(jnp.argmax(logits, -1) == labels))
+
+
+@functools.lru_cache(maxsize=None)
+def _logits_fn(model: nn.Module, input_transform: ImageTransform, dataset: str):
+  """`(variables, images in [0, 1]) -> logits`, jitted once per (model, transform, dataset)."""
+  info = get_dataset_info(dataset)
+  return jax.jit(lambda variables, images: model.apply(
+      variables, normalize(input_transform(images), info.mean, info.std), train=False))
 
 
 def validation_scores(classifier: Classifier, images: np.ndarray, labels: np.ndarray,
