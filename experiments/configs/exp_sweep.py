@@ -16,7 +16,7 @@ add about 20 minutes. Cut to fit: the ResNets ('reduced_models') train without a
 only (the circular vs zero padding contrast needs no more); 'gpu' restores their augmentations.
 Experiment 2 (learned invariance, 56x56 canvas, 8-16 channels): a run with pretraining (300
 steps) and head-only fine-tuning (80 steps) used 55 CPU-seconds, a scratch run 21 (measured
-under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 900 s
+under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 1,000 s
 (budget ~600 s: the class-count sweep is cut to 'pretrained' at k = 2 and 8 on 3 seeds, without
 'random_features'). 'gpu' runs every condition at k = 2, 5, 8 on 5 seeds (40 runs) at the
 'cnn' widths.
