@@ -57,9 +57,16 @@ def _augmentation(model: str, augmentation: str, metric: str, label: str) -> Cel
                                "augmentation": augmentation}, metric, label)
 
 
+def _learned_invariance(condition: str, classes: int, label: str) -> Cell:
+  return Cell("learned_invariance", {"condition": condition, "pretrain_classes": classes},
+              untrained_location_accuracy, f"{label} ({classes} classes)")
+
+
 def contrasts_for(config) -> tuple[Contrast, ...]:
-  """The report's contrasts for a sweep config: the priors at its largest training set, the
-  depth contrasts between its shallowest and deepest nets."""
+  """The report's contrasts for a sweep config: learned invariance at its headline number of
+  pretraining classes, the priors at its largest training set, the depth contrasts between its
+  shallowest and deepest nets."""
+  classes = config.learned_invariance.headline_classes
   size = max(config.priors.train_sizes)
   shallow, deep = min(config.depth.depths), max(config.depth.depths)
   contrasts = (
@@ -81,10 +88,12 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
                _augmentation("cnn", "translate", "consistency_crop", "CNN + translate"), +1),
       Contrast("Pretraining across the canvas gives invariance at untrained locations",
                "Biscione & Bowers 2021",
-               Cell("learned_invariance", {"condition": "scratch"}, untrained_location_accuracy,
-                    "from scratch"),
-               Cell("learned_invariance", {"condition": "pretrained"},
-                    untrained_location_accuracy, "pretrained"), +1),
+               _learned_invariance("scratch", classes, "from scratch"),
+               _learned_invariance("pretrained", classes, "pretrained at random locations"), +1),
+      Contrast("Pretraining at random locations, not at one, gives that invariance",
+               "Biscione & Bowers 2021",
+               _learned_invariance("fixed_pretrained", classes, "pretrained at one location"),
+               _learned_invariance("pretrained", classes, "pretrained at random locations"), +1),
       Contrast("A CNN beats an MLP of matched size on natural digits (locality prior)",
                "seed notes (priors)",
                Cell("priors", {"kind": "training", "architecture": "mlp", "pixels": "natural",

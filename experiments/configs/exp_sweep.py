@@ -24,6 +24,12 @@ Cut: both models at half width (8-16-32 vs 4-8-16 p4 channels, 6,218 vs 6,022 pa
 15-epoch P4CNN run with its metrics then took 160 s at load 10 (train 147 s, metrics 12 s), a
 CNN run about a third of that: an estimated 15-20 minutes idle for the 20 runs, still above the
 10-minute budget. 'gpu' restores the full widths and takes 10 seeds.
+Experiment 2 (learned invariance, 56x56 canvas, 8-16 channels): a run with pretraining (300
+steps) and head-only fine-tuning (80 steps) used 55 CPU-seconds, a scratch run 21 (measured
+under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 1,000 s
+(budget ~600 s: the class-count sweep is cut to 'pretrained' at k = 2 and 8 on 3 seeds, without
+'random_features'). 'gpu' runs every condition at k = 2, 5, 8 on 5 seeds (40 runs) at the
+'cnn' widths.
 """
 
 import ml_collections
@@ -77,12 +83,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 2. Learned translation invariance on a canvas (Biscione & Bowers 2021).
   config.learned_invariance = ml_collections.ConfigDict()
-  config.learned_invariance.seeds = (0, 1, 2, 3, 4)
-  config.learned_invariance.canvas = 40  # side of the black canvas the 28x28 digits sit on
-  config.learned_invariance.location_step = 4  # test locations: offsets 0, 4, ..., canvas - 28
-  config.learned_invariance.hidden_width = 128  # the dense layer below the classifier head
-  config.learned_invariance.pretrain_steps = 600  # digits 0-4 at random canvas locations
-  config.learned_invariance.train_steps = 60  # digits 5-9 at the top-left location only
+  config.learned_invariance.seeds = (0, 1, 2, 3, 4)  # at the headline class count
+  # Pretraining classes: the first k digits (the new classes: the other 10 - k).
+  config.learned_invariance.pretrain_class_counts = (2, 5, 8)
+  config.learned_invariance.headline_classes = 5  # every condition on every seed
+  # At the headline count ('gpu' adds 'random_features', the frozen-random-features control).
+  config.learned_invariance.conditions = ("scratch", "pretrained", "fixed_pretrained")
+  # Budget cut: the other class counts run these conditions on these seeds ('gpu': all).
+  config.learned_invariance.class_sweep_conditions = ("pretrained",)
+  config.learned_invariance.class_sweep_seeds = (0, 1, 2)
+  config.learned_invariance.canvas = 56  # side of the black canvas: offsets up to the digit size
+  config.learned_invariance.location_step = 7  # test locations: offsets 0, 7, ..., canvas - 28
+  config.learned_invariance.conv_features = (8, 16)  # the CNN's conv widths (budget: 56x56)
+  config.learned_invariance.hidden_width = 64  # the dense layer 'fc1' below the classifier head
+  config.learned_invariance.pretrain_steps = 300  # the pretraining classes, random or fixed place
+  config.learned_invariance.train_steps = 80  # the new classes at the top-left location only
 
   # 3. Equivariance by construction, at random initialization (no training).
   config.equivariance = ml_collections.ConfigDict()
@@ -129,6 +144,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rotation.seeds = tuple(range(10))
     config.rotation.cnn_features = (16, 32, 64)  # MATCHED_CNN
     config.rotation.p4cnn_features = (8, 16, 32)  # the P4CNN's default
+    config.learned_invariance.conditions = ("scratch", "pretrained", "fixed_pretrained",
+                                            "random_features")
+    config.learned_invariance.class_sweep_conditions = ("scratch", "pretrained",
+                                                        "fixed_pretrained")
+    config.learned_invariance.class_sweep_seeds = config.learned_invariance.seeds
+    config.learned_invariance.conv_features = (16, 32)  # the sweep's 'cnn' widths
+    config.learned_invariance.hidden_width = 128
   if arg == "smoke":
     config.eval_images = 40
     config.layer_images = 8
@@ -144,7 +166,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augmentation.dose_models = ()  # the dose-response's report is tested on fixtures
     config.augmentation.layer_shifts = ((1, 0), (2, 2))
     config.learned_invariance.seeds = (0,)
+    config.learned_invariance.class_sweep_seeds = (0,)
+    config.learned_invariance.pretrain_class_counts = (5,)
+    config.learned_invariance.conditions = ("scratch", "pretrained", "fixed_pretrained")
     config.learned_invariance.canvas = 32
+    config.learned_invariance.location_step = 4
+    config.learned_invariance.conv_features = (4, 8)
     config.learned_invariance.hidden_width = 16
     config.learned_invariance.pretrain_steps = 4
     config.learned_invariance.train_steps = 4

@@ -1,0 +1,177 @@
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from experiments import contrasts, learned_invariance
+from experiments.configs import exp_sweep
+from experiments.in_memory_training import load_digits
+from experiments.runs import Run
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pretrain_class_counts", (2, 9), "pretrain_class_counts"),
+    ("pretrain_class_counts", (5, 5), "pretrain_class_counts"),
+    ("headline_classes", 3, "headline_classes"),
+    ("conv_features", (8,), "conv_features"),
+    ("conditions", ("scratch", "finetuned"), "conditions"),
+    ("class_sweep_seeds", (), "class_sweep_seeds"),
+    ("class_sweep_conditions", ("random_features",), "class_sweep_conditions"),
+    ("canvas", 20, "canvas"),
+])
+def test_bad_settings_are_rejected(field, value, message):
+  config = exp_sweep.get_config()
+  config.learned_invariance[field] = value
+  with pytest.raises(ValueError, match=message):
+    learned_invariance.validate(config)
+
+
+def test_default_and_gpu_configs_are_valid():
+  for arg in ("", "smoke", "gpu"):
+    learned_invariance.validate(exp_sweep.get_config(arg))
+
+
+def test_plan_runs_every_condition_at_the_headline_and_the_sweep_on_its_seeds():
+  config = exp_sweep.get_config()
+  settings = config.learned_invariance
+  runs = learned_invariance.plan(config)
+  assert len({run.name for run in runs}) == len(runs)
+  cells = {(r.options["condition"], r.options["pretrain_classes"], r.seed) for r in runs}
+  assert {cell for cell in cells if cell[1] == settings.headline_classes} == {
+      (c, settings.headline_classes, s) for c in settings.conditions for s in settings.seeds}
+  other = [k for k in settings.pretrain_class_counts if k != settings.headline_classes]
+  expected_other = {(c, k, s) for c in settings.class_sweep_conditions for k in other
+                    for s in settings.class_sweep_seeds}
+  assert {cell for cell in cells if cell[1] != settings.headline_classes} == expected_other
+  assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # seed by seed (resumable)
+
+
+def test_class_split_covers_every_digit_once():
+  for k in (2, 5, 8):
+    old, new = learned_invariance.class_split(k)
+    assert len(old) == k and sorted(old + new) == list(range(10))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.1, 10.0))
+def test_cosine_similarity_is_one_for_a_rescaled_vector_and_bounded(seed, scale):
+  a, b = jax.random.normal(jax.random.PRNGKey(seed), (2, 4, 16))
+  # float32 dot products of 16 terms: a few ulps of 1.
+  np.testing.assert_allclose(learned_invariance.cosine_similarity(a, scale * a), 1.0, rtol=1e-5)
+  similarity = learned_invariance.cosine_similarity(a, b)
+  assert bool(jnp.all(jnp.abs(similarity) <= 1.0 + 1e-6))
+
+
+def test_cosine_similarity_of_a_zero_vector_is_zero():
+  a = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  b = jnp.array([[1.0, 2.0], [0.0, 3.0]])
+  np.testing.assert_array_equal(learned_invariance.cosine_similarity(a, b), [0.0, 0.0])
+
+
+def test_randomly_placed_digits_stay_whole():
+  digits = np.full((6, 28, 28, 1), 7, np.uint8)
+  canvases = learned_invariance.randomly_placed(digits, 40, seed=0)
+  assert canvases.shape == (6, 40, 40, 1) and canvases.dtype == np.uint8
+  np.testing.assert_array_equal(canvases.sum(axis=(1, 2, 3)), 7 * 28 * 28)
+
+
+def test_transfer_ratio_is_chance_corrected():
+  metrics = {"accuracy": [[0.9, 0.5], [0.5, 0.5]], "chance": 0.1}
+  assert learned_invariance.transfer_ratio(metrics) == pytest.approx(0.4 / 0.8)
+  assert math.isnan(learned_invariance.transfer_ratio({"accuracy": [[0.1, 0.1]], "chance": 0.2}))
+
+
+def test_new_class_predictions_ignore_the_pretraining_classes():
+  logits = jnp.array([[9.0, 0, 1, 0, 0, 0, 0, 0, 0, 2], [0, 0, 0, 0, 0, 0, 0, 0, 3.0, 0]])
+  np.testing.assert_array_equal(
+      learned_invariance.new_class_predictions(logits, (2, 3, 4, 5, 6, 7, 8, 9)), [9, 8])
+
+
+def test_fixed_location_pretraining_runs_on_the_smoke_config():
+  config = exp_sweep.get_config("smoke")
+  run = Run(learned_invariance.NAME, "x", 0, {"condition": "fixed_pretrained",
+                                              "pretrain_classes": 8})
+  metrics = learned_invariance.execute(run, config, load_digits())
+  offsets = learned_invariance.test_offsets(config)
+  assert np.shape(metrics["accuracy"]) == np.shape(metrics["feature_similarity"]) == (
+      len(offsets), len(offsets))
+  assert metrics["chance"] == 0.5 and metrics["clean_accuracy"] == metrics["accuracy"][0][0]
+  # The same digit at the same place: similarity 1, or 0 where its features are all zero (a
+  # dead ReLU layer), so the mean is a whole count of digits over test_digits (float32 rounding).
+  count = metrics["feature_similarity"][0][0] * metrics["test_digits"]
+  assert count == pytest.approx(round(count), abs=1e-3) and count >= 1
+  for prefix in ("", "pretrain_"):
+    assert len(metrics[f"{prefix}validation_accuracy"]) == len(metrics[f"{prefix}record_steps"])
+    assert f"{prefix}plateau_gain" in metrics
+  assert 0.0 <= metrics["pretrain_clean_accuracy"] <= 1.0
+
+
+def _fixture_results(transfer: dict, seeds=(0, 1, 2, 3, 4), counts=(2, 5, 8)):
+  """Results with untrained-location accuracy `transfer[condition] + seed noise`."""
+  results = []
+  for k in counts:
+    for condition, level in transfer.items():
+      for seed in seeds:
+        if condition == "random_features" and k != 5:
+          continue
+        chance = 1 / (10 - k)
+        if condition == "pretrained":  # chance-corrected transfer `level` at k = 5, rising with k
+          elsewhere = chance + (level + 0.1 * (k - 5) / 3 + 0.01 * seed) * (0.95 - chance)
+        else:
+          elsewhere = level + 0.01 * seed
+        grid = [[0.95, elsewhere, elsewhere], [elsewhere, elsewhere, elsewhere],
+                [elsewhere, elsewhere, elsewhere]]
+        metrics = {"offsets": [0, 4, 8], "accuracy": grid, "feature_similarity": grid,
+                   "different_digit_similarity": 0.3, "clean_accuracy": 0.95,
+                   "chance": chance, "test_digits": 50, "final_train_loss": 0.5,
+                   "plateau_gain": 0.0, "record_steps": [1, 2], "validation_accuracy": [0.9, 0.9],
+                   "validation_loss": [0.4, 0.4]}
+        if condition in learned_invariance.PRETRAINED_CONDITIONS:
+          metrics.update(pretrain_clean_accuracy=0.97, pretrain_final_train_loss=0.6,
+                         pretrain_plateau_gain=0.001)
+        results.append({"run": {"experiment": learned_invariance.NAME, "seed": seed,
+                                "name": f"{condition}_classes{k}_seed{seed}",
+                                "options": {"condition": condition, "pretrain_classes": k}},
+                        "metrics": metrics})
+  return results
+
+
+def test_report_computes_the_contrasts_and_draws_the_figures(tmp_path):
+  config = exp_sweep.get_config()
+  config.learned_invariance.class_sweep_seeds = (0, 1, 2, 3, 4)
+  config.learned_invariance.class_sweep_conditions = learned_invariance.SWEEP_CONDITIONS
+  results = _fixture_results({"scratch": 0.2, "pretrained": 0.7, "fixed_pretrained": 0.25,
+                              "random_features": 0.2})
+  text = learned_invariance.report(results, config, str(tmp_path))
+  for figure in ("location_heatmap.png", "class_count_transfer.png", "feature_similarity.png"):
+    assert os.path.getsize(tmp_path / figure) > 0 and f"({figure})" in text
+  assert "Their central finding reproduces" in text
+  tested = learned_invariance.computed_contrasts(results, config)
+  assert [t["verdict"] for t in tested] == ["supported"] * len(tested) and len(tested) == 5
+  assert "Budget cut" not in text
+
+
+def test_no_difference_is_reported_as_not_reproduced(tmp_path):
+  config = exp_sweep.get_config()
+  # Chance-corrected transfer 0.4 / 3 at chance 0.2 is accuracy 0.3, as the others.
+  results = _fixture_results({"scratch": 0.3, "pretrained": 0.4 / 3, "fixed_pretrained": 0.3},
+                             counts=(5,))
+  config.learned_invariance.pretrain_class_counts = (5,)
+  text = learned_invariance.report(results, config, str(tmp_path))
+  assert "does not reproduce" in text and "'not supported'" in text
+
+
+def test_sweep_contrasts_select_the_headline_class_count():
+  config = exp_sweep.get_config()
+  results = {learned_invariance.NAME: _fixture_results(
+      {"scratch": 0.2, "pretrained": 0.7, "fixed_pretrained": 0.25})}
+  named = [c for c in contrasts.contrasts_for(config) if c.a.experiment == learned_invariance.NAME]
+  assert {c.a.options["condition"] for c in named} == {"scratch", "fixed_pretrained"}
+  for contrast in named:
+    assert contrast.b.options == {"condition": "pretrained", "pretrain_classes": 5}
+    assert len(contrasts.cell_values(results, contrast.a)) == 5
+    assert contrasts.evaluate_contrast(results, contrast)["verdict"] == "supported"
