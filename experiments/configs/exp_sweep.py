@@ -14,6 +14,11 @@ Experiment 1 then takes about 90 minutes: 60 runs of mlp / cnn / cnn_blur (about
 10 ResNet runs (about 200 s each) and 40 dose-response CNN runs (about 35 s each); the others
 add about 20 minutes. Cut to fit: the ResNets ('reduced_models') train without augmentation
 only (the circular vs zero padding contrast needs no more); 'gpu' restores their augmentations.
+Experiment 4 (priors): 80 training runs and one self-similarity run, about 450 s on 2 idle cores
+(measured as CPU time on the loaded machine: a CNN run costs about 3.5 s plus 0.018 s per step,
+an MLP run about 2 s plus 0.0025 s per step, 10,000 CNN and 27,000 MLP steps in all, plus about
+45 s compiling one program per step count and 4 s of self-similarity). Cut to fit: permuted
+pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs, about 190 s).
 """
 
 import ml_collections
@@ -88,7 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Stopping rule: max(min_steps, ceil(num_epochs[architecture] * train_size / batch_size))
   # steps; the MLP's steps cost a tenth of the CNN's and it keeps improving for longer.
   config.priors.num_epochs = ml_collections.ConfigDict({"cnn": 10.0, "mlp": 30.0})
-  config.priors.min_steps = 150  # small sets: many epochs, but few steps
+  config.priors.min_steps = 100  # small sets: many epochs, but few steps
   config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
   config.priors.patch_stride = 4
   config.priors.control_draws = 4  # random draws of each self-similarity control, averaged
