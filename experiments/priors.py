@@ -335,18 +335,20 @@ def _validation_figure(groups, path: str) -> None:
   line per size (mean ± std over seeds as a band)."""
   panels = [key for key in (("cnn", "natural"), ("mlp", "natural"), ("cnn", "permuted"),
                             ("mlp", "permuted")) if any(k[:2] == key for k in groups)]
+  all_sizes = sorted({size for (_, _, size) in groups})  # one colour per size in every panel
   figure = Figure(figsize=(3.6 * len(panels), 3.4))
   axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
   for axis, (arch, pixels) in zip(axes, panels):
     for size in sorted(size for (a, p, size) in groups if (a, p) == (arch, pixels)):
+      colour = f"C{all_sizes.index(size) % 10}"
       group = groups[(arch, pixels, size)]
       curves = np.asarray([r["metrics"]["validation_accuracy"] for r in group], np.float64)
       steps = np.asarray(group[0]["metrics"]["record_steps"], np.float64)
       progress = steps / group[0]["metrics"]["train_steps"]
       mean = np.mean(curves, 0)
       std = np.std(curves, 0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-      axis.plot(progress, mean, marker=".", label=f"{size} digits")
-      axis.fill_between(progress, mean - std, mean + std, alpha=0.2)
+      axis.plot(progress, mean, marker=".", color=colour, label=f"{size} digits")
+      axis.fill_between(progress, mean - std, mean + std, color=colour, alpha=0.2)
     axis.set_title(f"{arch.upper()}, {pixels} pixels", fontsize=9)
     axis.set_xlabel("training progress (step / total steps)")
     axis.grid(alpha=0.3)
@@ -368,10 +370,14 @@ def _similarity_figure(ratios: dict, path: str) -> None:
     axes.bar(position, summary.mean, yerr=0.0 if math.isnan(summary.std) else summary.std,
              capsize=4, color="C0" if kind == "photo" else "C7", alpha=0.6)
     axes.scatter(np.full(len(values), position), values, s=10, color="k", zorder=3)
+  for name in ratios:  # each photo's line through its controls: the tests are paired
+    axes.plot(positions, [ratios[name][kind] for kind in IMAGE_KINDS], color="k", alpha=0.15,
+              linewidth=0.8)
   axes.set_xticks(positions, [IMAGE_TITLES[kind] for kind in IMAGE_KINDS], fontsize=8)
+  axes.set_xlabel("image: the photo or one of its controls")
   axes.set_ylabel("self-similarity ratio (lower = more self-similar)")
   axes.set_title(f"Self-similarity of {len(ratios)} photos and their controls "
-                 "(bars: mean ± std over photos; dots: photos)", fontsize=8)
+                 "(bars: mean ± std over photos; dots and lines: each photo)", fontsize=8)
   axes.grid(alpha=0.3, axis="y")
   figure.tight_layout()
   figure.savefig(path, dpi=100)
@@ -384,7 +390,7 @@ def _training_report(training: list[dict], config, out_dir: str) -> list[str]:
   for (arch, pixels, size), group in sorted(groups.items()):
     first = group[0]["metrics"]
     rows.append([arch, pixels, size, first["parameters"], f"{first['train_steps']}",
-                 f"{first['epochs']:.0f}", len(group), cell(_values(group, "test_accuracy")),
+                 f"{first['epochs']:.3g}", len(group), cell(_values(group, "test_accuracy")),
                  cell(_values(group, "final_train_loss")),
                  cell(_values(group, "plateau_gain"))])
   _data_size_figure(groups, os.path.join(out_dir, "priors_data_size.png"))
@@ -420,7 +426,8 @@ def _training_report(training: list[dict], config, out_dir: str) -> list[str]:
       "mean ± std [95% interval]; 'supported' = significant in the predicted direction, "
       "'opposite' = significant the other way, 'not supported' = not significant):", "",
       markdown_table(["contrast", "train digits", "a", "b", "predicted", "b - a", "p",
-                      "verdict"], contrast_rows), ""]
+                      "verdict"], contrast_rows) if contrast_rows else
+      "None tested: no contrast has 2 or more seeds in both cells.", ""]
 
 
 def _similarity_report(metrics: dict, config) -> list[str]:
@@ -438,8 +445,8 @@ def _similarity_report(metrics: dict, config) -> list[str]:
       "Self-similarity ratio `mean_i min_j ||p_i - p_j|| / mean_ij ||p_i - p_j||` over "
       f"{settings.patch_size}x{settings.patch_size} patches (stride {settings.patch_stride}, "
       f"non-overlapping pairs only) of the scikit-image photos at {PHOTO_SIZE}x{PHOTO_SIZE}: "
-      "lower = a patch has a closer copy elsewhere in the image. Controls (each the mean of "
-      f"{metrics['control_draws']} random draws): the photo with its Fourier phases replaced by "
+      "lower = a patch has a closer copy elsewhere in the image. Controls (each the mean over "
+      f"random draws, {metrics['control_draws']} per photo): the photo with its Fourier phases replaced by "
       "those of white noise (same power spectrum, so the same smoothness), its pixels shuffled, "
       "Gaussian noise of its mean and std (the last two also destroy smoothness).", "",
       markdown_table(["image", *(IMAGE_TITLES[kind] for kind in IMAGE_KINDS)], rows), "",

@@ -218,3 +218,9 @@ def test_report_draws_the_curves_and_tables_from_fixture_results(tmp_path):
   config.priors.train_sizes = (100, 1000, 3600)
   assert "Budget cut: permuted pixels only at 100, 3600 digits" in priors.report(
       fixture_results(), config, str(tmp_path))
+
+
+def test_report_with_one_seed_per_cell_tests_nothing_and_says_so(tmp_path):
+  one_seed = [r for r in fixture_results() if r["run"]["seed"] == 0]
+  text = priors.report(one_seed, exp_sweep.get_config(), str(tmp_path))
+  assert "None tested: no contrast has 2 or more seeds in both cells." in text
