@@ -434,7 +434,9 @@ def _similarity_report(metrics: dict, config) -> list[str]:
   ratios = metrics["ratios"]
   rows = [[name, *(f"{values[kind]:.3f}" for kind in IMAGE_KINDS)]
           for name, values in ratios.items()]
-  rows.append(["**mean ± std**", *(f"**{format_summary(summarize([v[kind] for v in ratios.values()]))}**"
+  over_photos = {kind: summarize([values[kind] for values in ratios.values()])
+                 for kind in IMAGE_KINDS}
+  rows.append(["**mean ± std**", *(f"**{format_summary(over_photos[kind])}**"
                                    for kind in IMAGE_KINDS)])
   contrast_rows = [[IMAGE_TITLES[row["control"]], format_summary(row["a"]),
                     format_summary(row["b"]), f"{row['comparison'].difference:+.3f}",
@@ -446,9 +448,10 @@ def _similarity_report(metrics: dict, config) -> list[str]:
       f"{settings.patch_size}x{settings.patch_size} patches (stride {settings.patch_stride}, "
       f"non-overlapping pairs only) of the scikit-image photos at {PHOTO_SIZE}x{PHOTO_SIZE}: "
       "lower = a patch has a closer copy elsewhere in the image. Controls (each the mean over "
-      f"random draws, {metrics['control_draws']} per photo): the photo with its Fourier phases replaced by "
-      "those of white noise (same power spectrum, so the same smoothness), its pixels shuffled, "
-      "Gaussian noise of its mean and std (the last two also destroy smoothness).", "",
+      f"random draws, {metrics['control_draws']} per photo): the photo with its Fourier phases "
+      "replaced by those of white noise (same power spectrum, so the same smoothness), its "
+      "pixels shuffled, Gaussian noise of its mean and std (the last two also destroy "
+      "smoothness).", "",
       markdown_table(["image", *(IMAGE_TITLES[kind] for kind in IMAGE_KINDS)], rows), "",
       "![self-similarity](priors_self_similarity.png)", "",
       f"Photos vs each control (paired t test over the {len(ratios)} photos, alpha = "
