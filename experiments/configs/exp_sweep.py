@@ -30,6 +30,11 @@ under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs,
 (budget ~600 s: the class-count sweep is cut to 'pretrained' at k = 2 and 8 on 3 seeds, without
 'random_features'). 'gpu' runs every condition at k = 2, 5, 8 on 5 seeds (40 runs) at the
 'cnn' widths.
+Experiment 4 (priors): 80 training runs and one self-similarity run, about 450 s on 2 idle cores
+(measured as CPU time on the loaded machine: a CNN run costs about 3.5 s plus 0.018 s per step,
+an MLP run about 2 s plus 0.0025 s per step, 10,000 CNN and 27,000 MLP steps in all, plus about
+45 s compiling one program per step count and 4 s of self-similarity). Cut to fit: permuted
+pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs, about 190 s).
 """
 
 import ml_collections
@@ -107,10 +112,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
   config.priors = ml_collections.ConfigDict()
   config.priors.seeds = (0, 1, 2, 3, 4)
-  config.priors.train_sizes = (500, 4000)  # training digits (class-balanced subsets)
-  config.priors.num_steps = 80  # for every training-set size
+  # Training digits per run: class-balanced subsets of the 3,600 left after the validation split.
+  config.priors.train_sizes = (100, 250, 500, 1000, 2000, 3600)
+  # Budget cut: permuted pixels only at these sizes (a subset of train_sizes); 'gpu': all.
+  config.priors.permuted_train_sizes = (100, 3600)
+  # Stopping rule: max(min_steps, ceil(num_epochs[architecture] * train_size / batch_size))
+  # steps; the MLP's steps cost a tenth of the CNN's and it keeps improving for longer.
+  config.priors.num_epochs = ml_collections.ConfigDict({"cnn": 10.0, "mlp": 30.0})
+  config.priors.min_steps = 100  # small sets: many epochs, but few steps
   config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
   config.priors.patch_stride = 4
+  config.priors.control_draws = 4  # random draws of each self-similarity control, averaged
 
   # 5. Depth: plain vs residual CIFAR-style networks (widths 8-16-32) of growing depth.
   config.depth = ml_collections.ConfigDict()
@@ -151,6 +163,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learned_invariance.class_sweep_seeds = config.learned_invariance.seeds
     config.learned_invariance.conv_features = (16, 32)  # the sweep's 'cnn' widths
     config.learned_invariance.hidden_width = 128
+    config.priors.permuted_train_sizes = config.priors.train_sizes
   if arg == "smoke":
     config.eval_images = 40
     config.layer_images = 8
@@ -178,8 +191,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.equivariance.seeds = (0,)
     config.equivariance.shifts = ((1, 0), (2, 2))
     config.priors.seeds = (0,)
-    config.priors.train_sizes = (200,)
-    config.priors.num_steps = 4
+    config.priors.train_sizes = (100,)
+    config.priors.permuted_train_sizes = (100,)
+    config.priors.num_epochs = ml_collections.ConfigDict({"cnn": 0.5, "mlp": 0.5})
+    config.priors.min_steps = 4
+    config.priors.control_draws = 1
     config.depth.seeds = (0,)
     config.depth.depths = (8,)
     config.depth.num_steps = 4
