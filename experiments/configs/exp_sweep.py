@@ -76,7 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 3. Equivariance by construction, at random initialization (no training).
   config.equivariance = ml_collections.ConfigDict()
   config.equivariance.seeds = (0, 1, 2, 3, 4)  # random initializations
-  config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (4, 4), (3, 5))
+  # Circular shifts (dy, dx); (4, 0), (0, 4), (4, 4) are on the pooled nets' stride-4 grid.
+  config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (3, 5), (4, 0), (0, 4),
+                                (4, 4))
 
   # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
   config.priors = ml_collections.ConfigDict()
@@ -117,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learned_invariance.pretrain_steps = 4
     config.learned_invariance.train_steps = 4
     config.equivariance.seeds = (0,)
-    config.equivariance.shifts = ((1, 0), (2, 2))
+    config.equivariance.shifts = ((1, 0), (4, 4))  # one off and one on every grid
     config.priors.seeds = (0,)
     config.priors.train_sizes = (200,)
     config.priors.num_steps = 4
