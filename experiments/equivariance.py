@@ -93,8 +93,8 @@ def _cell(variant: str, kind: str = "on_grid") -> Cell:
   return Cell(NAME, {"variant": variant}, _logits(kind), label)
 
 
-# The report's contrasts, on the logits' relative invariance error but the first; paired t tests (the variants
-# of a pair share their weights at each seed).
+# The report's contrasts (the logits' relative invariance error, but the first: conv1's); paired
+# t tests (the variants of a pair share their weights at each seed).
 CONTRASTS = (
     Contrast("Padding with the background value lowers the first layer's error (stride 1)",
              "normalization artefact",
