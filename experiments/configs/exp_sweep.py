@@ -14,6 +14,10 @@ Experiment 1 then takes about 90 minutes: 60 runs of mlp / cnn / cnn_blur (about
 10 ResNet runs (about 200 s each) and 40 dose-response CNN runs (about 35 s each); the others
 add about 20 minutes. Cut to fit: the ResNets ('reduced_models') train without augmentation
 only (the circular vs zero padding contrast needs no more); 'gpu' restores their augmentations.
+
+Experiment 3 (random init, no training): 7 variants x 5 seeds = 35 runs of about 3 s each under
+a ~2x load (107 s in all, 46 s of CPU), so under a minute idle; the smoke config runs its 7
+variants at one seed and 2 shifts (a few seconds).
 """
 
 import ml_collections
