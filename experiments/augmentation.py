@@ -26,13 +26,13 @@ from cnn_jax import analysis
 from cnn_jax.data import get_dataset_info
 from cnn_jax.data.augment import rotate
 from cnn_jax.train.preprocess import to_unit_interval
+from experiments import report_figures
 from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
                                             plateau_gain, prng_key, train_classifier,
                                             training_config, validation_split)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
-from experiments.seed_statistics import summarize
 from experiments.runs import Run
 
 NAME = "augmentation"
@@ -243,26 +243,140 @@ def _metric(group: list[dict], name: str) -> list[float]:
   return [result["metrics"][name] for result in group]
 
 
-def _curve_plot(groups, config, path: str, title: str, xlabel: str, curve) -> None:
+def _figure_legend(figure, axes, **options) -> None:
+  """One legend for the figure with every labelled artist actually drawn, each label once."""
+  entries = {}
+  for axis in np.ravel(axes):
+    for handle, label in zip(*axis.get_legend_handles_labels()):
+      entries.setdefault(label, handle)
+  if entries:
+    figure.legend(list(entries.values()), list(entries), **options)
+
+
+def _curve_plot(groups, config, path: str, title: str, xlabel: str, rows, trained) -> None:
+  """Test accuracy curves, one panel per (row, training augmentation): mean ± sample std band
+  over seeds per model; `trained(augmentation)` is the training range to shade (or None).
+
+  Args:
+    rows: `[(row_label, curve), ...]`, `curve(group) -> (x, per-seed values [seeds, len(x)])`.
+  """
   augmentations = [a for a in AUGMENTATIONS if a in config.augmentation.augmentations]
-  figure = Figure(figsize=(3.6 * len(augmentations), 3.4))
-  axes = figure.subplots(1, len(augmentations), sharey=True, squeeze=False)
-  for axis, augmentation_name in zip(axes[0], augmentations):
-    for model in config.augmentation.models:
+  models = list(config.augmentation.models)
+  figure = Figure(figsize=(3.6 * len(augmentations), 3.0 * len(rows) + 0.9))
+  axes = figure.subplots(len(rows), len(augmentations), sharey=True, squeeze=False)
+  for (row_label, curve), row_axes in zip(rows, axes):
+    for axis, augmentation_name in zip(row_axes, augmentations):
+      extent = trained(augmentation_name)
+      if extent:
+        axis.axvspan(-extent, extent, color="0.9", label="training range")
+      for index, model in enumerate(models):
+        group = groups.get((model, augmentation_name))
+        if not group:
+          continue
+        x, values = curve(group)
+        mean, std = report_figures.seed_summary(np.asarray(values, np.float64).T)
+        axis.plot(x, mean, marker=".", color=f"C{index}", label=model)
+        axis.fill_between(x, mean - std, mean + std, color=f"C{index}", alpha=0.2)
+      axis.set_title(f"trained with: {augmentation_name}; {row_label}", fontsize=9)
+      axis.set_xlabel(xlabel)
+      axis.grid(alpha=0.3)
+    row_axes[0].set_ylabel("test accuracy (fraction)")
+  seeds = len(config.augmentation.seeds)
+  figure.suptitle(f"{title} (mean ± sample std over up to {seeds} seeds)", fontsize=10)
+  _figure_legend(figure, axes, loc="lower center", ncol=len(models) + 1, fontsize=8)
+  figure.tight_layout(rect=(0, 0.06, 1, 1))
+  figure.savefig(path, dpi=100)
+
+
+def _consistency_plot(groups, config, path: str) -> None:
+  """Shift consistency per model, one panel per shift kind, bars per training augmentation."""
+  models = [m for m in config.augmentation.models if any(key[0] == m for key in groups)]
+  augmentations = [a for a in AUGMENTATIONS if any(key[1] == a for key in groups)]
+  figure = Figure(figsize=(max(7.0, 1.3 * len(models) * 2), 3.8))
+  axes = figure.subplots(1, 2, sharey=True)
+  width = 0.8 / max(len(augmentations), 1)
+  for axis, (metric, kind) in zip(axes, (("consistency_crop", "crop shifts (zeros enter)"),
+                                         ("consistency_circular", "circular shifts"))):
+    for offset, augmentation_name in enumerate(augmentations):
+      present = [(i, groups[(m, augmentation_name)]) for i, m in enumerate(models)
+                 if groups.get((m, augmentation_name))]
+      if not present:
+        continue
+      means, stds = report_figures.seed_summary([_metric(g, metric) for _, g in present])
+      x = np.array([i for i, _ in present]) + (offset - (len(augmentations) - 1) / 2) * width
+      axis.bar(x, means, width, yerr=stds, capsize=2, color=f"C{offset}",
+               label=f"trained with: {augmentation_name}")
+    axis.set_xticks(np.arange(len(models)), models, rotation=20, ha="right", fontsize=8)
+    axis.set_ylim(0.0, 1.0)
+    axis.set_title(kind, fontsize=9)
+    axis.set_xlabel("model")
+    axis.grid(axis="y", alpha=0.3)
+  axes[0].set_ylabel("shift consistency (fraction of pairs\nwith the same top-1 class)")
+  figure.suptitle(f"Shift consistency (two random shifts within ±"
+                  f"{config.augmentation.consistency_shift} px; mean ± sample std over seeds)",
+                  fontsize=10)
+  _figure_legend(figure, axes, loc="lower center", ncol=len(augmentations), fontsize=8)
+  figure.tight_layout(rect=(0, 0.08, 1, 1))
+  figure.savefig(path, dpi=100)
+
+
+def _layer_plot(groups, config, path: str) -> None:
+  """Per model (one row: its layers), per training augmentation: the equivariance error of each
+  layer on-grid / off-grid (spatial layers) or invariance error over all shifts (the others),
+  and the relative Lie derivative; exact zeros at 0 on a symmetric log axis."""
+  models = [m for m in config.augmentation.models if any(key[0] == m for key in groups)]
+  augmentations = [a for a in AUGMENTATIONS if any(key[1] == a for key in groups)]
+  figure = Figure(figsize=(12, 3.4 * len(models) + 0.3))
+  axes = figure.subplots(len(models), 2, squeeze=False)
+  kinds = (("on_grid", "-o"), ("off_grid", "--s"))
+  for (error_axis, lie_axis), model in zip(axes, models):
+    errors_drawn, lie_drawn = [], []
+    names = None
+    for index, augmentation_name in enumerate(augmentations):
       group = groups.get((model, augmentation_name))
       if not group:
         continue
-      x, values = curve(group)
-      mean, std = np.mean(values, 0), np.std(values, 0)
-      axis.plot(x, mean, marker=".", label=model)
-      axis.fill_between(x, mean - std, mean + std, alpha=0.2)
-    axis.set_title(f"trained with: {augmentation_name}", fontsize=9)
-    axis.set_xlabel(xlabel)
-    axis.grid(alpha=0.3)
-  axes[0][0].set_ylabel("test accuracy")
-  axes[0][0].legend(fontsize=7)
-  figure.suptitle(title, fontsize=10)
-  figure.tight_layout()
+      layers = group[0]["metrics"]["layers"]
+      names = [entry["name"] for entry in layers]
+      spatial = [entry["stride"] is not None for entry in layers]
+      x = np.arange(len(names)) + 0.06 * (index - (len(augmentations) - 1) / 2)
+      values = lambda name, kind: [e[kind] for r in group for e in r["metrics"]["layers"]
+                                   if e["name"] == name]
+      label = f"trained with: {augmentation_name}"  # once per augmentation: colour says it
+      for kind, style in kinds:
+        per_layer = [values(name, kind) if is_spatial else [] for name, is_spatial
+                     in zip(names, spatial)]
+        drawn = report_figures.errorbar_over_seeds(
+            error_axis, x, per_layer, clip_at_zero=True, fmt=style, color=f"C{index}",
+            markersize=4, label=label)
+        label = label if not drawn else None
+        errors_drawn += drawn
+      invariant = [values(name, "on_grid") if not is_spatial else [] for name, is_spatial
+                   in zip(names, spatial)]
+      errors_drawn += report_figures.errorbar_over_seeds(
+          error_axis, x, invariant, clip_at_zero=True, fmt=":^", color=f"C{index}",
+          markersize=5, label=label)
+      lie = [[e["relative_norm"] for r in group for e in r["metrics"]["layer_lie_translation"]
+              if e["name"] == name] for name in names]
+      lie_drawn += report_figures.errorbar_over_seeds(
+          lie_axis, x, lie, clip_at_zero=True, fmt="-o", color=f"C{index}", markersize=4,
+          label=f"trained with: {augmentation_name}")
+    for axis, drawn in ((error_axis, errors_drawn), (lie_axis, lie_drawn)):
+      report_figures.layer_ticks(axis, names)
+      report_figures.zero_aware_log_scale(axis, drawn)
+      axis.set_xlabel(f"layer of {model} (forward order)")
+      axis.grid(alpha=0.3)
+      if drawn:
+        axis.legend(fontsize=6)
+    error_axis.set_ylabel("‖f(Tx) − T'f(x)‖ / ‖f(x)‖")
+    error_axis.set_title(f"{model}: equivariance error under circular shifts\n(● on-grid, "
+                         "■ off-grid; ▲ layers without space: invariance, all shifts)",
+                         fontsize=8)
+    lie_axis.set_ylabel("‖L f_l‖ / ‖f_l‖ (per pixel)")
+    lie_axis.set_title(f"{model}: per-layer Lie derivative, horizontal translation", fontsize=9)
+  figure.suptitle("Per-layer translation equivariance of the trained models (mean ± sample std "
+                  "over seeds; symmetric log scale, 0 = exact)", fontsize=10)
+  figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.4 * len(models) + 0.3)))
   figure.savefig(path, dpi=100)
 
 
@@ -297,14 +411,6 @@ def _accuracy_at(metrics: dict, kind: str, magnitude: float) -> float:
   return float(np.mean(values)) if values else math.nan
 
 
-def _errorbar(axis, x, groups_values, **style) -> None:
-  """Mean ± sample std (ddof=1; none for one seed) over seeds at each x."""
-  summaries = [summarize(values) for values in groups_values]
-  means = [summary.mean for summary in summaries]
-  stds = [0.0 if math.isnan(summary.std) else summary.std for summary in summaries]
-  axis.errorbar(x, means, yerr=stds, capsize=3, **style)
-
-
 def _dose_report(results: list[dict], config, out_dir: str) -> str:
   """Per dose model: consistency, P(top-1 change) and accuracy at each test shift / angle
   against the training range (figure `dose_response.png`)."""
@@ -322,22 +428,32 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       present = [v for v in values if groups.get((model, dose_name(kind, v, config)))]
       cells = [groups[(model, dose_name(kind, v, config))] for v in present]
       unit = "px" if kind == "translate" else "°"
-      for axis, metric, label in ((row_axes[0], "consistency_crop", "shift consistency (crop)"),
-                                  (row_axes[1], "p_top1_change" if kind == "translate"
-                                   else "lie_rotation_log_softmax",
-                                   "P(top-1 change), 1-px shifts" if kind == "translate"
-                                   else "‖L_rotation log p‖ (per radian)")):
-        _errorbar(axis, present, [_metric(group, metric) for group in cells], fmt="-o")
+      panels = ((row_axes[0], "consistency_crop", "shift consistency (crop, fraction)"),
+                (row_axes[1], "p_top1_change" if kind == "translate"
+                 else "lie_rotation_log_softmax",
+                 "P(top-1 change), 1-px shifts" if kind == "translate"
+                 else "‖L_rotation log p‖ (per radian)"))
+      for axis, metric, label in panels:
+        report_figures.errorbar_over_seeds(axis, present,
+                                           [_metric(group, metric) for group in cells], fmt="-o")
         axis.set_ylabel(label)
-      for level in test_levels[kind]:
-        _errorbar(row_axes[2], present,
-                  [[_accuracy_at(r["metrics"], kind, level) for r in group] for group in cells],
-                  fmt="-o", markersize=3, label=f"test ±{level:g}{unit}")
-      row_axes[2].set_ylabel("accuracy")
-      row_axes[2].legend(fontsize=6, ncol=2)
+        axis.set_title(f"{model}: {label.split(' (')[0]} vs {kind} training range", fontsize=9)
+      drawn = []
+      for index, level in enumerate(test_levels[kind]):
+        drawn += report_figures.errorbar_over_seeds(
+            row_axes[2], present,
+            [[_accuracy_at(r["metrics"], kind, level) for r in group] for group in cells],
+            fmt="-o", markersize=3, color=f"C{index}", label=f"test ±{level:g}{unit}")
+      row_axes[2].set_ylabel("test accuracy (fraction)")
+      test_kind = "shift" if kind == "translate" else "angle"
+      row_axes[2].set_title(f"{model}: accuracy at each test {test_kind}\nvs {kind} training "
+                            "range", fontsize=8)
+      if drawn:
+        row_axes[2].legend(fontsize=6, ncol=2, loc="best")
       for axis in row_axes:
         axis.set_xlabel(f"{kind} training range (± {unit})")
-        axis.set_title(f"{model}, {kind} augmentation", fontsize=9)
+        if present:
+          axis.set_xticks(present, [f"{v:g}" for v in present], fontsize=8)
         axis.grid(alpha=0.3)
       for value, group in zip(present, cells):
         rows.append([model, kind, f"±{value:g}{unit}", len(group),
@@ -347,6 +463,8 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
                      cell(_metric(group, "lie_rotation_log_softmax"), 2)]
                     + [cell([_accuracy_at(r["metrics"], kind, level) for r in group])
                        for level in (max(test_levels[kind]),)])
+  figure.suptitle("Dose-response: invariance against the augmentation's training range (mean ± "
+                  "sample std over seeds)", fontsize=10)
   figure.tight_layout()
   figure.savefig(os.path.join(out_dir, "dose_response.png"), dpi=100)
   return "\n".join([
@@ -357,6 +475,9 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       markdown_table(["model", "augmentation", "training range", "seeds", "clean acc",
                       "consistency (crop)", "P(top-1 change)", "‖L_rotation log p‖",
                       "acc at the largest test shift / angle"], rows), "",
+      "Figure `dose_response.png`: per dose model and kind (one row each), shift consistency, "
+      "P(top-1 change) (translation) or the rotation Lie derivative (rotation), and the test "
+      "accuracy at each test shift / angle, against the training range.", "",
       "![dose-response](dose_response.png)"])
 
 
@@ -391,59 +512,25 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation log p‖", "‖L_rotation log p‖"], rows)
 
+  settings = config.augmentation
+  shift_trained = lambda name: settings.max_shift if name in ("translate", "both") else None
+  angle_trained = lambda name: settings.max_degrees if name in ("rotate", "both") else None
   _curve_plot(groups, config, os.path.join(out_dir, f"{prefix}accuracy_vs_shift.png"),
-              "Accuracy vs horizontal translation (zeros enter)", "shift (pixels)",
-              lambda group: (group[0]["metrics"]["translations"],
-                             [r["metrics"]["accuracy_vs_translation"]["horizontal"]
-                              for r in group]))
+              "Test accuracy vs translation of the test image (zeros enter)",
+              "test shift (pixels)",
+              [(f"{axis} shift", lambda group, axis=axis: (
+                  group[0]["metrics"]["translations"],
+                  [r["metrics"]["accuracy_vs_translation"][axis] for r in group]))
+               for axis in ("horizontal", "vertical")], shift_trained)
   _curve_plot(groups, config, os.path.join(out_dir, f"{prefix}accuracy_vs_angle.png"),
-              "Accuracy vs rotation angle", "angle (degrees)",
-              lambda group: (group[0]["metrics"]["angles"],
-                             [r["metrics"]["accuracy_vs_rotation"] for r in group]))
-
-  figure = Figure(figsize=(8, 3.6))
-  axes = figure.subplots()
-  labels = list(groups)
-  width = 0.38
-  for offset, (name, label) in enumerate((("consistency_crop", "crop shifts"),
-                                          ("consistency_circular", "circular shifts"))):
-    means = [np.mean(_metric(groups[key], name)) for key in labels]
-    stds = [np.std(_metric(groups[key], name)) for key in labels]
-    axes.bar(np.arange(len(labels)) + (offset - 0.5) * width, means, width, yerr=stds, label=label)
-  axes.set_xticks(np.arange(len(labels)), [f"{m}\n{a}" for m, a in labels], fontsize=6,
-                  rotation=90)
-  axes.set_ylim(min(0.5, axes.get_ylim()[0]), 1.0)
-  axes.set_ylabel("shift consistency")
-  axes.legend(fontsize=7)
-  figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, f"{prefix}consistency.png"), dpi=100)
-
-  figure = Figure(figsize=(11, 3.8))
-  axes = figure.subplots(1, 2)
-  for model in config.augmentation.models:
-    for augmentation_name, style in (("none", "-o"), ("both", "--x")):
-      group = groups.get((model, augmentation_name))
-      if not group:
-        continue
-      names = [entry["name"] for entry in group[0]["metrics"]["layers"]]
-      errors = [np.nanmean([e["on_grid"] if not math.isnan(e["on_grid"]) else e["off_grid"]
-                            for r in group for e in r["metrics"]["layers"] if e["name"] == name])
-                for name in names]
-      axes[0].plot(range(len(names)), errors, style, label=f"{model} ({augmentation_name})")
-      lie = [np.mean([e["relative_norm"] for r in group
-                      for e in r["metrics"]["layer_lie_translation"] if e["name"] == name])
-             for name in names]
-      axes[1].plot(range(len(names)), lie, style, label=f"{model} ({augmentation_name})")
-  axes[0].set_ylabel("||f(Tx) - T'f(x)|| / ||f(x)||")
-  axes[0].set_title("per-layer equivariance error, circular shifts", fontsize=9)
-  axes[1].set_ylabel("||L_l|| / ||f_l||")
-  axes[1].set_title("per-layer Lie derivative, horizontal translation", fontsize=9)
-  for axis in axes:
-    axis.set_xlabel("layer index (forward order, logits last)")
-    axis.grid(alpha=0.3)
-  axes[0].legend(fontsize=6)
-  figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, f"{prefix}layer_equivariance.png"), dpi=100)
+              "Test accuracy vs rotation angle of the test image", "test angle (degrees)",
+              [("rotation", lambda group: (group[0]["metrics"]["angles"],
+                                           [r["metrics"]["accuracy_vs_rotation"]
+                                            for r in group]))], angle_trained)
+  _consistency_plot(groups, config, os.path.join(out_dir, f"{prefix}consistency.png"))
+  _layer_plot(groups, config, os.path.join(out_dir, f"{prefix}layer_equivariance.png"))
+  equal_consistency = [r["metrics"]["consistency_crop"] == r["metrics"]["consistency_circular"]
+                       for group in groups.values() for r in group]
 
   layer_rows = []
   for model in config.augmentation.models:
@@ -461,7 +548,6 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                          entry["stride"] or "–", cell([e["on_grid"] for e in same], 3),
                          cell([e["off_grid"] for e in same], 3), cell(lie, 3),
                          cell(shares["translation_horizontal"], 2), cell(shares["rotation"], 2)])
-  settings = config.augmentation
   return "\n".join([
       f"{_training_length(config, dataset)} of batch {config.batch_size} per run on the "
       f"training split less a class-stratified {config.validation_fraction:.0%} validation "
@@ -477,8 +563,15 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
       "8 consecutive 1-pixel diagonal shifts with zeros entering; Lie derivatives of the "
       "log-probabilities `‖L log softmax(f)‖` (per image, then averaged) on "
       f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
-      table, "", f"![accuracy vs shift]({prefix}accuracy_vs_shift.png)", "",
+      table, "",
+      f"Figures `{prefix}accuracy_vs_shift.png` and `{prefix}accuracy_vs_angle.png`: test "
+      "accuracy against the horizontal and vertical shift and against the rotation angle of "
+      "the test images, one panel per training augmentation (its training range shaded).", "",
+      f"![accuracy vs shift]({prefix}accuracy_vs_shift.png)", "",
       f"![accuracy vs angle]({prefix}accuracy_vs_angle.png)", "",
+      f"Figure `{prefix}consistency.png`: shift consistency under crop and circular shifts per "
+      "model and training augmentation; the two are equal in "
+      f"{sum(equal_consistency)} of {len(equal_consistency)} runs.", "",
       f"![consistency]({prefix}consistency.png)", "",
       "Per-layer equivariance error (circular shifts "
       f"{[tuple(s) for s in settings.layer_shifts]}; on-grid: shifts that are multiples of the "
@@ -491,4 +584,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
       markdown_table(["model", "augmentation", "layer", "stride", "error on grid",
                       "error off grid", "‖L_l‖/‖f_l‖ (translation)", "share of L f (translation)",
                       "share of L f (rotation)"], layer_rows), "",
+      f"Figure `{prefix}layer_equivariance.png`: per model (its own layers, by name) the "
+      "equivariance error of each layer for each training augmentation, on-grid and off-grid "
+      "shifts drawn separately and the layers without spatial axes as an invariance error over "
+      "all shifts; beside it the relative per-layer Lie derivative.", "",
       f"![per-layer equivariance]({prefix}layer_equivariance.png)"])

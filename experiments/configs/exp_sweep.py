@@ -35,6 +35,9 @@ Experiment 4 (priors): 80 training runs and one self-similarity run, about 450 s
 an MLP run about 2 s plus 0.0025 s per step, 10,000 CNN and 27,000 MLP steps in all, plus about
 45 s compiling one program per step count and 4 s of self-similarity). Cut to fit: permuted
 pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs, about 190 s).
+Experiment 3 (random init, no training): 7 variants x 5 seeds = 35 runs of about 3 s each under
+a ~2x load (107 s in all, 46 s of CPU), so under a minute idle; the smoke config runs its 7
+variants at one seed and 2 shifts (a few seconds).
 """
 
 import ml_collections
@@ -107,7 +110,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 3. Equivariance by construction, at random initialization (no training).
   config.equivariance = ml_collections.ConfigDict()
   config.equivariance.seeds = (0, 1, 2, 3, 4)  # random initializations
-  config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (4, 4), (3, 5))
+  # Circular shifts (dy, dx); (4, 0), (0, 4), (4, 4) are on the pooled nets' stride-4 grid.
+  config.equivariance.shifts = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 2), (3, 5), (4, 0), (0, 4),
+                                (4, 4))
 
   # 4. Priors: CNN vs MLP at matched parameter counts, natural vs permuted pixels, data size.
   config.priors = ml_collections.ConfigDict()
@@ -189,7 +194,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learned_invariance.pretrain_steps = 4
     config.learned_invariance.train_steps = 4
     config.equivariance.seeds = (0,)
-    config.equivariance.shifts = ((1, 0), (2, 2))
+    config.equivariance.shifts = ((1, 0), (4, 4))  # one off and one on every grid
     config.priors.seeds = (0,)
     config.priors.train_sizes = (100,)
     config.priors.permuted_train_sizes = (100,)
