@@ -1,7 +1,8 @@
 """Experiment 1: augmentation {none, translate, rotate, both} x model, every invariance metric.
 
 Each (dataset, model, augmentation, seed) is trained on the dataset's train split (the 4,000
-offline digits; CIFAR-10's 50,000 images where it is prepared in `config.data_dir`, else its runs
+offline digits; the same digits at random positions on a 40 x 40 canvas, 'mnist_canvas', where
+crop and circular shifts differ and padding meets the digit; CIFAR-10's 50,000 images where it is prepared in `config.data_dir`, else its runs
 are not planned), then measured on test images (on the [0, 1] scale, black = 0; normalization
 is inside the classifier): clean accuracy (the whole test split), shift consistency (Zhang
 2019; crop shifts and circular shifts), P(top-1 change) and MAC under 1-pixel diagonal shifts
@@ -27,7 +28,8 @@ from cnn_jax.data import get_dataset_info
 from cnn_jax.data.augment import rotate
 from cnn_jax.train.preprocess import to_unit_interval
 from experiments import report_figures
-from experiments.in_memory_training import (DATASET, IN_MEMORY_DATASETS, InMemoryDataset,
+from experiments.in_memory_training import (CANVAS_DATASET, DATASET, IN_MEMORY_DATASETS,
+                                            InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
                                             plateau_gain, prng_key, train_classifier,
                                             training_config, validation_split)
@@ -40,8 +42,16 @@ AUGMENTATIONS = ("none", "translate", "rotate", "both")
 # Dose-response: the kinds of augmentation trained over a range of strengths, and their specs.
 DOSE_KINDS = {"translate": "crop", "rotate": "rotate"}
 DATASET_TITLES = {"mnist_offline": "Offline MNIST digits ('mnist_offline')",
+                  "mnist_canvas": "Offline MNIST digits on a 40 x 40 canvas ('mnist_canvas')",
                   "cifar10": "CIFAR-10 ('cifar10')"}
 assert tuple(DATASET_TITLES) == IN_MEMORY_DATASETS
+# What a dataset's section says about its images, before its tables.
+DATASET_NOTES = {
+    "mnist_canvas": "Each digit's ink (the bounding box of its nonzero pixels) at a uniformly "
+                    "random position on a black 40 x 40 canvas, fixed per image "
+                    "(`cnn_jax.data.digit_canvas`); unlike the 28 x 28 digits, whose ink stays "
+                    "4 pixels from the border, ink reaches the border, so crop and circular "
+                    "shifts differ and the padding of the convolutions meets the digit."}
 
 
 def augmentation_spec(name: str, config) -> str:
@@ -93,23 +103,37 @@ def validate(config) -> None:
   for kind, values in dose_ranges(config).items():
     if any(not isinstance(v, (int, float)) or v < 0 for v in values):
       raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
+  canvas = config.augmentation.canvas
+  check_names(f"config.{NAME}.canvas.models", canvas.models, tuple(MODELS))
+  check_names(f"config.{NAME}.canvas.augmentations", canvas.augmentations, AUGMENTATIONS)
+  if canvas.reduced_models:
+    check_names(f"config.{NAME}.canvas.reduced_models", canvas.reduced_models, tuple(MODELS))
+  if not isinstance(canvas.num_epochs, (int, float)) or canvas.num_epochs <= 0:
+    raise ValueError(f"config.{NAME}.canvas.num_epochs must be a number > 0, got "
+                     f"{canvas.num_epochs!r}")
   if not 0.0 < config.validation_fraction < 1.0:
     raise ValueError(f"config.validation_fraction must be in (0, 1), got "
                      f"{config.validation_fraction!r}")
 
 
 def num_steps(config, dataset: str, num_train: int) -> int:
-  """Training steps of a run on `dataset` with `num_train` training examples: the digits
-  `ceil(num_epochs * num_train / batch_size)` (at least 1), CIFAR-10 `cifar10_num_steps`."""
+  """Training steps of a run on `dataset` with `num_train` training examples: on the digits
+  and the canvas `ceil(num_epochs * num_train / batch_size)` (at least 1; the canvas's own
+  `canvas.num_epochs`), CIFAR-10 `cifar10_num_steps`."""
   settings = config.augmentation
-  if dataset != DATASET:
+  if dataset == "cifar10":
     return settings.cifar10_num_steps
-  return max(1, math.ceil(settings.num_epochs * num_train / config.batch_size))
+  return max(1, math.ceil(_num_epochs(config, dataset) * num_train / config.batch_size))
+
+
+def _num_epochs(config, dataset: str) -> float:
+  settings = config.augmentation
+  return settings.canvas.num_epochs if dataset == CANVAS_DATASET else settings.num_epochs
 
 
 def _training_length(config, dataset: str) -> str:
-  if dataset == DATASET:
-    return f"{config.augmentation.num_epochs:g} epochs"
+  if dataset != "cifar10":
+    return f"{_num_epochs(config, dataset):g} epochs"
   return f"{config.augmentation.cifar10_num_steps} training steps"
 
 
@@ -129,23 +153,37 @@ def absent_datasets(config) -> tuple[str, ...]:
                if not is_prepared(name, config.data_dir))
 
 
-def model_augmentations(config, model: str) -> tuple[str, ...]:
-  """The grid's augmentations of `model`: `config.augmentation.augmentations`, less for the
-  models `config.augmentation.reduced_models` names (a budget cut: those get only the first)."""
-  augmentations = tuple(config.augmentation.augmentations)
-  return augmentations[:1] if model in config.augmentation.reduced_models else augmentations
+def _grid_settings(config, dataset: str):
+  """The canvas's own grid (`config.augmentation.canvas`: its models, augmentations and budget
+  cut), else `config.augmentation`."""
+  return config.augmentation.canvas if dataset == CANVAS_DATASET else config.augmentation
+
+
+def dataset_models(config, dataset: str = DATASET) -> tuple[str, ...]:
+  """The grid's models on `dataset` (`config.augmentation.canvas.models` on the canvas)."""
+  return tuple(_grid_settings(config, dataset).models)
+
+
+def model_augmentations(config, model: str, dataset: str = DATASET) -> tuple[str, ...]:
+  """The grid's augmentations of `model` on `dataset`: `config.augmentation.augmentations`
+  (on the canvas `canvas.augmentations`), less for the models `reduced_models` names (a budget
+  cut: those get only the first)."""
+  settings = _grid_settings(config, dataset)
+  augmentations = tuple(settings.augmentations)
+  return augmentations[:1] if model in settings.reduced_models else augmentations
 
 
 def plan(config) -> list[Run]:
-  """Every (dataset, model, augmentation) at every seed, datasets that are not prepared left out;
+  """Every (dataset, model, augmentation) at every seed (on the canvas its own models and
+  augmentations, `config.augmentation.canvas`), datasets that are not prepared left out;
   then on the digits the dose-response levels of each dose model the grid does not have."""
   absent = absent_datasets(config)
   grid = [Run(NAME, f"{name_prefix(dataset)}{model}_{augmentation}_seed{seed}", seed,
               {"model": model, "augmentation": augmentation, "dataset": dataset})
           for seed in config.augmentation.seeds
           for dataset in config.augmentation.datasets if dataset not in absent
-          for model in config.augmentation.models
-          for augmentation in model_augmentations(config, model)]
+          for model in dataset_models(config, dataset)
+          for augmentation in model_augmentations(config, model, dataset)]
   names = {run.name for run in grid}
   dose = []
   for seed in config.augmentation.seeds:
@@ -391,7 +429,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
     body = (_dataset_report(by_dataset[dataset], config, out_dir, dataset)
             if dataset in by_dataset else
             f"Not run: {not_prepared_message(dataset, config.data_dir)}.")
-    sections += [f"### {DATASET_TITLES[dataset]}", "", body, ""]
+    note = [DATASET_NOTES[dataset], ""] if dataset in DATASET_NOTES else []
+    sections += [f"### {DATASET_TITLES[dataset]}", "", *note, body, ""]
   if config.augmentation.dose_models and by_dataset.get(DATASET):
     sections += ["### Dose-response: invariance against the training range", "",
                  _dose_report(by_dataset[DATASET], config, out_dir), ""]
@@ -486,7 +525,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
   prefix = name_prefix(dataset)
   all_groups = by_option(results, "model", "augmentation")
   groups = {key: group for key, group in all_groups.items() if key[1] in AUGMENTATIONS
-            and key[0] in config.augmentation.models}
+            and key[0] in dataset_models(config, dataset)}
   rows = []
   for (model, augmentation_name), group in groups.items():
     rotation_90 = [np.mean([acc for angle, acc in zip(r["metrics"]["angles"],

@@ -62,10 +62,50 @@ def _learned_invariance(condition: str, classes: int, label: str) -> Cell:
               untrained_location_accuracy, f"{label} ({classes} classes)")
 
 
+def circular_minus_crop_consistency(metrics: dict) -> float:
+  """Shift consistency under circular shifts minus under crop shifts (zeros entering)."""
+  return metrics["consistency_circular"] - metrics["consistency_crop"]
+
+
+def _canvas(model: str, augmentation: str, metric, label: str) -> Cell:
+  return Cell("augmentation", {"dataset": "mnist_canvas", "model": model,
+                               "augmentation": augmentation}, metric, f"{label} (canvas)")
+
+
+def canvas_contrasts() -> tuple[Contrast, ...]:
+  """Boundary handling on the 40 x 40 canvas ('mnist_canvas'), where the digits' ink reaches
+  the border: circular padding makes the ResNet equivariant to circular shifts (on its stride
+  grid) and so more consistent under them, under them than under crop shifts, and by more than
+  the zero-padded ResNet (whose crop and circular consistency the padding does not separate)."""
+  return (
+      Contrast("On the canvas, circular padding raises consistency under circular shifts",
+               "Chaman & Dokmanić 2021",
+               _canvas("resnet20", "none", "consistency_circular", "ResNet-20"),
+               _canvas("resnet20_circular", "none", "consistency_circular",
+                       "ResNet-20 circular"), +1),
+      Contrast("On the canvas, the circular ResNet is more consistent under circular than "
+               "under crop shifts", "Chaman & Dokmanić 2021 (construction)",
+               _canvas("resnet20_circular", "none", "consistency_crop",
+                       "ResNet-20 circular, crop shifts"),
+               _canvas("resnet20_circular", "none", "consistency_circular",
+                       "ResNet-20 circular, circular shifts"), +1, test="paired"),
+      Contrast("On the canvas, circular padding widens the circular - crop consistency gap",
+               "Chaman & Dokmanić 2021 (construction)",
+               _canvas("resnet20", "none", circular_minus_crop_consistency,
+                       "ResNet-20, circular - crop"),
+               _canvas("resnet20_circular", "none", circular_minus_crop_consistency,
+                       "ResNet-20 circular, circular - crop"), +1),
+      Contrast("On the canvas, translation augmentation raises shift consistency",
+               "seed notes; Biscione & Bowers 2021",
+               _canvas("cnn", "none", "consistency_crop", "CNN"),
+               _canvas("cnn", "translate", "consistency_crop", "CNN + translate"), +1),
+  )
+
+
 def contrasts_for(config) -> tuple[Contrast, ...]:
   """The report's contrasts for a sweep config: learned invariance at its headline number of
-  pretraining classes, the priors at its largest training set, the depth contrasts between its
-  shallowest and deepest nets."""
+  pretraining classes, the priors at its largest training set, the canvas's where experiment 1
+  runs on it, the depth contrasts between its shallowest and deepest nets."""
   classes = config.learned_invariance.headline_classes
   size = max(config.priors.train_sizes)
   shallow, deep = min(config.depth.depths), max(config.depth.depths)
@@ -106,6 +146,8 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
                Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "permuted",
                                "train_size": size}, "test_accuracy", "CNN permuted"), -1),
   )
+  if "mnist_canvas" in config.augmentation.datasets:
+    contrasts += canvas_contrasts()
   if shallow == deep:
     return contrasts
   plain_shallow = Cell("depth", {"kind": "plain", "depth": shallow}, final_train_loss,

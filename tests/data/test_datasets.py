@@ -5,10 +5,11 @@ import sys
 
 import pytest
 
-from cnn_jax.data.datasets import DATASET_NAMES, DatasetInfo, get_dataset_info
+from cnn_jax.data.datasets import (DATASET_NAMES, IN_MEMORY_DATASET_NAMES, DatasetInfo,
+                                   get_dataset_info)
 
 
-@pytest.mark.parametrize("name", DATASET_NAMES)
+@pytest.mark.parametrize("name", DATASET_NAMES + IN_MEMORY_DATASET_NAMES)
 def test_dataset_info_is_self_consistent(name):
   info = get_dataset_info(name)
   assert isinstance(info, DatasetInfo) and info.name == name

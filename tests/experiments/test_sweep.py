@@ -48,7 +48,8 @@ def tiny_config():
     ("augmentation.models", ("cnn", "vgg"), r"config.augmentation.models .* \['vgg'\]"),
     ("augmentation.augmentations", ("flip",), r"config.augmentation.augmentations .* \['flip'\]"),
     ("augmentation.datasets", ("mnist_offline", "svhn"),
-     r"config.augmentation.datasets must be .* \('mnist_offline', 'cifar10'\).* \['svhn'\]"),
+     r"config.augmentation.datasets must be .* \('mnist_offline', 'mnist_canvas', 'cifar10'\).* "
+     r"\['svhn'\]"),
     ("augmentation.cifar10_num_steps", 0, "config.augmentation.cifar10_num_steps must be an int"),
     ("augmentation.num_epochs", 0.0,
      r"config.augmentation.num_epochs must be a number > 0, got 0.0"),
