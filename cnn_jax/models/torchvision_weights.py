@@ -202,7 +202,9 @@ def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict[str, np.ndar
     if path[0] not in ("params", "batch_stats"):
       raise ValueError(f"variables hold collection {path[0]!r}; expected 'params' and "
                        f"'batch_stats' only")
-    state_dict[_torch_key(name, path)] = _to_torch_layout(np.asarray(value), path)
+    # Writable C-order copies, as torch.from_numpy wants them.
+    state_dict[_torch_key(name, path)] = np.array(_to_torch_layout(np.asarray(value), path),
+                                                  order="C", copy=True)
     if path[0] == "batch_stats" and path[-1] == "mean":
       module = _torch_module(name, path[1:-1])
       state_dict[f"{module}.num_batches_tracked"] = np.array(0, np.int64)
