@@ -75,7 +75,9 @@ class AlexNet(nn.Module):
     layout: 'paper' or 'torchvision' (`LAYOUTS`).
     dtype: compute dtype; parameters stay float32, logits are float32.
     padding: 'same' (the layout's zero padding: conv1 0 or 2 pixels, the others size-preserving)
-      or 'circular' (periodic padding of the 'same' amounts in every conv, conv1 included).
+      or 'circular' (periodic padding of the 'same' amounts in every conv, conv1 included), or
+      'torch' (`K // 2` on both sides of conv2-5, conv1 as 'same'): the same pads as 'same' here,
+      since AlexNet's padded convs have stride 1 and odd kernels and its pools are 'valid'.
     blur: anti-aliased downsampling (Zhang 2019's AlexNet): conv1 at stride 2 + blur stride 2
       instead of stride 4, and max-pool(3, stride 1) + blur stride 2 instead of max-pool 3/2.
     blur_size: the blur filter size.

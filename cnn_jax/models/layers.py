@@ -30,7 +30,23 @@ from cnn_jax import ops
 from cnn_jax.ops.conv import Padding
 
 # Padding modes a model accepts in its `padding` field.
-MODEL_PADDINGS = ("same", "circular")
+MODEL_PADDINGS = ("same", "circular", "torch")
+# Variances a batch norm can put into its running statistics.
+BATCH_NORM_VARIANCES = ("biased", "unbiased")
+
+
+def torch_padding(kernel_size: int | Sequence[int], dilation: int | Sequence[int] = 1,
+                  spatial_axes: int = 2) -> tuple[int, ...]:
+  """PyTorch's explicit symmetric padding `P = D (K - 1) // 2` per spatial axis (torchvision's
+  `padding=K // 2` for its odd kernels and pools), the amounts of `padding='torch'`.
+
+  It equals 'same' at stride 1 and odd K; at stride 2 'same' pads `(P - 1, P)` or `(P, P)`
+  depending on the input size (TensorFlow's rule), `'torch'` always `(P, P)`, so a strided layer
+  samples the same pixels as PyTorch's.
+  """
+  kernels = (kernel_size,) * spatial_axes if isinstance(kernel_size, int) else tuple(kernel_size)
+  dilations = (dilation,) * len(kernels) if isinstance(dilation, int) else tuple(dilation)
+  return tuple(d * (k - 1) // 2 for k, d in zip(kernels, dilations))
 
 
 def check_padding_mode(padding: str, allowed: Sequence[str] = MODEL_PADDINGS) -> None:
@@ -94,7 +110,8 @@ class Conv(nn.Module):
     features: C_out.
     kernel_size: an int or one per spatial axis.
     strides: S, an int or one per spatial axis.
-    padding: any `ops` padding spec ('valid', 'same', 'full', 'circular', ints, (lo, hi) pairs).
+    padding: any `ops` padding spec ('valid', 'same', 'full', 'circular', ints, (lo, hi) pairs),
+      or 'torch': `D (K - 1) // 2` zeros on both sides of every axis (`torch_padding`).
     kernel_dilation: D, an int or one per spatial axis.
     groups: feature groups; `C_in` and `C_out` must be divisible by it.
     use_bias: whether to add a learned bias `[C_out]`.
@@ -132,9 +149,56 @@ class Conv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return ops.correlate(x, kernel, stride=self.strides, padding=self.padding,
+    padding = self.padding
+    if isinstance(padding, str) and padding == "torch":
+      padding = torch_padding(kernel_size, self.kernel_dilation, spatial_axes)
+    return ops.correlate(x, kernel, stride=self.strides, padding=padding,
                          kernel_dilation=self.kernel_dilation, groups=self.groups, bias=bias,
                          lowering=self.lowering)
+
+
+class BatchNorm(nn.BatchNorm):
+  """`nn.BatchNorm` (same fields, variables and values) whose running variance can follow
+  PyTorch's rule.
+
+  Training normalizes with the biased batch variance `v = mean((x - mu)^2)` in both cases; the
+  running variance is updated as `var <- m var + (1 - m) v'` with `v' = v` ('biased', Flax's
+  rule) or `v' = v n / (n - 1)` ('unbiased', PyTorch's `BatchNorm2d`), where `n` is the number of
+  values each channel's statistics average (`N H W`, times the devices of `axis_name`).
+
+  Attributes:
+    variance: 'biased' or 'unbiased' (`BATCH_NORM_VARIANCES`).
+  """
+  variance: str = "biased"
+
+  def __post_init__(self):
+    if self.variance not in BATCH_NORM_VARIANCES:
+      raise ValueError(f"variance must be one of {BATCH_NORM_VARIANCES}, got {self.variance!r}")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+    """`x: [..., C]` -> `[..., C]` (features on the last axis, as every model here uses it)."""
+    if self.variance == "biased" or self.is_initializing():
+      return super().__call__(x, use_running_average)
+    if nn.merge_param("use_running_average", self.use_running_average, use_running_average):
+      return super().__call__(x, use_running_average)
+    previous = self.get_variable("batch_stats", "var")
+    y = super().__call__(x, use_running_average)
+    # The batch variance again in float32, two-pass, averaged over the devices of axis_name.
+    axes = tuple(range(jnp.ndim(x) - 1))
+    x32 = jnp.asarray(x, jnp.float32)
+    mean = jnp.mean(x32, axes)
+    count = np.prod(jnp.shape(x)[:-1])
+    if self.axis_name is not None:
+      mean = lax.pmean(mean, self.axis_name)
+    variance = jnp.mean(jnp.square(x32 - mean), axes)
+    if self.axis_name is not None:
+      variance = lax.pmean(variance, self.axis_name)
+      count = count * lax.psum(1, self.axis_name)
+    self.put_variable("batch_stats", "var", self.momentum * previous + (1 - self.momentum)
+                      * variance * (count / (count - 1)))
+    return y
 
 
 def _wrap_pad_for_window(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -145,12 +209,21 @@ def _wrap_pad_for_window(x: jax.Array, window: int, stride: int) -> jax.Array:
   return jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
 
 
+def _pool_padding(padding: Padding, window: int, spatial_axes: int) -> Padding:
+  """'torch' as explicit symmetric pads `(F - 1) // 2`; any other padding unchanged."""
+  if isinstance(padding, str) and padding == "torch":
+    return torch_padding(window, 1, spatial_axes)
+  return padding
+
+
 def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid", *,
              lowering: str = ops.DEFAULT_LOWERING) -> jax.Array:
-  """`ops.max_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
+  """`ops.max_pool` that also accepts padding='circular' (periodic 'same'-sized padding) and
+  'torch' (`(F - 1) // 2` on both sides, torch's `MaxPool2d(F, S, F // 2)` for odd F).
 
   `y[n] = max_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`.
   """
+  padding = _pool_padding(padding, window, jnp.ndim(x) - 2)
   if isinstance(padding, str) and padding == "circular":
     return ops.max_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid",
                         lowering=lowering)
@@ -158,11 +231,13 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid",
 
 
 def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = "valid") -> jax.Array:
-  """`ops.avg_pool` that also accepts padding='circular' (periodic 'same'-sized padding).
+  """`ops.avg_pool` that also accepts padding='circular' (periodic 'same'-sized padding) and
+  'torch' (`(F - 1) // 2` on both sides).
 
   `y[n] = mean_{k < F} x[n S + k - P_lo]`: `[N, H, W, C] -> [N, H', W', C]`. It has one
   lowering (`reduce_window`): its backward pass is already a cheap strided sum.
   """
+  padding = _pool_padding(padding, window, jnp.ndim(x) - 2)
   if isinstance(padding, str) and padding == "circular":
     return ops.avg_pool(_wrap_pad_for_window(x, window, stride), window, stride, "valid")
   return ops.avg_pool(x, window, stride, padding)

@@ -140,11 +140,16 @@ class ResNet(nn.Module):
     zero_init_residual: initialize the last BN scale of every residual branch to 0, so every
       block starts as `act(shortcut(x))` (Goyal et al. 2017); needs residual=True.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters and logits are float32.
-    padding: 'same' or 'circular', in every conv and the stem's max-pool.
+    padding: 'same', 'circular' or 'torch', in every conv and the stem's max-pool. 'torch' pads
+      `(K - 1) // 2` on both sides of every layer, as torchvision's ResNets (7x7/2 stem 3,
+      3x3/2 max-pool 1, every 3x3 conv 1, 1x1 convs 0), so strided layers sample the same pixels;
+      'same' pads `(2, 3)`, `(0, 1)`, `(0, 1)` at stride 2 on even inputs (TensorFlow's rule).
     blur: anti-aliased downsampling (Zhang 2019): every stride-2 conv becomes stride 1 + blur,
       the max-pool becomes max-pool(stride 1) + blur, shortcuts blur before the 1x1 projection.
       The ImageNet stem's 7x7 conv keeps its stride, as in Zhang's antialiased ResNets.
     blur_size: the blur filter size (Zhang's ResNets: 3 or 5).
+    batch_norm_variance: the running variance's update, 'biased' (Flax) or 'unbiased'
+      (PyTorch, `n / (n - 1)` times the batch variance; `layers.BatchNorm`).
     axis_name: None, or the named axis (e.g. 'batch' under pmap/shard_map) over which BN
       averages its batch statistics when training; must be bound when set.
     act: the nonlinearity (every ReLU of the network).
@@ -163,11 +168,15 @@ class ResNet(nn.Module):
   padding: str = "same"
   blur: bool = False
   blur_size: int = 3
+  batch_norm_variance: str = "biased"
   axis_name: str | None = None
   act: Callable = nn.relu
   lowering: str = ops.DEFAULT_LOWERING
 
   def __post_init__(self):
+    if self.batch_norm_variance not in layers.BATCH_NORM_VARIANCES:
+      raise ValueError(f"batch_norm_variance must be one of {layers.BATCH_NORM_VARIANCES}, got "
+                       f"{self.batch_norm_variance!r}")
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f"stage_sizes and widths need one entry per stage, got "
                        f"{self.stage_sizes!r} and {self.widths!r}")
@@ -191,8 +200,9 @@ class ResNet(nn.Module):
                              lowering=self.lowering,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out",
                                                                           "normal"))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name)
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name,
+                             variance=self.batch_norm_variance)
     blur_pool = (functools.partial(layers.blur_downsample, filter_size=self.blur_size,
                                    padding=self.padding, lowering=self.lowering)
                  if self.blur else None)

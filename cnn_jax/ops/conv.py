@@ -262,7 +262,8 @@ def periodic_convolve(f, g) -> jax.Array:
 
 def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int] | None = None,
                    stride=1, padding: Padding = "valid", kernel_dilation=1, groups: int = 1,
-                   precision=None, lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
+                   output_padding=0, precision=None,
+                   lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
   """Transposed convolution: the adjoint of `correlate(., kernel, ...)` with the same options.
 
   `<correlate(x, w), y> = <conv_transpose(y, w), x>` for all x, y: it maps an output-shaped
@@ -277,6 +278,9 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
     input_shape: the shape of x. Strided convolutions map several input sizes to one output size;
       when None: for 'valid', 'full' and explicit padding the smallest input that produces
       `spatial'`, `(n' - 1) S + D (F - 1) + 1 - P_lo - P_hi`; for 'same'/'circular' `S * n'`.
+    output_padding: an int or one per spatial axis, added to that default size (PyTorch's
+      `ConvTranspose2d(output_padding=...)` with symmetric `padding=P`); needs input_shape None
+      and must be below S (or D), or no input of that size maps to `spatial'`.
     lowering: the lowering of the correlation it transposes, as in `correlate` ('xla': XLA's
       transposed convolution; 'auto' differs from it only where XLA would abort).
   """
@@ -288,6 +292,10 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
                      f"{kernel.shape}")
   if y.shape[-1] != kernel.shape[-1]:
     raise ValueError(f"y has {y.shape[-1]} channels but the kernel produces {kernel.shape[-1]}")
+  output_pads = _per_axis("output_padding", output_padding, ndim, minimum=0)
+  if input_shape is not None and any(output_pads):
+    raise ValueError(f"output_padding={output_padding!r} needs input_shape=None (input_shape "
+                     f"already fixes the size), got input_shape={tuple(input_shape)}")
   if input_shape is None:
     strides = _per_axis("stride", stride, ndim, minimum=1)
     dilations = _per_axis("kernel_dilation", kernel_dilation, ndim, minimum=1)
@@ -298,6 +306,7 @@ def conv_transpose(y: jax.Array, kernel: jax.Array, *, input_shape: Sequence[int
       pads = resolve_padding(padding, y.shape[1:-1], kernel.shape[:-2], strides, dilations)
       spatial = tuple((n - 1) * s + d * (f - 1) + 1 - lo - hi for n, f, s, d, (lo, hi) in zip(
           y.shape[1:-1], kernel.shape[:-2], strides, dilations, pads))
+    spatial = tuple(n + p for n, p in zip(spatial, output_pads))
     input_shape = (y.shape[0],) + spatial + (kernel.shape[-2] * groups,)
 
   def forward(x):

@@ -8,6 +8,12 @@ Padded windows: max pooling pads with -inf, so padding never wins a max; average
 by the number of real (unpadded) pixels in each window unless `count_include_pad=True`, which
 divides by the full window size F (zeros counted).
 
+`ceil_mode=True` (PyTorch's): `ceil((N + P_lo + P_hi - F) / S) + 1` outputs, less one where the
+last window would start past `N + P_lo` (in the high padding); the windows that overhang the
+padded input are clipped: padded with -inf for max pooling, and for average pooling not counted,
+even with `count_include_pad=True` (torch's divisor `min(n S - P_lo + F, N + P_hi) - (n S -
+P_lo)` per axis).
+
 For the Deconvnet (Zeiler & Fergus 2014), `max_pool_with_switches` records where each maximum came
 from and `max_unpool` puts values back there. `blur_pool` is Zhang 2019's anti-aliased
 downsampling (binomial low-pass filter, then subsampling).
@@ -28,7 +34,15 @@ from cnn_jax.ops import lowering as lowerings
 from cnn_jax.ops.conv import Padding, _per_axis, correlate, resolve_padding
 
 
-def _window_geometry(x: jax.Array, window, stride, padding: Padding):
+def _ceil_mode_extension(n: int, f: int, s: int, lo: int, hi: int) -> int:
+  """Rows to add past the high padding so that floor mode gives torch's ceil-mode output count."""
+  outputs = -(-(n + lo + hi - f) // s) + 1
+  if (outputs - 1) * s >= n + lo:  # torch: the last window must start inside input or low pad
+    outputs -= 1
+  return max(0, (outputs - 1) * s + f - (n + lo + hi))
+
+
+def _window_geometry(x: jax.Array, window, stride, padding: Padding, ceil_mode: bool = False):
   x = jnp.asarray(x)
   ndim = x.ndim - 2
   if ndim < 1:
@@ -44,34 +58,47 @@ def _window_geometry(x: jax.Array, window, stride, padding: Padding):
     if n + lo + hi < f:
       raise ValueError(f"window {f} is larger than the padded input on spatial axis {axis}: "
                        f"input {n}, padding ({lo}, {hi}); x shape {x.shape}")
+  if ceil_mode:
+    pads = tuple((lo, hi + _ceil_mode_extension(n, f, s, lo, hi))
+                 for n, f, s, (lo, hi) in zip(x.shape[1:-1], windows, strides, pads))
   full = lambda values, fill: (fill,) + tuple(values) + (fill,)
   return x, full(windows, 1), full(strides, 1), ((0, 0),) + pads + ((0, 0),)
 
 
 def max_pool(x: jax.Array, window, stride=None, padding: Padding = "valid",
-             lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
+             lowering: str = lowerings.DEFAULT_LOWERING, ceil_mode: bool = False) -> jax.Array:
   """`y[n] = max_{k < F} x[n S + k - P_lo]` per channel: `[N, *spatial, C] -> [N, *spatial', C]`.
 
   The gradient of `y[n]` goes to the first maximum of window n in row-major order. `lowering`
   (see `cnn_jax.ops.lowering`): 'xla' (the reference: `reduce_window` and XLA's
   `select_and_scatter`), 'tiled' (the backward through recorded switches, elementwise selects and
   strided pads) or 'auto' (the switches on CPU, where they measured 3-8x faster; else 'xla').
+  `ceil_mode`: PyTorch's output count (module docstring).
   """
   lowerings.check_lowering(lowering)
-  x, windows, strides, pads = _window_geometry(x, window, stride, padding)
+  x, windows, strides, pads = _window_geometry(x, window, stride, padding, ceil_mode)
   return lowerings.max_pool(x, windows, strides, pads, switches=lowerings.max_pool_uses_switches(
       lowering, jax.default_backend()))
 
 
 def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "valid",
-             count_include_pad: bool = False) -> jax.Array:
-  """`y[n] = mean_{k < F} x[n S + k - P_lo]` over the window's real pixels (module docstring)."""
+             count_include_pad: bool = False, ceil_mode: bool = False) -> jax.Array:
+  """`y[n] = mean_{k < F} x[n S + k - P_lo]` over the window's real pixels, or with
+  `count_include_pad` over its pixels inside the padded input; `ceil_mode` as PyTorch's (module
+  docstring). Both rules are torch's `avg_pool2d`'s."""
   x, windows, strides, pads = _window_geometry(x, window, stride, padding)
-  sums = lax.reduce_window(x, 0.0, lax.add, windows, strides, pads)
-  if count_include_pad or all(p == (0, 0) for p in pads):
+  if ceil_mode:
+    _, _, _, extended = _window_geometry(x, window, stride, padding, ceil_mode=True)
+  else:
+    extended = pads
+  sums = lax.reduce_window(x, 0.0, lax.add, windows, strides, extended)
+  if extended == pads and (count_include_pad or all(p == (0, 0) for p in pads)):
     return sums / jnp.prod(jnp.array(windows))
-  counts = lax.reduce_window(jnp.ones((1,) + x.shape[1:-1] + (1,), x.dtype), 0.0, lax.add,
-                             windows, strides, pads)
+  ones = jnp.ones((1,) + x.shape[1:-1] + (1,), x.dtype)
+  if count_include_pad:  # the explicit padding counts, the ceil-mode overhang does not
+    ones = jnp.pad(ones, pads, constant_values=1)
+    extended = tuple((0, e_hi - hi) for (_, hi), (_, e_hi) in zip(pads, extended))
+  counts = lax.reduce_window(ones, 0.0, lax.add, windows, strides, extended)
   return sums / counts
 
 

@@ -1,5 +1,5 @@
-"""Tests of cnn_jax/models/layers.py: Conv on ops.correlate, circular pooling, LRN, adaptive
-average pooling, anti-aliased pooling."""
+"""Tests of cnn_jax/models/layers.py: Conv on ops.correlate, circular and torch padding, LRN,
+adaptive average pooling, anti-aliased pooling, batch norm's running variance."""
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,32 @@ def test_conv_equals_ops_correlate_with_its_params(groups, padding, strides):
   assert kernel.shape == (3, 2, 4 // groups, 8) and bias.shape == (8,)
   expected = ops.correlate(x, kernel, stride=strides, padding=padding, groups=groups, bias=bias)
   np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,dilation,strides", [(7, 1, 2), (3, 1, 2), (1, 1, 2), (3, 2, 1),
+                                                     ((5, 3), 1, 2)])
+def test_torch_padding_is_symmetric_and_independent_of_the_input_size(kernel, dilation, strides):
+  """padding='torch' pads D (K - 1) // 2 on both sides, as torch's Conv2d(padding=K // 2), where
+  'same' pads (P - 1, P) at stride 2 on even inputs."""
+  conv = layers.Conv(3, kernel, strides=strides, kernel_dilation=dilation, padding="torch")
+  for size in (8, 9):
+    x = jax.random.normal(jax.random.key(size), (1, size, size, 2))
+    variables = conv.init(jax.random.key(0), x)
+    kernel_value, bias = variables["params"]["kernel"], variables["params"]["bias"]
+    pads = [dilation * (k - 1) // 2 for k in kernel_value.shape[:2]]
+    expected = ops.correlate(x, kernel_value, stride=strides, kernel_dilation=dilation,
+                             padding=[(p, p) for p in pads], bias=bias)
+    # One convolution, two padding specs of the same pads: float rounding only.
+    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_torch_pooling_padding_is_symmetric(kind):
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2))
+  pool = layers.max_pool if kind == "max" else layers.avg_pool
+  reference = ops.max_pool if kind == "max" else ops.avg_pool
+  np.testing.assert_array_equal(pool(x, 3, 2, "torch"), reference(x, 3, 2, ((1, 1), (1, 1))))
+  assert pool(x, 3, 2, "torch").shape == (1, 4, 4, 2)
 
 
 def test_conv_computes_in_dtype_with_float32_params():
@@ -153,3 +179,22 @@ def test_bad_image_batches_raise_value_errors():
     layers.check_image_batch(jnp.zeros((1, 4, 4, 3), jnp.uint8), "Model")
   with pytest.raises(ValueError, match="padding"):
     layers.check_padding_mode("zeros")
+
+
+def test_batch_norm_biased_and_unbiased_differ_by_bessels_factor():
+  x = jax.random.normal(jax.random.key(0), (3, 2, 2, 4))
+  def running_var(variance):
+    norm = layers.BatchNorm(use_running_average=False, momentum=0.0, variance=variance)
+    variables = norm.init(jax.random.key(1), x)
+    _, state = norm.apply(variables, x, mutable=["batch_stats"])
+    return state["batch_stats"]["var"]
+  n = 3 * 2 * 2
+  # float32 variance of 12 values computed two ways: ulps.
+  np.testing.assert_allclose(running_var("unbiased"), running_var("biased") * n / (n - 1),
+                             rtol=1e-5)
+  np.testing.assert_allclose(running_var("unbiased"), jnp.var(x, (0, 1, 2), ddof=1), rtol=1e-5)
+
+
+def test_batch_norm_rejects_unknown_variance():
+  with pytest.raises(ValueError, match="variance must be one of"):
+    layers.BatchNorm(variance="sample").init(jax.random.key(0), jnp.ones((2, 3)))

@@ -406,6 +406,40 @@ def test_correlate_under_jit_matches_eager(padding):
                              correlate(x, w, **options), **TOLERANCE)
 
 
+@pytest.mark.parametrize("output_padding", [0, 1, (1, 0)])
+def test_conv_transpose_output_padding_gives_torchs_size_and_the_adjoint(output_padding):
+  """torch's ConvTranspose2d size `(n' - 1) S - 2 P + D (F - 1) + 1 + output_padding`, and the
+  same values as the adjoint with that input_shape."""
+  w = random_array(0, (3, 3, 2, 4))
+  y = random_array(1, (1, 5, 4, 4))
+  pads = (output_padding,) * 2 if isinstance(output_padding, int) else output_padding
+  size = tuple((n - 1) * 2 - 2 + 2 + 1 + p for n, p in zip((5, 4), pads))
+  x = conv_transpose(y, w, stride=2, padding=1, output_padding=output_padding)
+  assert x.shape == (1, *size, 2)
+  np.testing.assert_array_equal(
+      x, conv_transpose(y, w, stride=2, padding=1, input_shape=(1, *size, 2)))
+
+
+def test_conv_transpose_output_padding_equals_torchs_conv_transpose():
+  torch = pytest.importorskip("torch")
+  w = random_array(0, (3, 3, 2, 4))  # [KH, KW, C_in, C_out] of the forward correlation
+  y = random_array(1, (1, 5, 4, 4))
+  x = conv_transpose(y, w, stride=2, padding=1, output_padding=1)
+  expected = torch.nn.functional.conv_transpose2d(
+      torch.from_numpy(np.asarray(y).transpose(0, 3, 1, 2).copy()),
+      torch.from_numpy(np.asarray(w).transpose(3, 2, 0, 1).copy()), stride=2, padding=1,
+      output_padding=1).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(x, expected, **TOLERANCE)
+
+
+def test_conv_transpose_output_padding_rejects_bad_values():
+  w, y = random_array(0, (3, 3, 2, 4)), random_array(1, (1, 5, 4, 4))
+  with pytest.raises(ValueError, match="output_padding=1 needs input_shape=None"):
+    conv_transpose(y, w, stride=2, padding=1, output_padding=1, input_shape=(1, 10, 8, 2))
+  with pytest.raises(ValueError, match="but correlate maps"):  # output_padding >= stride
+    conv_transpose(y, w, stride=2, padding=1, output_padding=2)
+
+
 def test_conv_transpose_and_periodic_convolve_under_jit_match_eager():
   y, w = random_array(0, (1, 4, 3, 4)), random_array(1, (3, 3, 2, 4))
   transpose = lambda a, b: conv_transpose(a, b, stride=2, padding="circular")

@@ -379,3 +379,31 @@ def test_blur_pool_under_jit_matches_eager_and_has_a_gradient():
 def test_pooling_rejects_bad_input_naming_the_argument(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_ceil_mode_drops_a_window_that_would_start_in_the_high_padding():
+  x = jnp.arange(5.0).reshape(1, 5, 1)
+  # ceil((5 + 2 - 3) / 3) + 1 = 3 windows, but the third would start at 6 >= 5 + 1: two.
+  assert max_pool(x, 3, 3, padding=1, ceil_mode=True).shape == (1, 2, 1)
+  np.testing.assert_array_equal(max_pool(jnp.arange(6.0).reshape(1, 6, 1), 3, 2,
+                                         ceil_mode=True)[0, :, 0], [2.0, 4.0, 5.0])
+
+
+def test_ceil_mode_and_divisors_equal_torch():
+  torch = pytest.importorskip("torch")
+  functional = torch.nn.functional
+  for size, window, stride, pad in [(6, 3, 2, 0), (7, 3, 2, 1), (6, 2, 2, 1), (5, 3, 3, 1),
+                                    (9, 4, 3, 2)]:
+    x = np.random.default_rng(size).normal(size=(1, size, size + 1, 2)).astype(np.float32)
+    x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    for ceil_mode in (False, True):
+      expected = functional.max_pool2d(x_torch, window, stride, pad, ceil_mode=ceil_mode)
+      got = max_pool(x, window, stride, pad, lowering="xla", ceil_mode=ceil_mode)
+      np.testing.assert_array_equal(got, expected.numpy().transpose(0, 2, 3, 1))
+      for include in (False, True):
+        expected = functional.avg_pool2d(x_torch, window, stride, pad, ceil_mode=ceil_mode,
+                                         count_include_pad=include)
+        got = avg_pool(x, window, stride, pad, count_include_pad=include, ceil_mode=ceil_mode)
+        # A mean of <= 16 float32 values summed in another order: ulps.
+        np.testing.assert_allclose(got, expected.numpy().transpose(0, 2, 3, 1), rtol=1e-6,
+                                   atol=1e-6, err_msg=f"{size, window, stride, pad, ceil_mode}")
