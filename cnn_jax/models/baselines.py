@@ -19,6 +19,9 @@ from cnn_jax.models import layers
 CNN_PADDINGS = ("valid", "same", "circular")
 CNN_POOLS = ("max", "avg")
 CNN_HEADS = ("flatten", "global_avg")
+# How a CNN stage marked in `pool_after` downsamples: a pooling layer after the conv, or the conv
+# itself at stride `pool_window` (Springenberg et al. 2015's all-convolutional "Strided-CNN").
+CNN_DOWNSAMPLES = ("pool", "stride")
 
 
 class MLP(nn.Module):
@@ -115,7 +118,10 @@ class CNN(nn.Module):
     num_classes: size of the output layer.
     features: output channels of each conv layer.
     kernel_sizes: the square kernel size of each conv layer.
-    pool_after: for each conv layer, whether a pooling follows it.
+    pool_after: for each conv layer, whether it downsamples by `pool_window` (see `downsample`).
+    downsample: 'pool' (a pooling layer after the activation) or 'stride' (no pooling layer: that
+      conv runs at stride `pool_window`, same parameters, same output size with 'same' padding;
+      Springenberg et al. 2015). Not with `blur`.
     pool: 'max' or 'avg'.
     pool_window: the pooling window F and stride F (non-overlapping, as in the seed notes).
     hidden: widths of the fully connected hidden layers.
@@ -135,6 +141,7 @@ class CNN(nn.Module):
   pool_after: Sequence[bool] = (False, True)
   pool: str = "max"
   pool_window: int = 2
+  downsample: str = "pool"
   hidden: Sequence[int] = (128,)
   dropout_rates: Sequence[float] = (0.25, 0.5)
   head: str = "flatten"
@@ -158,6 +165,11 @@ class CNN(nn.Module):
       raise ValueError(f"pool must be one of {CNN_POOLS}, got {self.pool!r}")
     if self.head not in CNN_HEADS:
       raise ValueError(f"head must be one of {CNN_HEADS}, got {self.head!r}")
+    if self.downsample not in CNN_DOWNSAMPLES:
+      raise ValueError(f"downsample must be one of {CNN_DOWNSAMPLES}, got {self.downsample!r}")
+    if self.downsample == "stride" and self.blur:
+      raise ValueError("blur=True anti-aliases a pooling layer; downsample='stride' has none "
+                       "(use downsample='pool')")
     super().__post_init__()
 
   @nn.compact
@@ -169,11 +181,13 @@ class CNN(nn.Module):
     pool_count = 0
     for index, (features, kernel, pooled) in enumerate(
         zip(self.features, self.kernel_sizes, self.pool_after), start=1):
-      x = layers.Conv(features, kernel, padding=self.padding, dtype=self.dtype,
-                      lowering=self.lowering, name=f"Conv{index}")(x)
+      strided = pooled and self.downsample == "stride"
+      x = layers.Conv(features, kernel, strides=self.pool_window if strided else 1,
+                      padding=self.padding, dtype=self.dtype, lowering=self.lowering,
+                      name=f"Conv{index}")(x)
       x = self.act(x)
       x = layers.record_layer(self, f"conv{index}", x)
-      if pooled:
+      if pooled and not strided:
         pool_count += 1
         x = layers.pool(x, self.pool, self.pool_window, self.pool_window, pool_padding,
                         blur=self.blur, blur_size=self.blur_size, lowering=self.lowering)

@@ -247,11 +247,16 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
               lowering: str = lowerings.DEFAULT_LOWERING) -> jax.Array:
   """Anti-aliased downsampling (Zhang 2019): binomial low-pass filter, then subsample by S.
 
-  `y[b, n, c] = sum_k B[k] x_pad[b, n S + k, c]`, channel by channel (a depthwise `correlate`
-  with `groups=C`), where `B = binomial_filter(F)` and `x_pad` is x padded by
-  `(floor((F-1)/2), ceil((F-1)/2))` per axis, so the filtered map keeps the input size and the
-  output has `ceil(N / S)` pixels per axis. "BlurPool" is `blur_pool(max_pool(x, F_max, 1))`;
-  "BlurConv" is `blur_pool(relu(correlate(x, w, stride=1)))`.
+  `y[b, n, c] = sum_k B[k] x_pad[b, n S + k, c]`, channel by channel, where
+  `B = binomial_filter(F)` and `x_pad` is x padded by `(floor((F-1)/2), ceil((F-1)/2))` per axis,
+  so the filtered map keeps the input size and the output has `ceil(N / S)` pixels per axis.
+  "BlurPool" is `blur_pool(max_pool(x, F_max, 1))`; "BlurConv" is
+  `blur_pool(relu(correlate(x, w, stride=1)))`.
+
+  B is separable, `B[k] = b[k_1] ... b[k_d]` with 1-D taps `b`, so the sum runs one axis at a
+  time, each pass a weighted sum of F strided slices that computes only the kept positions:
+  `z[n] = sum_k b[k] x_pad[n S + k]`. The taps are dyadic (`binom(F-1, k) / 2^(F-1)`), so this
+  equals the depthwise correlation up to float rounding.
 
   Args:
     x: `[N, *spatial, C]`, 1 to 3 spatial axes.
@@ -259,8 +264,10 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
     filter_size: F in 1..7 (F = 1 is plain subsampling).
     padding: 'reflect' (mirror without repeating the edge, as torch's ReflectionPad), 'circular'
       (periodic: exactly equivariant to circular shifts by multiples of S) or 'zeros'.
-    lowering: the lowering of the depthwise correlation, as in `correlate`.
-
+    lowering: 'xla' and 'auto': a depthwise `correlate` (`groups=C`) with B, lowered by XLA's
+      own convolution (correlate's CPU 'auto' forms, made for learned kernels, cost the blurred
+      CNN's train step several times that of the plain one); 'tiled': the separable strided
+      slices (same values up to rounding; `models.inspect` does not trace a field through them).
   Returns:
     `[N, *ceil(spatial / S), C]`.
   """
@@ -270,13 +277,31 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
     raise ValueError(f"x must be [N, *spatial, C] with 1 to 3 spatial axes, got shape {x.shape}")
   if padding not in BLUR_PADDING_NAMES:
     raise ValueError(f"padding must be one of {BLUR_PADDING_NAMES}, got {padding!r}")
+  lowerings.check_lowering(lowering)
   strides = _per_axis("stride", stride, ndim, minimum=1)
-  blur = binomial_filter(filter_size, ndim)
-  channels = x.shape[-1]
-  kernel = jnp.broadcast_to(jnp.asarray(blur, x.dtype)[..., None, None],
-                            blur.shape + (1, channels))
+  blur = binomial_filter(filter_size, ndim)  # validates filter_size
   lo, hi = (filter_size - 1) // 2, filter_size // 2
   x_padded = jnp.pad(x, ((0, 0),) + ((lo, hi),) * ndim + ((0, 0),),
                      mode=_JNP_PAD_MODES[padding])
+  if lowering == "tiled":
+    return _separable_blur(x_padded, strides, filter_size)
+  channels = x.shape[-1]
+  kernel = jnp.broadcast_to(jnp.asarray(blur, x.dtype)[..., None, None],
+                            blur.shape + (1, channels))
   return correlate(x_padded, kernel, stride=strides, padding="valid", groups=channels,
-                   lowering=lowering)
+                   lowering="xla")
+
+
+def _separable_blur(x_padded: jax.Array, strides, filter_size: int) -> jax.Array:
+  """`z[n] = sum_k b[k] x_padded[n S + k]` along each spatial axis in turn, b the 1-D taps."""
+  taps = binomial_filter(filter_size, 1)
+  y = x_padded
+  for axis, stride in enumerate(strides, start=1):
+    n_out = (y.shape[axis] - filter_size) // stride + 1
+    total = None
+    for k, tap in enumerate(taps):
+      view = lax.slice_in_dim(y, k, k + (n_out - 1) * stride + 1, stride, axis)
+      term = view * jnp.asarray(tap, y.dtype)
+      total = term if total is None else total + term
+    y = total
+  return y

@@ -163,10 +163,33 @@ def test_mlp_matched_to_the_cnn_budget_has_about_as_many_parameters():
   assert abs(mlp_count - cnn_count) < 2 * width
 
 
+def test_strided_cnn_replaces_each_pool_by_a_stride_two_conv_with_the_same_parameters():
+  # The sweep's SMALL_CNN: 5x5 'same' convs at 16 and 32 channels, each followed by a 2x2 pool.
+  fields = dict(features=(16, 32), kernel_sizes=(5, 5), pool_after=(True, True), padding="same")
+  pooled, strided = CNN(**fields), CNN(**fields, downsample="stride")
+  expected = (conv_params((5, 5), 1, 16) + conv_params((5, 5), 16, 32)
+              + fully_connected_params(7 * 7 * 32, 128) + fully_connected_params(128, 10))
+  for model in (pooled, strided):
+    assert count_params(param_shapes(model, (1, 28, 28, 1))) == expected == 215_370
+  variables, x = _init(strided, (2, 28, 28, 1))
+  _, state = strided.apply(variables, x, train=False, mutable="intermediates")
+  shapes = {name: value[0].shape for name, value in state["intermediates"].items()}
+  assert shapes["conv1"] == (2, 14, 14, 16) and shapes["conv2"] == (2, 7, 7, 32)
+  assert not any(name.startswith("pool") for name in shapes)
+  # conv1 at stride 2 is conv1 at stride 1 read at every other pixel ('same' at stride 2 on 28
+  # pixels pads (1, 2)).
+  conv1 = variables["params"]["Conv1"]
+  dense = jax.nn.relu(ops.correlate(x, conv1["kernel"], padding=((1, 2), (1, 2))) + conv1["bias"])
+  np.testing.assert_allclose(state["intermediates"]["conv1"][0], dense[:, ::2, ::2],
+                             rtol=1e-5, atol=1e-5)  # float32 sums in another order
+
+
 @pytest.mark.parametrize("fields,match", [
     (dict(features=(4,), kernel_sizes=(3, 3), pool_after=(True,)), "one entry per conv"),
     (dict(dropout_rates=(0.5,)), "dropout_rates"), (dict(pool="median"), "pool"),
-    (dict(head="attention"), "head"), (dict(padding="reflect"), "padding")])
+    (dict(head="attention"), "head"), (dict(padding="reflect"), "padding"),
+    (dict(downsample="dilate"), "downsample must be one of"),
+    (dict(downsample="stride", blur=True), "downsample='stride' has none")])
 def test_cnn_bad_fields_raise_value_errors(fields, match):
   with pytest.raises(ValueError, match=match):
     CNN(**fields)

@@ -284,12 +284,14 @@ def test_binomial_filter_is_the_normalized_pascal_row(size):
 
 @settings(max_examples=20)
 @given(st.integers(2, 9), st.integers(2, 9), st.integers(1, 3), st.integers(1, 7),
-       st.sampled_from(["reflect", "circular", "zeros"]), st.integers(0, 2**16))
-def test_blur_pool_equals_the_numpy_reference(h, w, stride, size, padding, seed):
+       st.sampled_from(["reflect", "circular", "zeros"]), st.sampled_from(["xla", "tiled"]),
+       st.integers(0, 2**16))
+def test_blur_pool_equals_the_numpy_reference(h, w, stride, size, padding, lowering, seed):
   assume(padding != "reflect" or (size // 2 < h and size // 2 < w))
   x = np.random.default_rng(seed).standard_normal((1, h, w, 2)).astype(np.float32)
-  actual = blur_pool(x, stride, size, padding)
-  message = f"x {x.shape}, stride {stride}, filter_size {size}, padding {padding}"
+  actual = blur_pool(x, stride, size, padding, lowering=lowering)
+  message = (f"x {x.shape}, stride {stride}, filter_size {size}, padding {padding}, "
+             f"lowering {lowering}")
   assert actual.shape == (1, -(-h // stride), -(-w // stride), 2), message
   np.testing.assert_allclose(actual, reference_blur_pool_2d(x, stride, size, padding),
                              **TOLERANCE, err_msg=message)
@@ -349,6 +351,21 @@ def test_blur_pool_under_jit_matches_eager_and_has_a_gradient():
   assert math.isclose(float(grad.sum()), float(np.prod(pool(x).shape)), rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("shape, stride, size", [((2, 9, 8, 3), 2, 3), ((1, 7, 3), 3, 5),
+                                                 ((1, 5, 6, 4, 2), (1, 2, 2), 4)])
+def test_separable_blur_pool_has_the_reference_values_and_gradients(shape, stride, size):
+  x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+  cotangent = np.random.default_rng(2).standard_normal(
+      blur_pool(x, stride, size).shape).astype(np.float32)
+  results = {}
+  for lowering in ("xla", "tiled"):
+    y, vjp = jax.vjp(lambda a: blur_pool(a, stride, size, "reflect", lowering=lowering), x)
+    results[lowering] = (y, vjp(cotangent)[0])
+  # The separable sums add the same dyadic products in another order: float32 rounding only.
+  for reference, separable in zip(results["xla"], results["tiled"]):
+    np.testing.assert_allclose(separable, reference, **TOLERANCE)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input.
 
@@ -372,10 +389,11 @@ def test_blur_pool_under_jit_matches_eager_and_has_a_gradient():
     (lambda: blur_pool(np.zeros((1, 4, 4, 1)), filter_size=8), r"filter_size must be an int in"),
     (lambda: blur_pool(np.zeros((1, 4, 4, 1)), padding="same"), r"padding must be one of"),
     (lambda: blur_pool(np.zeros((1, 4, 4, 1)), stride=0), r"stride must be >= 1"),
+    (lambda: blur_pool(np.zeros((1, 4, 4, 1)), lowering="fast"), r"lowering must be one of"),
     (lambda: blur_pool(np.zeros((4, 4)), stride=2), r"x must be \[N, \*spatial, C\]"),
 ], ids=["rank", "window", "stride", "window too large", "circular", "padding name",
         "global rank", "empty windows", "switch shape", "switch dtype", "unpool shape",
-        "filter size", "blur padding", "blur stride", "blur rank"])
+        "filter size", "blur padding", "blur stride", "blur lowering", "blur rank"])
 def test_pooling_rejects_bad_input_naming_the_argument(call, message):
   with pytest.raises(ValueError, match=message):
     call()
