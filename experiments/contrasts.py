@@ -102,6 +102,24 @@ def canvas_contrasts() -> tuple[Contrast, ...]:
   )
 
 
+def pooling_contrasts() -> tuple[Contrast, ...]:
+  """Pooling vs stride on the digits (issue 18): the small CNN with 2x2 max pooling, average
+  pooling or stride-2 convolutions in their place, the same parameters, no augmentation."""
+  return (
+      Contrast("A stride-2 conv in place of max pooling costs accuracy (the seed notes and "
+               "Springenberg et al. say it does not: 'not supported' agrees with them)",
+               "Springenberg et al. 2015", _augmentation("cnn", "none", "clean_accuracy", "CNN"),
+               _augmentation("cnn_stride", "none", "clean_accuracy", "CNN, stride 2"), -1),
+      Contrast("Without pooling's local max, shift consistency drops", "seed notes (pooling)",
+               _augmentation("cnn", "none", "consistency_crop", "CNN"),
+               _augmentation("cnn_stride", "none", "consistency_crop", "CNN, stride 2"), -1),
+      Contrast("Average pooling (a box blur before subsampling) is more shift-consistent than "
+               "max pooling", "Zhang 2019",
+               _augmentation("cnn", "none", "consistency_crop", "CNN"),
+               _augmentation("cnn_avg", "none", "consistency_crop", "CNN, average pooling"), +1),
+  )
+
+
 def contrasts_for(config) -> tuple[Contrast, ...]:
   """The report's contrasts for a sweep config: learned invariance at its headline number of
   pretraining classes, the priors at its largest training set, the canvas's where experiment 1
@@ -146,6 +164,8 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
                Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "permuted",
                                "train_size": size}, "test_accuracy", "CNN permuted"), -1),
   )
+  if {"cnn_stride", "cnn_avg"} <= set(config.augmentation.models):
+    contrasts += pooling_contrasts()
   if "mnist_canvas" in config.augmentation.datasets:
     contrasts += canvas_contrasts()
   if shallow == deep:

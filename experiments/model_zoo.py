@@ -11,6 +11,9 @@ counts for 28x28 digits and 10 classes:
                      where the 3x3 variant reached 0.974-0.975 and 8-16 channels with a dense
                      layer of 32 0.96).
   cnn_blur           the same with Zhang's blur pooling (max-pool densely, blur, subsample).
+  cnn_avg            the same with 2x2 average pooling (215,370).
+  cnn_stride         the same without pooling: each pooled conv at stride 2 (all-convolutional,
+                     Springenberg et al. 2015; 215,370).
   resnet20           the CIFAR ResNet-20 (depth 20, batch norm, option-A shortcuts, global
                      average pooling) at half width, 8-16-32 channels (67,906).
   resnet20_circular  the same with circular padding in every conv: equivariant to circular
@@ -40,6 +43,10 @@ MODELS = {
     "cnn": ("cnn", SMALL_CNN),
     # Zhang 2019: max-pool densely, then blur and subsample.
     "cnn_blur": ("cnn", {**SMALL_CNN, "blur": True}),
+    # Pooling vs stride (Springenberg et al. 2015): the same layers with average pooling, and
+    # with each pooled conv at stride 2 and no pooling (the same parameters).
+    "cnn_avg": ("cnn", {**SMALL_CNN, "pool": "avg"}),
+    "cnn_stride": ("cnn", {**SMALL_CNN, "downsample": "stride"}),
     "resnet20": ("resnet20", {"widths": (8, 16, 32)}),
     "resnet20_circular": ("resnet20", {"widths": (8, 16, 32), "padding": "circular"}),
 }

@@ -13,7 +13,9 @@ batch 64: 2 epochs 42 s, 4 epochs 61 s, so 0.17 s/step; the small CNN: 16 epochs
 Experiment 1 then takes about 90 minutes: 60 runs of mlp / cnn / cnn_blur (about 35 s each),
 10 ResNet runs (about 200 s each) and 40 dose-response CNN runs (about 35 s each); the others
 add about 20 minutes. Cut to fit: the ResNets ('reduced_models') train without augmentation
-only (the circular vs zero padding contrast needs no more); 'gpu' restores their augmentations.
+only (the circular vs zero padding contrast needs no more), and so do the pooling variants
+(cnn_blur, and for pooling vs stride cnn_avg and cnn_stride: 15 runs of about 30-40 s; their
+contrasts compare the unaugmented nets); 'gpu' restores their augmentations.
 
 Experiment 6 (rotation, 20 runs: 2 models x 2 augmentations x 5 seeds, 15 epochs): the P4CNN
 costs about 3x the CNN per step at matched parameters (its inner layers do 4x the multiply-adds;
@@ -73,10 +75,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augmentation.seeds = (0, 1, 2, 3, 4)  # one run per seed of every (model, augmentation)
   # 'cifar10' runs only where TFDS's cifar10 is prepared in data_dir (else not planned).
   config.augmentation.datasets = ("mnist_offline", "mnist_canvas", "cifar10")
-  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "resnet20", "resnet20_circular")
+  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "cnn_avg", "cnn_stride", "resnet20",
+                                "resnet20_circular")
   config.augmentation.augmentations = ("none", "translate", "rotate", "both")
   # Budget cut (see the module docstring): these models get only the first augmentation.
-  config.augmentation.reduced_models = ("resnet20", "resnet20_circular")
+  config.augmentation.reduced_models = ("cnn_blur", "cnn_avg", "cnn_stride", "resnet20",
+                                        "resnet20_circular")
   config.augmentation.max_shift = 3  # 'translate': random crop of the 3-pixel zero-padded image
   config.augmentation.max_degrees = 30.0  # 'rotate': angle uniform in [-30, 30] degrees
   # Epochs over the 3,600 digits left after validation; the validation curve (one record per

@@ -72,3 +72,20 @@ def test_paired_contrast_uses_the_paired_test():
 def test_one_depth_has_no_depth_contrasts():
   config = exp_sweep.get_config("smoke")
   assert not any(c.a.experiment == "depth" for c in contrasts.contrasts_for(config))
+
+
+def test_pooling_contrasts_come_with_the_pooling_variants_of_the_grid():
+  config = exp_sweep.get_config()
+  claims = [contrast.source for contrast in contrasts.contrasts_for(config)]
+  assert "Springenberg et al. 2015" in claims
+  with config.unlocked():
+    config.augmentation.models = ("mlp", "cnn")
+  assert "Springenberg et al. 2015" not in [
+      contrast.source for contrast in contrasts.contrasts_for(config)]
+
+
+def test_the_pooling_variants_have_the_cnns_parameters():
+  from experiments import model_zoo, priors
+  counts = {name: priors.parameter_count(*model_zoo.MODELS[name])
+            for name in ("cnn", "cnn_avg", "cnn_stride", "cnn_blur")}
+  assert len(set(counts.values())) == 1, counts
