@@ -18,10 +18,10 @@ from cnn_jax.train import optim
 
 from experiments import contrasts, published
 
-SECTION_TITLES = {
-    "equivariance": "3. Equivariance by construction (random init)",
+SECTION_TITLES = {  # in the report's order
     "augmentation": "1. Augmentation x model grid",
     "learned_invariance": "2. Learned translation invariance (Biscione & Bowers 2021)",
+    "equivariance": "3. Equivariance by construction (random init)",
     "priors": "4. Priors: locality, self-similarity and data size",
     "depth": "5. Depth: plain vs residual",
     "rotation": "6. Rotation: equivariance by construction (P4CNN) vs augmentation",
@@ -55,7 +55,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
       "prepared (see its section). Every model is trained by "
       "`cnn_jax.train`'s data-parallel step and loop (SGD with Nesterov momentum, cosine "
-      f"schedule, batch {config.batch_size}, peak rate "
+      "schedule, weight decay 5e-4 on kernels, label smoothing 0.1, "
+      f"batch {config.batch_size}, peak rate "
       f"{optim.peak_learning_rate(config):g} = {config.learning_rate:g} per 256 "
       "examples).", ""]
   for name in sorted(config.experiments, key=list(SECTION_TITLES).index):
