@@ -11,17 +11,22 @@ def _result(experiment, seed, options, metrics):
                   "options": options}, "metrics": metrics}
 
 
+CONFIG = exp_sweep.get_config()
+SHALLOW, DEEP = min(CONFIG.depth.depths), max(CONFIG.depth.depths)
+
+
 def _depth_results(plain8, plain20):
-  """Depth runs whose training losses end at the given per-seed values."""
+  """Depth runs of the shallowest and deepest plain nets whose training losses end at the given
+  per-seed values."""
   results = []
-  for depth, losses in ((8, plain8), (20, plain20)):
+  for depth, losses in ((SHALLOW, plain8), (DEEP, plain20)):
     for seed, loss in enumerate(losses):
       results.append(_result("depth", seed, {"kind": "plain", "depth": depth},
                              {"train_loss": [2.0, loss, loss, loss]}))
   return {"depth": results}
 
 
-CONTRASTS = contrasts.contrasts_for(exp_sweep.get_config())
+CONTRASTS = contrasts.contrasts_for(CONFIG)
 DEGRADATION = next(c for c in CONTRASTS if c.claim.startswith("Degradation"))
 
 
@@ -89,3 +94,14 @@ def test_the_pooling_variants_have_the_cnns_parameters():
   counts = {name: priors.parameter_count(*model_zoo.MODELS[name])
             for name in ("cnn", "cnn_avg", "cnn_stride", "cnn_blur")}
   assert len(set(counts.values())) == 1, counts
+
+
+def test_depth_runs_train_on_a_balanced_subset_for_the_configured_epochs():
+  from experiments import depth
+  config = exp_sweep.get_config()
+  assert depth.num_steps(config) == int(np.ceil(
+      config.depth.num_epochs * config.depth.train_size / config.batch_size))
+  with config.unlocked():
+    config.depth.train_size = 1001
+  with pytest.raises(ValueError, match="config.depth.train_size must be a multiple of 10"):
+    depth.validate(config)
