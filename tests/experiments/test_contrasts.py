@@ -95,13 +95,3 @@ def test_the_pooling_variants_have_the_cnns_parameters():
             for name in ("cnn", "cnn_avg", "cnn_stride", "cnn_blur")}
   assert len(set(counts.values())) == 1, counts
 
-
-def test_depth_runs_train_on_a_balanced_subset_for_the_configured_epochs():
-  from experiments import depth
-  config = exp_sweep.get_config()
-  assert depth.num_steps(config) == int(np.ceil(
-      config.depth.num_epochs * config.depth.train_size / config.batch_size))
-  with config.unlocked():
-    config.depth.train_size = 1001
-  with pytest.raises(ValueError, match="config.depth.train_size must be a multiple of 10"):
-    depth.validate(config)
