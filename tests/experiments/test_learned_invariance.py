@@ -91,6 +91,7 @@ def test_new_class_predictions_ignore_the_pretraining_classes():
       learned_invariance.new_class_predictions(logits, (2, 3, 4, 5, 6, 7, 8, 9)), [9, 8])
 
 
+@pytest.mark.slow  # pretraining + fine-tuning on the 32x32 smoke canvas: ~20 s idle
 def test_fixed_location_pretraining_runs_on_the_smoke_config():
   config = exp_sweep.get_config("smoke")
   run = Run(learned_invariance.NAME, "x", 0, {"condition": "fixed_pretrained",

@@ -79,6 +79,7 @@ def _features(model_name, fields):
   return features_fn, images, names
 
 
+@pytest.mark.slow  # ~10 s idle; the P4CNN's own equivariance is tested in tests/models
 def test_p4cnn_layers_are_exactly_equivariant_at_90_degrees_and_not_at_45():
   features_fn, images, names = _features("p4cnn", {})
   p4_layers = rotation.p4_layer_names(names, "p4cnn")
