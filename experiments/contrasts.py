@@ -106,8 +106,9 @@ def pooling_contrasts() -> tuple[Contrast, ...]:
   """Pooling vs stride on the digits (issue 18): the small CNN with 2x2 max pooling, average
   pooling or stride-2 convolutions in their place, the same parameters, no augmentation."""
   return (
-      Contrast("A stride-2 conv in place of max pooling costs accuracy (the seed notes and "
-               "Springenberg et al. say it does not: 'not supported' agrees with them)",
+      Contrast("A stride-2 conv in place of max pooling, same parameters, costs accuracy (the "
+               "seed notes: pooling can be fully replaced by a stride; 'not supported' would "
+               "agree)",
                "Springenberg et al. 2015", _augmentation("cnn", "none", "clean_accuracy", "CNN"),
                _augmentation("cnn_stride", "none", "clean_accuracy", "CNN, stride 2"), -1),
       Contrast("Without pooling's local max, shift consistency drops", "seed notes (pooling)",

@@ -289,3 +289,20 @@ def test_budget_cut_models_get_only_the_first_augmentation():
   assert "resnet20_none_seed0" in seed0(full) and "resnet20_rotate_seed0" not in seed0(full)
   assert "resnet20_rotate_seed0" in seed0(gpu) and "cnn_rotate_seed0" in seed0(full)
   assert len(gpu.augmentation.seeds) >= len(full.augmentation.seeds) >= 5
+
+
+@pytest.mark.slow  # redraws every figure of the committed report (about a minute)
+def test_the_committed_report_is_regenerated_from_its_committed_results(tmp_path):
+  """`make report`: experiments/results/README.md follows from experiments/results/runs/*.json."""
+  import shutil
+  committed = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "results")
+  report_dir = str(tmp_path / "results")
+  shutil.copytree(os.path.join(committed, "runs"), os.path.join(report_dir, "runs"))
+  sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
+  without_date = lambda path: [line for line in open(path).read().splitlines()
+                               if not line.startswith("Generated ")]
+  assert without_date(os.path.join(report_dir, "README.md")) == without_date(
+      os.path.join(committed, "README.md"))
+  committed_figures = sorted(name for name in os.listdir(committed) if name.endswith(".png"))
+  assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == (
+      committed_figures)
