@@ -184,19 +184,27 @@ def _max_pool_with_switches(x, windows, strides, pads):
   return y, switches
 
 
-def max_unpool(y: jax.Array, switches: jax.Array, input_spatial_shape) -> jax.Array:
+UNPOOL_OVERLAPS = ("sum", "set")
+
+
+def max_unpool(y: jax.Array, switches: jax.Array, input_spatial_shape,
+               overlap: str = "sum") -> jax.Array:
   """Unpooling through switches: each pooled value goes back to its argmax, zeros elsewhere.
 
-  `x[b, p, c] = sum_{n : switches[b, n, c] = p} y[b, n, c]` for every flat spatial position `p`.
-  With overlapping windows (stride < window) two windows can share an argmax: their values add.
-  This is the adjoint of gathering at the switches, so for untied inputs it equals the gradient
-  of `max_pool` (`jax.vjp`); the Deconvnet of Zeiler & Fergus uses it to project activations
-  back to pixel space.
+  With overlap 'sum': `x[b, p, c] = sum_{n : switches[b, n, c] = p} y[b, n, c]` for every flat
+  spatial position `p`, so where overlapping windows (stride < window) share an argmax their
+  values add. This is the adjoint of gathering at the switches, so for untied inputs it equals
+  the gradient of `max_pool` (`jax.vjp`); the Deconvnet of Zeiler & Fergus uses it to project
+  activations back to pixel space. With overlap 'set' (`torch.nn.functional.max_unpool2d`'s
+  rule) a shared argmax keeps one of its windows' values: which one is unspecified, as in
+  torch, and immaterial when `y` is the pooled maximum itself (windows sharing an argmax share
+  its value). The two agree when windows do not overlap.
 
   Args:
     y: `[N, *spatial', C]`.
     switches: integer, same shape as y, from `max_pool_with_switches`.
     input_spatial_shape: the spatial shape of the pooled input, `spatial`.
+    overlap: 'sum' (the adjoint) or 'set' (PyTorch's).
 
   Returns:
     `[N, *input_spatial_shape, C]`.
@@ -212,17 +220,19 @@ def max_unpool(y: jax.Array, switches: jax.Array, input_spatial_shape) -> jax.Ar
       isinstance(n, int) and n >= 1 for n in input_spatial_shape):
     raise ValueError(f"input_spatial_shape must be {y.ndim - 2} positive ints (one per spatial "
                      f"axis of y, shape {y.shape}), got {input_spatial_shape!r}")
-  return _max_unpool(y, switches, input_spatial_shape)
+  if overlap not in UNPOOL_OVERLAPS:
+    raise ValueError(f"overlap must be one of {UNPOOL_OVERLAPS}, got {overlap!r}")
+  return _max_unpool(y, switches, input_spatial_shape, overlap)
 
 
-@functools.partial(jax.jit, static_argnames="input_spatial_shape")
-def _max_unpool(y, switches, input_spatial_shape):
+@functools.partial(jax.jit, static_argnames=("input_spatial_shape", "overlap"))
+def _max_unpool(y, switches, input_spatial_shape, overlap):
   batch, channels = y.shape[0], y.shape[-1]
   flat_y = y.reshape(batch, -1, channels)
   flat_switches = switches.reshape(batch, -1, channels)
   x = jnp.zeros((batch, math.prod(input_spatial_shape), channels), y.dtype)
-  x = x.at[jnp.arange(batch)[:, None, None], flat_switches,
-           jnp.arange(channels)[None, None, :]].add(flat_y)
+  at = x.at[jnp.arange(batch)[:, None, None], flat_switches, jnp.arange(channels)[None, None, :]]
+  x = at.add(flat_y) if overlap == "sum" else at.set(flat_y)
   return x.reshape((batch,) + input_spatial_shape + (channels,))
 
 

@@ -171,6 +171,28 @@ def test_unpooling_puts_each_value_back_at_its_argmax(problem):
   np.testing.assert_allclose(flat_unpooled, counts * flat_x, **TOLERANCE, err_msg=message)
 
 
+@settings(max_examples=15)
+@given(pool_problems())
+def test_set_unpooling_puts_the_maximum_back_once_as_torch_does(problem):
+  x, window, stride, padding, pads = problem
+  y, switches = max_pool_with_switches(x, window, stride, padding)
+  unpooled = np.asarray(max_unpool(y, switches, x.shape[1:-1], overlap="set"))
+  flat_x = x.reshape(x.shape[0], -1, x.shape[-1])
+  flat_switches = np.asarray(switches).reshape(x.shape[0], -1, x.shape[-1])
+  expected = np.zeros(flat_x.shape)
+  for b, m, c in np.ndindex(*flat_switches.shape):
+    expected[b, flat_switches[b, m, c], c] = flat_x[b, flat_switches[b, m, c], c]
+  # Exact: every window sharing an argmax carries the same value, the maximum, to it.
+  np.testing.assert_array_equal(unpooled.reshape(flat_x.shape), expected,
+                                err_msg=describe(x, window, stride, padding))
+
+
+def test_unpooling_refuses_an_unknown_overlap_rule():
+  y, switches = max_pool_with_switches(jnp.ones((1, 4, 4, 1)), 2, 2, "valid")
+  with pytest.raises(ValueError, match=r"overlap must be one of \('sum', 'set'\), got 'max'"):
+    max_unpool(y, switches, (4, 4), overlap="max")
+
+
 @settings(max_examples=10)
 @given(pool_problems())
 def test_unpooling_is_the_gradient_of_max_pooling(problem):
