@@ -163,6 +163,7 @@ def tensorboard_steps(workdir, tag="train_loss"):
   return [event.step for event in accumulator.Tensors(tag)]
 
 
+@pytest.mark.slow  # two smoke trainings in-process (20-35 s); the default suite's budget
 def test_a_kill_between_a_record_and_its_checkpoint_loses_and_duplicates_nothing(
     tmp_path, monkeypatch):
   """The record of step 6 is written, then the process dies before checkpoint 6 is saved."""
@@ -184,6 +185,7 @@ def test_a_kill_between_a_record_and_its_checkpoint_loses_and_duplicates_nothing
   assert tensorboard_steps(workdir) == [2, 3, 4, 6]
 
 
+@pytest.mark.slow  # two smoke trainings in-process (20-35 s); the default suite's budget
 def test_a_kill_while_writing_a_record_never_leaves_its_checkpoint_without_it(
     tmp_path, monkeypatch):
   workdir = str(tmp_path)
