@@ -12,8 +12,10 @@ counts for 28x28 digits and 10 classes:
                      layer of 32 0.96).
   cnn_blur           the same with Zhang's blur pooling (max-pool densely, blur, subsample).
   cnn_avg            the same with 2x2 average pooling (215,370).
-  cnn_stride         the same without pooling: each pooled conv at stride 2 (all-convolutional,
-                     Springenberg et al. 2015; 215,370).
+  cnn_stride         the same without pooling: each pooled conv at stride 2 (Springenberg et
+                     al. 2015's Strided-CNN; 215,370).
+  cnn_allconv        the same with each pooling layer replaced by a 3x3 conv of the same width
+                     at stride 2 and a ReLU (their All-CNN; 226,938).
   resnet20           the CIFAR ResNet-20 (depth 20, batch norm, option-A shortcuts, global
                      average pooling) at half width, 8-16-32 channels (67,906).
   resnet20_circular  the same with circular padding in every conv: equivariant to circular
@@ -43,10 +45,12 @@ MODELS = {
     "cnn": ("cnn", SMALL_CNN),
     # Zhang 2019: max-pool densely, then blur and subsample.
     "cnn_blur": ("cnn", {**SMALL_CNN, "blur": True}),
-    # Pooling vs stride (Springenberg et al. 2015): the same layers with average pooling, and
-    # with each pooled conv at stride 2 and no pooling (the same parameters).
+    # Pooling vs stride (Springenberg et al. 2015): the same layers with average pooling, with
+    # each pooled conv at stride 2 and no pooling (the same parameters), and with each pooling
+    # layer replaced by a stride-2 conv.
     "cnn_avg": ("cnn", {**SMALL_CNN, "pool": "avg"}),
     "cnn_stride": ("cnn", {**SMALL_CNN, "downsample": "stride"}),
+    "cnn_allconv": ("cnn", {**SMALL_CNN, "downsample": "conv"}),
     "resnet20": ("resnet20", {"widths": (8, 16, 32)}),
     "resnet20_circular": ("resnet20", {"widths": (8, 16, 32), "padding": "circular"}),
 }

@@ -20,6 +20,8 @@ ZHANG_2019 = "Zhang 2019, Making Convolutional Networks Shift-Invariant Again, I
 AZULAY_WEISS_2019 = "Azulay & Weiss 2019, JMLR 20(184), ResNet-50 on ImageNet"
 COHEN_WELLING_2016 = "Cohen & Welling 2016, Group Equivariant CNNs, rotated MNIST"
 HE_2016_TABLE_6 = "He et al. 2016, Table 6, CIFAR-10 with augmentation"
+SPRINGENBERG_2015_TABLE_3 = ("Springenberg et al. 2015, Striving for Simplicity, Table 3, "
+                             "CIFAR-10 without augmentation")
 
 PUBLISHED = {
     "zhang_resnet18_consistency": Published(0.8511, "consistency, ResNet-18", ZHANG_2019),
@@ -41,6 +43,14 @@ PUBLISHED = {
     "he_resnet32_error": Published(0.0751, "test error, ResNet-32", HE_2016_TABLE_6),
     "he_resnet44_error": Published(0.0717, "test error, ResNet-44", HE_2016_TABLE_6),
     "he_resnet56_error": Published(0.0697, "test error, ResNet-56", HE_2016_TABLE_6),
+    "springenberg_model_c_error": Published(0.0974, "test error, Model C (max pooling)",
+                                            SPRINGENBERG_2015_TABLE_3),
+    "springenberg_strided_cnn_c_error": Published(
+        0.1019, "test error, Strided-CNN-C (pooling removed, conv at stride 2)",
+        SPRINGENBERG_2015_TABLE_3),
+    "springenberg_all_cnn_c_error": Published(
+        0.0908, "test error, All-CNN-C (pooling replaced by a stride-2 conv)",
+        SPRINGENBERG_2015_TABLE_3),
 }
 
 

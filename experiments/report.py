@@ -16,7 +16,7 @@ import ml_collections
 
 from cnn_jax.train import optim
 
-from experiments import contrasts, published
+from experiments import contrasts, pooling_vs_stride, published
 
 SECTION_TITLES = {  # in the report's order
     "augmentation": "1. Augmentation x model grid",
@@ -26,6 +26,7 @@ SECTION_TITLES = {  # in the report's order
     "depth": "5. Depth: plain vs residual",
     "rotation": "6. Rotation: equivariance by construction (P4CNN) vs augmentation",
 }
+POOLING_TITLE = "7. Pooling vs stride (Springenberg et al. 2015)"
 
 
 def write_report(results: dict[str, list[dict]], config, report_dir: str,
@@ -66,6 +67,9 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
     else:
       lines.append("No finished runs.")
     lines.append("")
+  if results.get("augmentation") and len(pooling_vs_stride.variants_in(config)) > 1:
+    lines += [f"## {POOLING_TITLE}", "",
+              pooling_vs_stride.report(results["augmentation"], config, report_dir), ""]
   lines += ["## Agreement with the papers (computed)", "",
             contrasts.contrast_section(results, contrasts.contrasts_for(config)), "",
             "Published numbers these experiments are compared with (other datasets and scales: "

@@ -19,9 +19,10 @@ from cnn_jax.models import layers
 CNN_PADDINGS = ("valid", "same", "circular")
 CNN_POOLS = ("max", "avg")
 CNN_HEADS = ("flatten", "global_avg")
-# How a CNN stage marked in `pool_after` downsamples: a pooling layer after the conv, or the conv
-# itself at stride `pool_window` (Springenberg et al. 2015's all-convolutional "Strided-CNN").
-CNN_DOWNSAMPLES = ("pool", "stride")
+# How a CNN stage marked in `pool_after` downsamples: a pooling layer after the conv, the conv
+# itself at stride `pool_window` (Springenberg et al. 2015's "Strided-CNN"), or an extra 3x3 conv
+# at that stride in place of the pooling layer (their "All-CNN").
+CNN_DOWNSAMPLES = ("pool", "stride", "conv")
 
 
 class MLP(nn.Module):
@@ -111,7 +112,8 @@ class CNN(nn.Module):
   The default is the classic MNIST CNN: conv32 3x3 -> conv64 3x3 -> max-pool 2 -> dropout 0.25
   -> fc128 -> dropout 0.5 -> fc10, 'valid' padding (1,199,882 parameters on 28x28x1).
 
-  Sows 'conv1', 'conv2', ... (after each activation), 'pool1', ... (after each pooling),
+  Sows 'conv1', 'conv2', ... (after each activation), 'pool1', ... (after each pooling) or
+  'down1', ... (after each downsampling conv),
   'global_pool' (with head='global_avg'), 'fc1', ... and 'logits'.
 
   Attributes:
@@ -119,9 +121,11 @@ class CNN(nn.Module):
     features: output channels of each conv layer.
     kernel_sizes: the square kernel size of each conv layer.
     pool_after: for each conv layer, whether it downsamples by `pool_window` (see `downsample`).
-    downsample: 'pool' (a pooling layer after the activation) or 'stride' (no pooling layer: that
+    downsample: 'pool' (a pooling layer after the activation), 'stride' (no pooling layer: that
       conv runs at stride `pool_window`, same parameters, same output size with 'same' padding;
-      Springenberg et al. 2015). Not with `blur`.
+      Springenberg et al. 2015's Strided-CNN) or 'conv' (the pooling layer replaced by a 3x3
+      conv of the same width at stride `pool_window`, then the activation: their All-CNN, with
+      `9 C^2 + C` more parameters per stage; sown as 'down1', 'down2', ...). Not with `blur`.
     pool: 'max' or 'avg'.
     pool_window: the pooling window F and stride F (non-overlapping, as in the seed notes).
     hidden: widths of the fully connected hidden layers.
@@ -167,9 +171,9 @@ class CNN(nn.Module):
       raise ValueError(f"head must be one of {CNN_HEADS}, got {self.head!r}")
     if self.downsample not in CNN_DOWNSAMPLES:
       raise ValueError(f"downsample must be one of {CNN_DOWNSAMPLES}, got {self.downsample!r}")
-    if self.downsample == "stride" and self.blur:
-      raise ValueError("blur=True anti-aliases a pooling layer; downsample='stride' has none "
-                       "(use downsample='pool')")
+    if self.downsample != "pool" and self.blur:
+      raise ValueError(f"blur=True anti-aliases a pooling layer; downsample={self.downsample!r} "
+                       "has none (use downsample='pool')")
     super().__post_init__()
 
   @nn.compact
@@ -187,7 +191,12 @@ class CNN(nn.Module):
                       name=f"Conv{index}")(x)
       x = self.act(x)
       x = layers.record_layer(self, f"conv{index}", x)
-      if pooled and not strided:
+      if pooled and self.downsample == "conv":
+        pool_count += 1
+        x = layers.Conv(features, 3, strides=self.pool_window, padding=self.padding,
+                        dtype=self.dtype, lowering=self.lowering, name=f"Down{pool_count}")(x)
+        x = layers.record_layer(self, f"down{pool_count}", self.act(x))
+      elif pooled and not strided:
         pool_count += 1
         x = layers.pool(x, self.pool, self.pool_window, self.pool_window, pool_padding,
                         blur=self.blur, blur_size=self.blur_size, lowering=self.lowering)

@@ -12,8 +12,8 @@ jobs shared the cores (so an upper bound). Per run on the digits: mlp about 8 s,
 100 s at 6 epochs (all under that load). The estimates per experiment below were made before,
 from single runs on an even more loaded machine. Cut to fit: the ResNets ('reduced_models') train without augmentation
 only (the circular vs zero padding contrast needs no more), and so do the pooling variants
-(cnn_blur, and for pooling vs stride cnn_avg and cnn_stride: 15 runs of about 30-40 s; their
-contrasts compare the unaugmented nets); 'gpu' restores their augmentations.
+(cnn_blur, and for pooling vs stride cnn_avg, cnn_stride and cnn_allconv: 20 runs of about
+30-40 s; their contrasts compare the unaugmented nets); 'gpu' restores their augmentations.
 
 Experiment 6 (rotation, 20 runs: 2 models x 2 augmentations x 5 seeds, 15 epochs): the P4CNN
 costs about 3x the CNN per step at matched parameters (its inner layers do 4x the multiply-adds;
@@ -76,12 +76,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augmentation.seeds = (0, 1, 2, 3, 4)  # one run per seed of every (model, augmentation)
   # 'cifar10' runs only where TFDS's cifar10 is prepared in data_dir (else not planned).
   config.augmentation.datasets = ("mnist_offline", "mnist_canvas", "cifar10")
-  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "cnn_avg", "cnn_stride", "resnet20",
-                                "resnet20_circular")
+  config.augmentation.models = ("mlp", "cnn", "cnn_blur", "cnn_avg", "cnn_stride", "cnn_allconv",
+                                "resnet20", "resnet20_circular")
   config.augmentation.augmentations = ("none", "translate", "rotate", "both")
   # Budget cut (see the module docstring): these models get only the first augmentation.
-  config.augmentation.reduced_models = ("cnn_blur", "cnn_avg", "cnn_stride", "resnet20",
-                                        "resnet20_circular")
+  config.augmentation.reduced_models = ("cnn_blur", "cnn_avg", "cnn_stride", "cnn_allconv",
+                                        "resnet20", "resnet20_circular")
   config.augmentation.max_shift = 3  # 'translate': random crop of the 3-pixel zero-padded image
   config.augmentation.max_degrees = 30.0  # 'rotate': angle uniform in [-30, 30] degrees
   # Epochs over the 3,600 digits left after validation; the validation curve (one record per

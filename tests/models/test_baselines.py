@@ -184,12 +184,34 @@ def test_strided_cnn_replaces_each_pool_by_a_stride_two_conv_with_the_same_param
                              rtol=1e-5, atol=1e-5)  # float32 sums in another order
 
 
+def test_all_convolutional_cnn_replaces_each_pool_by_a_3x3_stride_two_conv_and_its_activation():
+  fields = dict(features=(16, 32), kernel_sizes=(5, 5), pool_after=(True, True), padding="same")
+  model = CNN(**fields, downsample="conv")
+  expected = (conv_params((5, 5), 1, 16) + conv_params((3, 3), 16, 16) + conv_params((5, 5), 16, 32)
+              + conv_params((3, 3), 32, 32) + fully_connected_params(7 * 7 * 32, 128)
+              + fully_connected_params(128, 10))
+  assert count_params(param_shapes(model, (1, 28, 28, 1))) == expected == 215_370 + 2_320 + 9_248
+  variables, x = _init(model, (2, 28, 28, 1))
+  _, state = model.apply(variables, x, train=False, mutable="intermediates")
+  layers_ = state["intermediates"]
+  assert list(layers_) == ["conv1", "down1", "conv2", "down2", "fc1", "logits"]
+  assert layers_["down1"][0].shape == (2, 14, 14, 16) and layers_["down2"][0].shape == (2, 7, 7, 32)
+  # down1 is a 3x3 'same' conv of conv1 at stride 2 ('same' at stride 2 on 28 pixels pads
+  # (0, 1)), then the ReLU.
+  down1 = variables["params"]["Down1"]
+  expected_down1 = jax.nn.relu(ops.correlate(layers_["conv1"][0], down1["kernel"], stride=2,
+                                             padding=((0, 1), (0, 1))) + down1["bias"])
+  np.testing.assert_allclose(layers_["down1"][0], expected_down1,
+                             rtol=1e-5, atol=1e-5)  # float32 sums in another order
+
+
 @pytest.mark.parametrize("fields,match", [
     (dict(features=(4,), kernel_sizes=(3, 3), pool_after=(True,)), "one entry per conv"),
     (dict(dropout_rates=(0.5,)), "dropout_rates"), (dict(pool="median"), "pool"),
     (dict(head="attention"), "head"), (dict(padding="reflect"), "padding"),
     (dict(downsample="dilate"), "downsample must be one of"),
-    (dict(downsample="stride", blur=True), "downsample='stride' has none")])
+    (dict(downsample="stride", blur=True), "downsample='stride' has none"),
+    (dict(downsample="conv", blur=True), "downsample='conv' has none")])
 def test_cnn_bad_fields_raise_value_errors(fields, match):
   with pytest.raises(ValueError, match=match):
     CNN(**fields)
