@@ -35,7 +35,7 @@ test-all: install
 # The full sweep: runs in runs/sweep (resumable); the report, its figures and the per-run
 # results it was made from (small JSON, committed) in experiments/results.
 sweep: install
-	$(BIN)/python -m experiments.sweep --workdir=runs/sweep --report_dir=experiments/results
+	$(BIN)/python -m experiments.sweep --workdir=runs/sweep --report_dir=experiments/results --processes=2
 
 # Rewrites experiments/results/README.md and its figures from the committed per-run results.
 report: install

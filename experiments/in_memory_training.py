@@ -169,9 +169,12 @@ class Classifier(NamedTuple):
     return float(jnp.mean(jnp.argmax(logits, -1) == labels))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def _logits_fn(model: nn.Module, input_transform: ImageTransform, dataset: str):
-  """`(variables, images in [0, 1]) -> logits`, jitted once per (model, transform, dataset)."""
+  """`(variables, images in [0, 1]) -> logits`, jitted once per (model, transform, dataset).
+
+  Bounded: transforms made per run (a canvas placement, a pixel permutation) would otherwise keep
+  one compiled program each for the life of a sweep; a run needs one or two at a time."""
   info = get_dataset_info(dataset)
   return jax.jit(lambda variables, images: model.apply(
       variables, normalize(input_transform(images), info.mean, info.std), train=False))

@@ -20,8 +20,11 @@ ZHANG_2019 = "Zhang 2019, Making Convolutional Networks Shift-Invariant Again, I
 AZULAY_WEISS_2019 = "Azulay & Weiss 2019, JMLR 20(184), ResNet-50 on ImageNet"
 COHEN_WELLING_2016 = "Cohen & Welling 2016, Group Equivariant CNNs, rotated MNIST"
 HE_2016_TABLE_6 = "He et al. 2016, Table 6, CIFAR-10 with augmentation"
+# REFERENCES.md states Springenberg et al.'s claim, not their numbers: these three are the
+# paper's Table 3 as recalled when the pooling section was written (no copy of the table could be
+# retrieved then), and the report says so.
 SPRINGENBERG_2015_TABLE_3 = ("Springenberg et al. 2015, Striving for Simplicity, Table 3, "
-                             "CIFAR-10 without augmentation")
+                             "CIFAR-10 without augmentation (recalled, not verified)")
 
 PUBLISHED = {
     "zhang_resnet18_consistency": Published(0.8511, "consistency, ResNet-18", ZHANG_2019),

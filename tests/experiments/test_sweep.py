@@ -106,6 +106,33 @@ def test_sweep_writes_a_report_and_skips_finished_runs(tmp_path):
   assert rerun["augmentation"][0]["metrics"]["clean_accuracy"] == -1.0
 
 
+def test_workers_split_the_plan_between_them_and_leave_the_report_to_their_parent(tmp_path,
+                                                                                   monkeypatch):
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1, 2, 3, 4)
+  executed = {}
+
+  def execute(run, config, digits):
+    executed.setdefault(worker, []).append(run.name)
+    return dict(FAKE_METRICS)
+
+  monkeypatch.setattr(augmentation, "execute", execute)
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  for worker in ((0, 2), (1, 2)):
+    sweep.run_sweep(config, str(tmp_path), worker=worker)
+  planned = [run.name for run in sweep.plan_sweep(config)]
+  assert executed == {(0, 2): planned[0::2], (1, 2): planned[1::2]}
+  assert not os.path.exists(os.path.join(tmp_path, "report"))
+  results = sweep.run_sweep(config, str(tmp_path), report_only=True)
+  assert [r["run"]["name"] for r in results["augmentation"]] == planned
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2", "0/0"])
+def test_a_bad_worker_share_is_rejected(text):
+  with pytest.raises(ValueError, match=r"--worker must be 'i/n' with 0 <= i < n, got"):
+    sweep.parse_worker(text)
+
+
 def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch):
   config = tiny_config()
   config.augmentation.seeds = (0, 1)
