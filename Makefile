@@ -42,7 +42,7 @@ report: install
 	$(BIN)/python -m experiments.sweep --report_only --report_dir=experiments/results
 
 sweep-smoke: install
-	$(BIN)/python -m experiments.sweep --workdir=runs/sweep-smoke --config=experiments/configs/exp_sweep.py:smoke
+	$(BIN)/python -m experiments.sweep --workdir=runs/sweep-smoke --config=experiments/configs/exp_sweep.py:smoke --processes=2
 
 viz: install
 	$(BIN)/python experiments/visualize.py --workdir=$(WORKDIR)
