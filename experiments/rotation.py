@@ -56,6 +56,9 @@ AUGMENTATIONS = ("none", "rotate")
 # Errors below this are float32 rounding (a rotated window sums its products in another order):
 # the layer is exactly equivariant; figures say so instead of drawing them on a log axis.
 EXACT_ERROR = 1e-5
+# A condition whose mean plateau gain (validation accuracy, last quarter of the records minus the
+# quarter before) is above this was still rising when training stopped: the report says so.
+PLATEAU_TOLERANCE = 0.005
 # The fixed draw of per-digit angles of the randomly rotated test set (the same in every run).
 RANDOM_ROTATION_SEED = 0
 
@@ -311,6 +314,19 @@ def contrast_result(expected_sign: int, difference: float, p_value: float,
   return "supported" if np.sign(difference) == expected_sign else "opposite"
 
 
+def _plateau_note(groups) -> str:
+  """Which conditions were still rising at the end of training (mean plateau gain above
+  `PLATEAU_TOLERANCE`), computed from the runs."""
+  rising = [f"{_label(*key)} ({summarize(_metric(group, 'plateau_gain')).mean:+.3f})"
+            for key, group in groups.items()
+            if summarize(_metric(group, "plateau_gain")).mean > PLATEAU_TOLERANCE]
+  if not rising:
+    return (f"Every condition reached its plateau (mean plateau gain <= {PLATEAU_TOLERANCE:g}).")
+  return (f"Still rising when training stopped (mean plateau gain above {PLATEAU_TOLERANCE:g}), "
+          f"so not at their plateau: {', '.join(rising)}. Their accuracies are lower bounds of "
+          "the converged ones.")
+
+
 def _contrast_table(groups, config) -> str:
   rows = []
   for question, a, b, metric, sign, why in contrasts(config):
@@ -520,6 +536,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "otherwise). Mean training time per "
       f"run (compilation and validation included): {timing}.", "",
       table, "",
+      _plateau_note(groups), "",
       "Validation curves (the plateau evidence): ![validation](rotation_validation.png)", "",
       "Accuracy against the test angle: "
       "![accuracy vs angle](rotation_accuracy_vs_angle.png)", "",

@@ -25,9 +25,11 @@ Cut: both models at half width (8-16-32 vs 4-8-16 p4 channels, 6,218 vs 6,022 pa
 CNN run about a third of that. In the sweep (compilation cache warm, lighter load) the 15-epoch
 runs took 7-13 s (CNN) and 21-32 s (P4CNN) of training, 6.5 minutes for the 20. Then a third
 model, 'cnn_bn' (the CNN with the P4CNN's batch norm, 6,274 parameters), and 40 epochs instead of
-15 (the P4CNNs were still rising): scaled from those runs about 25 s (CNN), 28 s (CNN + batch
-norm) and 70 s (P4CNN) per run, about 20 minutes for the 30 runs. 'gpu' restores the full widths
-and takes 10 seeds.
+15 (the P4CNNs were still rising): measured in the sweep workdir beside the lead's depth sweep
+and test runs (load 3-10 on the 2 cores), run wall times 31-47 s (CNN), 37-51 s (CNN + batch
+norm) and 92-120 s (P4CNN), 31 minutes for the 30 runs; an estimated 15-20 minutes idle. At 40
+epochs the augmented CNNs still gain about 0.03 (plateau gain) and the P4CNNs about 0.013: not
+at their plateau, which the report states. 'gpu' restores the full widths and takes 10 seeds.
 Experiment 2 (learned invariance, 56x56 canvas, 8-16 channels): a run with pretraining (300
 steps) and head-only fine-tuning (80 steps) used 55 CPU-seconds, a scratch run 21 (measured
 under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 1,000 s

@@ -174,6 +174,14 @@ def _fake_metrics(model, augmentation, seed):
   }
 
 
+def test_plateau_note_names_the_conditions_still_rising():
+  results = [{"run": {"options": {"model": model, "augmentation": "rotate"}},
+              "metrics": {"plateau_gain": gain}}
+             for model, gain in (("cnn", 0.03), ("cnn", 0.02), ("p4cnn", 0.001), ("p4cnn", 0.0))]
+  note = rotation._plateau_note(rotation.by_option(results, "model", "augmentation"))
+  assert "CNN + rotation augmentation (+0.025)" in note and "P4CNN" not in note
+
+
 def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   config = exp_sweep.get_config()
   config.rotation.test_angles = (0.0, 45.0, 90.0, 180.0, 270.0)
@@ -191,6 +199,7 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   assert len(rows) == 2 and "| CNN: " in rows[0] and "| CNN + batch norm: " in rows[1]
   assert all(row.endswith("| supported |") and "< 1e-4" in row for row in rows)
   assert "P4CNN trains 4.0x slower" in text
+  assert "Every condition reached its plateau" in text  # the fixtures' gains are 0
   # Against the twin with batch norm: P4CNN 0.95 vs 0.93 on rotated digits, sd 0.01, 5 seeds.
   (row,) = [line for line in text.splitlines() if line.startswith(
       "| accuracy on randomly rotated digits | CNN + batch norm + rotation augmentation")]
