@@ -21,6 +21,12 @@ counts for 28x28 digits and 10 classes:
   resnet20_circular  the same with circular padding in every conv: equivariant to circular
                      shifts that are multiples of the cumulative stride (4 after the last
                      stage), then invariant to them by the global average pooling.
+  cnn_matched        the P4CNN's layers as plain convolutions (`p4cnn.MATCHED_CNN`: three 3x3
+                     convs of 16-32-64 channels, 'same' padding, 2x2 max pooling after the first
+                     two, global average pooling, no normalization; 23,946), the rotation
+                     experiment's 'cnn'.
+  cnn_matched_bn     the same with batch norm after every conv and no conv bias, the P4CNN's
+                     normalization (24,058); the rotation experiment's 'cnn_bn'.
 
 The invariant-by-construction variant is a ResNet because a plain CNN with global average
 pooling and no normalization barely trains in the sweep's 80 steps of SGD: the SMALL_CNN layers
@@ -34,6 +40,8 @@ the accuracy of resnet20 (0.90 vs 0.91 without augmentation, 2 seeds).
 """
 
 from __future__ import annotations
+
+from cnn_jax.models.p4cnn import MATCHED_CNN
 
 SMALL_CNN = {
     "features": (16, 32), "kernel_sizes": (5, 5), "pool_after": (True, True), "hidden": (128,),
@@ -53,6 +61,10 @@ MODELS = {
     "cnn_allconv": ("cnn", {**SMALL_CNN, "downsample": "conv"}),
     "resnet20": ("resnet20", {"widths": (8, 16, 32)}),
     "resnet20_circular": ("resnet20", {"widths": (8, 16, 32), "padding": "circular"}),
+    # The rotation experiment's plain CNNs: the P4CNN's layers as ordinary convolutions
+    # (`cnn_jax.models.p4cnn.MATCHED_CNN`), without and with the P4CNN's batch norm.
+    "cnn_matched": ("cnn", MATCHED_CNN),
+    "cnn_matched_bn": ("cnn", {**MATCHED_CNN, "norm": True}),
 }
 
 

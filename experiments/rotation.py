@@ -1,10 +1,11 @@
 """Experiment 6: rotation equivariance by construction (P4CNN) against rotation augmentation.
 
-Cohen & Welling 2016's comparison in miniature. Four conditions, each at every seed: the plain
-CNN `MATCHED_CNN` and the p4 group-equivariant `P4CNN` (`cnn_jax.models.p4cnn`, within 2% of
-its parameter count), each trained on upright digits without augmentation ('none') and with a
-rotation by an angle uniform over the full circle ('rotate', `cnn_jax.data.augment`'s
-'rotate=180'). Training: the sweep's recipe on the training digits less the validation split,
+Cohen & Welling 2016's comparison in miniature. Six conditions, each at every seed: the plain
+CNN `MATCHED_CNN` ('cnn'), its twin with the P4CNN's batch norm after every conv ('cnn_bn': the
+same depth, layout and normalization as the P4CNN, only the convolutions plain) and the p4
+group-equivariant `P4CNN` (`cnn_jax.models.p4cnn`), within 5% of each other's parameter counts,
+each trained on upright digits without augmentation ('none') and with a rotation by an angle
+uniform over the full circle ('rotate', `cnn_jax.data.augment`'s 'rotate=180'). Training: the sweep's recipe on the training digits less the validation split,
 whose curve and plateau gain are the stopping-rule evidence. Measured on the test digits
 (the [0, 1] scale, black background):
 
@@ -36,11 +37,12 @@ from matplotlib.figure import Figure
 
 from cnn_jax import analysis
 from cnn_jax.data.augment import rotate
-from cnn_jax.models.p4cnn import MATCHED_CNN, rotate_images, rotate_p4
+from cnn_jax.models.p4cnn import rotate_images, rotate_p4
 from cnn_jax.train.preprocess import to_unit_interval
 from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, plateau_gain,
                                             prng_key,
                                             train_classifier, training_config, validation_split)
+from experiments.model_zoo import MODELS as ZOO_MODELS
 from experiments.model_zoo import check_names, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import by_option, cell, markdown_table
@@ -48,12 +50,15 @@ from experiments.runs import Run
 from experiments.seed_statistics import format_p, summarize, welch_test
 
 NAME = "rotation"
-MODELS = ("cnn", "p4cnn")
-MODEL_TITLES = {"cnn": "CNN", "p4cnn": "P4CNN"}
+MODELS = ("cnn", "cnn_bn", "p4cnn")
+MODEL_TITLES = {"cnn": "CNN", "cnn_bn": "CNN + batch norm", "p4cnn": "P4CNN"}
 AUGMENTATIONS = ("none", "rotate")
 # Errors below this are float32 rounding (a rotated window sums its products in another order):
 # the layer is exactly equivariant; figures say so instead of drawing them on a log axis.
 EXACT_ERROR = 1e-5
+# A condition whose mean plateau gain (validation accuracy, last quarter of the records minus the
+# quarter before) is above this was still rising when training stopped: the report says so.
+PLATEAU_TOLERANCE = 0.005
 # The fixed draw of per-digit angles of the randomly rotated test set (the same in every run).
 RANDOM_ROTATION_SEED = 0
 
@@ -81,12 +86,15 @@ def validate(config) -> None:
 
 
 def model_spec(model: str, config) -> tuple[str, dict]:
-  """`(cnn_jax.models name, overrides)` of 'cnn' (`MATCHED_CNN`'s layers) or 'p4cnn' at the
-  config's widths; the defaults, 16-32-64 and 8-16-32 p4 channels, are matched in parameters
-  (23,946 and 23,554), and halving both keeps them matched (see `cnn_jax.models.p4cnn`)."""
-  if model == "cnn":
-    return "cnn", {**MATCHED_CNN, "features": tuple(config.rotation.cnn_features)}
-  return "p4cnn", {"features": tuple(config.rotation.p4cnn_features)}
+  """`(cnn_jax.models name, overrides)` of 'cnn' (`MATCHED_CNN`'s layers), 'cnn_bn' (the same
+  with the P4CNN's batch norm after every conv, `model_zoo`'s 'cnn_matched_bn') or 'p4cnn' at
+  the config's widths; the defaults, 16-32-64 and 8-16-32 p4 channels, are matched in parameters
+  (23,946, 24,058 and 23,554), and halving both keeps them matched (see
+  `cnn_jax.models.p4cnn`)."""
+  if model == "p4cnn":
+    return "p4cnn", {"features": tuple(config.rotation.p4cnn_features)}
+  name, fields = ZOO_MODELS["cnn_matched_bn" if model == "cnn_bn" else "cnn_matched"]
+  return name, {**fields, "features": tuple(config.rotation.cnn_features)}
 
 
 def plan(config) -> list[Run]:
@@ -268,6 +276,7 @@ def contrasts(config) -> list[tuple]:
   random_rotation = lambda metrics: metrics["random_rotation_accuracy"]
   at = lambda angle: (lambda metrics: accuracy_at(metrics, angle))
   off_group = [a for a in config.rotation.test_angles if a % 90][:1] or [45.0]
+  clean = lambda metrics: metrics["clean_accuracy"]
   rows = [
       ("accuracy at 90°, trained upright", ("cnn", "none"), ("p4cnn", "none"), at(90), +1,
        "P4CNN is invariant to 90° rotations by construction"),
@@ -275,6 +284,13 @@ def contrasts(config) -> list[tuple]:
        random_rotation, 0, "90° invariance by construction vs full-circle invariance learned"),
       ("accuracy on randomly rotated digits", ("cnn", "rotate"), ("p4cnn", "rotate"),
        random_rotation, +1, "Cohen & Welling 2016: P4CNN beats a CNN on rotated digits"),
+      # The twin with the P4CNN's batch norm: the same comparisons, normalization matched.
+      ("accuracy at 90°, trained upright", ("cnn_bn", "none"), ("p4cnn", "none"), at(90), +1,
+       "P4CNN is invariant to 90° rotations by construction"),
+      ("accuracy on randomly rotated digits", ("cnn_bn", "rotate"), ("p4cnn", "rotate"),
+       random_rotation, +1, "Cohen & Welling 2016, against the CNN with the P4CNN's batch norm"),
+      ("clean accuracy, trained with rotations", ("cnn", "rotate"), ("cnn_bn", "rotate"), clean,
+       0, "does batch norm alone change how well the plain CNN fits rotated digits?"),
   ]
   for angle in sorted({45.0, float(off_group[0])}):
     rows.append((f"accuracy at {angle:g}°, trained upright", ("cnn", "none"), ("p4cnn", "none"),
@@ -296,6 +312,19 @@ def contrast_result(expected_sign: int, difference: float, p_value: float,
   if not significant:
     return "not supported"
   return "supported" if np.sign(difference) == expected_sign else "opposite"
+
+
+def _plateau_note(groups) -> str:
+  """Which conditions were still rising at the end of training (mean plateau gain above
+  `PLATEAU_TOLERANCE`), computed from the runs."""
+  rising = [f"{_label(*key)} ({summarize(_metric(group, 'plateau_gain')).mean:+.3f})"
+            for key, group in groups.items()
+            if summarize(_metric(group, "plateau_gain")).mean > PLATEAU_TOLERANCE]
+  if not rising:
+    return (f"Every condition reached its plateau (mean plateau gain <= {PLATEAU_TOLERANCE:g}).")
+  return (f"Still rising when training stopped (mean plateau gain above {PLATEAU_TOLERANCE:g}), "
+          f"so not at their plateau: {', '.join(rising)}. Their accuracies are lower bounds of "
+          "the converged ones.")
 
 
 def _contrast_table(groups, config) -> str:
@@ -322,7 +351,8 @@ def _published_comparison(groups) -> str:
   """Our rotated-test errors of the models trained with rotations against Cohen & Welling's."""
   rows = []
   errors = {}
-  for model, key in (("cnn", "cohen_welling_cnn_error"), ("p4cnn", "cohen_welling_p4cnn_error")):
+  for model, key in (("cnn", "cohen_welling_cnn_error"), ("cnn_bn", "cohen_welling_cnn_error"),
+                     ("p4cnn", "cohen_welling_p4cnn_error")):
     group = groups.get((model, "rotate"))
     if not group:
       continue
@@ -339,12 +369,13 @@ def _published_comparison(groups) -> str:
                            f"published ({PUBLISHED['cohen_welling_cnn_error'].source})",
                            "published value inside our 95% interval",
                            "ratio here / published"], rows)]
-  if len(errors) == 2:
-    ours = 1.0 - errors["p4cnn"] / errors["cnn"]
-    theirs = 1.0 - (PUBLISHED["cohen_welling_p4cnn_error"].value
-                    / PUBLISHED["cohen_welling_cnn_error"].value)
-    lines += ["", f"Relative error reduction of the P4CNN over the CNN: {ours:.1%} here, "
-              f"{theirs:.1%} published."]
+  theirs = 1.0 - (PUBLISHED["cohen_welling_p4cnn_error"].value
+                  / PUBLISHED["cohen_welling_cnn_error"].value)
+  ours = [f"{1.0 - errors['p4cnn'] / errors[plain]:.1%} over the {MODEL_TITLES[plain]}"
+          for plain in ("cnn", "cnn_bn") if plain in errors and "p4cnn" in errors]
+  if ours:
+    lines += ["", f"Relative error reduction of the P4CNN: {', '.join(ours)} here, "
+              f"{theirs:.1%} over their CNN published."]
   return "\n".join(lines)
 
 
@@ -357,8 +388,10 @@ def _validation_figure(groups, path: str) -> None:
     values = np.asarray(_metric(group, "validation_accuracy"))
     mean = values.mean(0)
     std = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
-    axis.plot(epochs, mean, marker=".", label=_label(model, augmentation))
-    axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    color = f"C{MODELS.index(model)}"
+    axis.plot(epochs, mean, marker=".", label=_label(model, augmentation), color=color,
+              linestyle="-" if augmentation == "none" else "--")
+    axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
   axis.set_xlabel("epoch")
   axis.set_ylabel("validation accuracy (upright digits)")
   axis.set_title("Validation curves: mean ± sample std over seeds", fontsize=9)
@@ -372,6 +405,7 @@ def _angle_figure(groups, path: str) -> None:
   figure = Figure(figsize=(7.5, 3.8))
   axis = figure.subplots()
   for (model, augmentation), group in groups.items():
+    color = f"C{MODELS.index(model)}"
     angles = list(group[0]["metrics"]["test_angles"])
     values = np.asarray(_metric(group, "accuracy_vs_angle"))
     if 0.0 in angles and 360.0 not in angles:  # close the circle: 360° is 0°
@@ -379,9 +413,9 @@ def _angle_figure(groups, path: str) -> None:
       values = np.concatenate([values, values[:, angles.index(0.0)][:, None]], axis=1)
     mean = values.mean(0)
     std = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
-    axis.plot(angles, mean, marker=".", label=_label(model, augmentation),
+    axis.plot(angles, mean, marker=".", label=_label(model, augmentation), color=color,
               linestyle="-" if augmentation == "none" else "--")
-    axis.fill_between(angles, mean - std, mean + std, alpha=0.2)
+    axis.fill_between(angles, mean - std, mean + std, color=color, alpha=0.2)
   axis.set_xticks(np.arange(0, 361, 45))
   axis.set_xlabel("test rotation angle (degrees, counterclockwise)")
   axis.set_ylabel("test accuracy")
@@ -472,9 +506,9 @@ def report(results: list[dict], config, out_dir: str) -> str:
   seconds = {m: np.mean([r["metrics"]["train_seconds"] for key, group in groups.items()
                          if key[0] == m for r in group]) for m in models}
   timing = ", ".join(f"{MODEL_TITLES[m]} {seconds[m]:.1f} s" for m in models)
-  if len(models) == 2:
-    timing += (f" (the P4CNN trains {seconds['p4cnn'] / seconds['cnn']:.1f}x slower: its inner "
-               "layers do 4x the CNN's multiply-adds at the same parameter count)")
+  if "p4cnn" in seconds and "cnn" in seconds:
+    timing += (f" (the P4CNN trains {seconds['p4cnn'] / seconds['cnn']:.1f}x slower than the "
+               "CNN: its inner layers do 4x the CNN's multiply-adds at the same parameter count)")
   first = next(iter(groups.values()))[0]["metrics"]
   layer_rows = []
   for (model, augmentation), group in groups.items():
@@ -492,7 +526,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
       f"an angle uniform in ±{settings.max_degrees:g}° per training digit. CNN: "
       "`get_model('cnn', **MATCHED_CNN)` (three 3x3 convs of "
       f"{'-'.join(map(str, settings.cnn_features))} channels, global average pooling, no "
-      "normalization); P4CNN: `get_model('p4cnn')` (three 3x3 p4 convs of "
+      "normalization); CNN + batch norm: the same with batch norm after every conv (no conv "
+      "bias), as the P4CNN's; P4CNN: `get_model('p4cnn')` (three 3x3 p4 convs of "
       f"{'-'.join(map(str, settings.p4cnn_features))} p4 channels, group batch norm, max over "
       "rotations, global average pooling); parameter counts in the table. 'Randomly rotated': the "
       f"{first['test_examples']:,} test digits, each rotated by its own angle "
@@ -501,6 +536,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "otherwise). Mean training time per "
       f"run (compilation and validation included): {timing}.", "",
       table, "",
+      _plateau_note(groups), "",
       "Validation curves (the plateau evidence): ![validation](rotation_validation.png)", "",
       "Accuracy against the test angle: "
       "![accuracy vs angle](rotation_accuracy_vs_angle.png)", "",

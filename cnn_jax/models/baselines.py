@@ -131,9 +131,13 @@ class CNN(nn.Module):
     hidden: widths of the fully connected hidden layers.
     dropout_rates: one per dense layer (len(hidden) + 1), applied to that layer's input.
     head: 'flatten' (flatten the last map, size-dependent) or 'global_avg' (mean over space).
+    norm: batch norm after every conv, before the activation (the convs then have no bias):
+      one mean, variance, scale and bias per channel, as `P4CNN`'s group batch norm per p4
+      channel.
     padding: 'valid', 'same' or 'circular', used by every conv (and, for 'circular', the pools).
     blur: anti-aliased pooling: pool(stride 1) + blur_downsample(stride F).
     blur_size: the blur filter size.
+    axis_name: None, or the named axis over which batch norm averages its batch statistics.
     dtype: compute dtype; parameters stay float32, logits are float32.
     act: the nonlinearity.
     lowering: how convolutions and max pooling are computed ('xla', 'tiled', 'auto'; see
@@ -149,9 +153,11 @@ class CNN(nn.Module):
   hidden: Sequence[int] = (128,)
   dropout_rates: Sequence[float] = (0.25, 0.5)
   head: str = "flatten"
+  norm: bool = False
   padding: str = "valid"
   blur: bool = False
   blur_size: int = 3
+  axis_name: str | None = None
   dtype: Any = None
   act: Callable = nn.relu
   lowering: str = ops.DEFAULT_LOWERING
@@ -187,14 +193,22 @@ class CNN(nn.Module):
         zip(self.features, self.kernel_sizes, self.pool_after), start=1):
       strided = pooled and self.downsample == "stride"
       x = layers.Conv(features, kernel, strides=self.pool_window if strided else 1,
-                      padding=self.padding, dtype=self.dtype, lowering=self.lowering,
-                      name=f"Conv{index}")(x)
+                      padding=self.padding, use_bias=not self.norm, dtype=self.dtype,
+                      lowering=self.lowering, name=f"Conv{index}")(x)
+      if self.norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, axis_name=self.axis_name, name=f"Norm{index}")(x)
       x = self.act(x)
       x = layers.record_layer(self, f"conv{index}", x)
       if pooled and self.downsample == "conv":
         pool_count += 1
         x = layers.Conv(features, 3, strides=self.pool_window, padding=self.padding,
-                        dtype=self.dtype, lowering=self.lowering, name=f"Down{pool_count}")(x)
+                        use_bias=not self.norm, dtype=self.dtype, lowering=self.lowering,
+                        name=f"Down{pool_count}")(x)
+        if self.norm:
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           dtype=self.dtype, axis_name=self.axis_name,
+                           name=f"DownNorm{pool_count}")(x)
         x = layers.record_layer(self, f"down{pool_count}", self.act(x))
       elif pooled and not strided:
         pool_count += 1

@@ -15,15 +15,21 @@ only (the circular vs zero padding contrast needs no more), and so do the poolin
 (cnn_blur, and for pooling vs stride cnn_avg, cnn_stride and cnn_allconv: 20 runs of about
 30-40 s; their contrasts compare the unaugmented nets); 'gpu' restores their augmentations.
 
-Experiment 6 (rotation, 20 runs: 2 models x 2 augmentations x 5 seeds, 15 epochs): the P4CNN
+Experiment 6 (rotation, 30 runs: 3 models x 2 augmentations x 5 seeds, 40 epochs): the P4CNN
 costs about 3x the CNN per step at matched parameters (its inner layers do 4x the multiply-adds;
 measured 98 s vs 37 s for 4 epochs at the default widths, 16-32-64 vs 8-16-32 p4 channels, on a
 machine with load 9-12 on 2 cores); at those widths a 15-epoch P4CNN run took over 600 s on that
 machine, so about 20 x 150 s = 50 min idle for the experiment, against a budget of 10 minutes.
 Cut: both models at half width (8-16-32 vs 4-8-16 p4 channels, 6,218 vs 6,022 parameters); a
 15-epoch P4CNN run with its metrics then took 160 s at load 10 (train 147 s, metrics 12 s), a
-CNN run about a third of that: an estimated 15-20 minutes idle for the 20 runs, still above the
-10-minute budget. 'gpu' restores the full widths and takes 10 seeds.
+CNN run about a third of that. In the sweep (compilation cache warm, lighter load) the 15-epoch
+runs took 7-13 s (CNN) and 21-32 s (P4CNN) of training, 6.5 minutes for the 20. Then a third
+model, 'cnn_bn' (the CNN with the P4CNN's batch norm, 6,274 parameters), and 40 epochs instead of
+15 (the P4CNNs were still rising): measured in the sweep workdir beside the lead's depth sweep
+and test runs (load 3-10 on the 2 cores), run wall times 31-47 s (CNN), 37-51 s (CNN + batch
+norm) and 92-120 s (P4CNN), 31 minutes for the 30 runs; an estimated 15-20 minutes idle. At 40
+epochs the augmented CNNs still gain about 0.03 (plateau gain) and the P4CNNs about 0.013: not
+at their plateau, which the report states. 'gpu' restores the full widths and takes 10 seeds.
 Experiment 2 (learned invariance, 56x56 canvas, 8-16 channels): a run with pretraining (300
 steps) and head-only fine-tuning (80 steps) used 55 CPU-seconds, a scratch run 21 (measured
 under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 1,000 s
@@ -163,7 +169,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 6. Rotation: equivariance by construction (P4CNN) vs rotation augmentation, trained upright.
   config.rotation = ml_collections.ConfigDict()
   config.rotation.seeds = (0, 1, 2, 3, 4)  # one run per seed of every (model, augmentation)
-  config.rotation.models = ("cnn", "p4cnn")  # MATCHED_CNN and the P4CNN (matched parameters)
+  # MATCHED_CNN, the same with the P4CNN's batch norm, the P4CNN (matched parameters).
+  config.rotation.models = ("cnn", "cnn_bn", "p4cnn")
   config.rotation.augmentations = ("none", "rotate")  # 'rotate': uniform in ±max_degrees
   config.rotation.max_degrees = 180.0  # the full circle
   # Conv widths: the CNN's channels and the P4CNN's p4 channels (4 rotations each). A P4CNN at
@@ -174,7 +181,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.rotation.cnn_features = (8, 16, 32)
   config.rotation.p4cnn_features = (4, 8, 16)
   # Epochs over the 3,600 digits left after validation (validation curve: one record per epoch).
-  config.rotation.num_epochs = 15.0
+  # 40: at 15 the P4CNNs still gained 0.01-0.025 (plateau gain); at 30 one seed's P4CNN +
+  # rotations had reached its plateau (gain 0.004) but the CNN + batch norm + rotations not (0.018).
+  config.rotation.num_epochs = 40.0
   config.rotation.test_angles = tuple(float(a) for a in range(0, 360, 15))  # degrees, curve
   config.rotation.layer_angles = (90.0, 45.0, 30.0)  # per-layer equivariance error, degrees
 
@@ -234,6 +243,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.depth.num_epochs = 0.32  # 1 step
     config.depth.record_every = 1
     config.rotation.seeds = (0,)
+    config.rotation.models = ("cnn_bn", "p4cnn")  # 'cnn' runs the same code without the norm
     config.rotation.augmentations = ("rotate",)
     config.rotation.num_epochs = 0.08  # 5 steps
     config.rotation.test_angles = (0.0, 45.0, 90.0)

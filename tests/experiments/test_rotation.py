@@ -18,12 +18,13 @@ from experiments.in_memory_training import load_digits, prng_key
 from experiments.published import PUBLISHED
 
 
-def test_default_plan_has_four_conditions_at_five_seeds():
+def test_default_plan_has_six_conditions_at_five_seeds():
   runs = rotation.plan(exp_sweep.get_config())
-  assert len(runs) == 20 and len({run.name for run in runs}) == 20
+  assert len(runs) == 30 and len({run.name for run in runs}) == 30
   assert {(r.options["model"], r.options["augmentation"]) for r in runs} == {
-      ("cnn", "none"), ("cnn", "rotate"), ("p4cnn", "none"), ("p4cnn", "rotate")}
-  assert runs[0].name == "cnn_none_seed0"
+      (model, augmentation) for model in ("cnn", "cnn_bn", "p4cnn")
+      for augmentation in ("none", "rotate")}
+  assert runs[0].name == "cnn_none_seed0" and runs[2].name == "cnn_bn_none_seed0"
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -52,7 +53,17 @@ def test_configured_models_are_matched_in_parameter_count(arg):
     shapes = jax.eval_shape(lambda: get_model(name, num_classes=10, **fields).init(
         jax.random.key(0), images, train=False))
     counts[model] = sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"]))
-  assert abs(counts["p4cnn"] - counts["cnn"]) / counts["cnn"] < 0.05, counts
+  for plain in ("cnn", "cnn_bn"):
+    assert abs(counts["p4cnn"] - counts[plain]) / counts[plain] < 0.05, counts
+  # The twin trades each conv's bias for the norm's scale and bias: + the channels.
+  assert counts["cnn_bn"] - counts["cnn"] == sum(config.rotation.cnn_features)
+
+
+def test_cnn_bn_is_the_matched_cnn_with_the_p4cnns_norm():
+  config = exp_sweep.get_config()
+  (name, plain), (_, normalized) = (rotation.model_spec(m, config) for m in ("cnn", "cnn_bn"))
+  assert name == "cnn" and normalized == {**plain, "norm": True}
+  assert rotation.model_spec("p4cnn", config) == ("p4cnn", {"features": (4, 8, 16)})
 
 
 def test_exact_quarter_turns_agree_with_the_bilinear_rotation():
@@ -96,9 +107,10 @@ def test_p4cnn_layers_are_exactly_equivariant_at_90_degrees_and_not_at_45():
   assert wrong["conv1"] > 0.1 and wrong["logits"] < rotation.EXACT_ERROR
 
 
-def test_matched_cnn_is_not_rotation_equivariant():
-  features_fn, images, names = _features(*rotation.model_spec("cnn", exp_sweep.get_config()))
-  assert rotation.p4_layer_names(names, "cnn") == set()
+@pytest.mark.parametrize("model", ["cnn", "cnn_bn"])
+def test_matched_cnn_is_not_rotation_equivariant(model):
+  features_fn, images, names = _features(*rotation.model_spec(model, exp_sweep.get_config()))
+  assert rotation.p4_layer_names(names, model) == set()
   errors = {e["name"]: e["error"]
             for e in rotation.layer_rotation_errors(features_fn, images, 90.0, set())}
   assert errors["conv1"] > 0.1 and errors["logits"] > 10 * rotation.EXACT_ERROR
@@ -137,13 +149,14 @@ def _fake_metrics(model, augmentation, seed):
   base = 0.97 if augmentation == "none" else 0.95
   curve = [base, 0.5, base if model == "p4cnn" else 0.2, base if model == "p4cnn" else 0.3,
            base if model == "p4cnn" else 0.2]
-  random_rotation = {("cnn", "none"): 0.4, ("p4cnn", "none"): 0.6, ("cnn", "rotate"): 0.9,
+  random_rotation = {("cnn", "none"): 0.4, ("cnn_bn", "none"): 0.4, ("p4cnn", "none"): 0.6,
+                     ("cnn", "rotate"): 0.9, ("cnn_bn", "rotate"): 0.93,
                      ("p4cnn", "rotate"): 0.95}[(model, augmentation)]
   names = (["conv1", "pool1", "rotation_pool", "global_pool", "logits"] if model == "p4cnn"
            else ["conv1", "pool1", "global_pool", "logits"])
   exact = lambda name, angle: model == "p4cnn" and angle == 90.0
   return {
-      "parameters": 23_554 if model == "p4cnn" else 23_946,
+      "parameters": {"p4cnn": 23_554, "cnn": 23_946, "cnn_bn": 24_058}[model],
       "clean_accuracy": base + 0.01 * rng.standard_normal(), "final_train_loss": 0.6,
       "train_loss": [1.0, 0.7, 0.6, 0.6], "train_steps": 4, "train_examples": 3600,
       "test_examples": 1000, "angle_images": 300, "steps_per_epoch": 1, "train_seconds": 10.0 * (
@@ -161,6 +174,14 @@ def _fake_metrics(model, augmentation, seed):
   }
 
 
+def test_plateau_note_names_the_conditions_still_rising():
+  results = [{"run": {"options": {"model": model, "augmentation": "rotate"}},
+              "metrics": {"plateau_gain": gain}}
+             for model, gain in (("cnn", 0.03), ("cnn", 0.02), ("p4cnn", 0.001), ("p4cnn", 0.0))]
+  note = rotation._plateau_note(rotation.by_option(results, "model", "augmentation"))
+  assert "CNN + rotation augmentation (+0.025)" in note and "P4CNN" not in note
+
+
 def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   config = exp_sweep.get_config()
   config.rotation.test_angles = (0.0, 45.0, 90.0, 180.0, 270.0)
@@ -173,15 +194,28 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
                "rotation_layer_equivariance.png"):
     assert os.path.exists(os.path.join(tmp_path, name)) and f"({name})" in text
   assert "| P4CNN + rotation augmentation | 5 | 23554 |" in text
-  # P4CNN at 90° (0.97) against the CNN (0.2), 5 seeds each: a clear, tested difference.
-  (row,) = [line for line in text.splitlines() if line.startswith("| accuracy at 90°")]
-  assert row.endswith("| supported |") and "< 1e-4" in row
+  # P4CNN at 90° (0.97) against either CNN (0.2), 5 seeds each: a clear, tested difference.
+  rows = [line for line in text.splitlines() if line.startswith("| accuracy at 90°")]
+  assert len(rows) == 2 and "| CNN: " in rows[0] and "| CNN + batch norm: " in rows[1]
+  assert all(row.endswith("| supported |") and "< 1e-4" in row for row in rows)
   assert "P4CNN trains 4.0x slower" in text
+  assert "Every condition reached its plateau" in text  # the fixtures' gains are 0
+  # Against the twin with batch norm: P4CNN 0.95 vs 0.93 on rotated digits, sd 0.01, 5 seeds.
+  (row,) = [line for line in text.splitlines() if line.startswith(
+      "| accuracy on randomly rotated digits | CNN + batch norm + rotation augmentation")]
+  assert row.endswith("| supported |")
+  (row,) = [line for line in text.splitlines() if line.startswith("| clean accuracy, trained")]
+  assert "CNN + rotation augmentation:" in row and "| none (" in row
   # Our rotated-test errors against the published ones, computed from the constants.
   cnn_error = 1 - np.mean([r["metrics"]["random_rotation_accuracy"] for r in results
                            if r["run"]["options"] == {"model": "cnn", "augmentation": "rotate"}])
   ratio = cnn_error / PUBLISHED["cohen_welling_cnn_error"].value
   assert f"| {ratio:.2f} |" in text
   published_reduction = 1 - 0.0228 / 0.0503
-  assert f"{published_reduction:.1%} published" in text
+  assert f"{published_reduction:.1%} over their CNN published" in text
+  bn_error = 1 - np.mean([r["metrics"]["random_rotation_accuracy"] for r in results
+                          if r["run"]["options"] == {"model": "cnn_bn", "augmentation": "rotate"}])
+  p4_error = 1 - np.mean([r["metrics"]["random_rotation_accuracy"] for r in results
+                          if r["run"]["options"] == {"model": "p4cnn", "augmentation": "rotate"}])
+  assert f"{1 - p4_error / bn_error:.1%} over the CNN + batch norm" in text
   assert "MNIST-rot" in text and "3,600 upright training digits" in text

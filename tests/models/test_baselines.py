@@ -203,6 +203,32 @@ def test_all_convolutional_cnn_replaces_each_pool_by_a_3x3_stride_two_conv_and_i
                                              padding=((0, 1), (0, 1))) + down1["bias"])
   np.testing.assert_allclose(layers_["down1"][0], expected_down1,
                              rtol=1e-5, atol=1e-5)  # float32 sums in another order
+def test_cnn_with_norm_trades_each_conv_bias_for_a_batch_norm_scale_and_bias():
+  fields = dict(features=(4, 8, 16), kernel_sizes=(3, 3, 3), pool_after=(True, True, False),
+                hidden=(), dropout_rates=(0.0,), head="global_avg", padding="same")
+  plain = count_params(param_shapes(CNN(**fields), (1, 28, 28, 1)))
+  normalized = param_shapes(CNN(norm=True, **fields), (1, 28, 28, 1))
+  # Per conv: -C (the bias) + 2C (scale and bias of the norm).
+  assert count_params(normalized) == plain + 4 + 8 + 16
+  assert "bias" not in normalized["Conv1"] and normalized["Norm3"]["scale"].shape == (16,)
+
+
+@settings(max_examples=10, deadline=None)
+@given(scale=st.floats(0.3, 10.0), seed=st.integers(0, 2**16))
+def test_cnn_with_norm_in_training_ignores_the_scale_of_its_input(scale, seed):
+  # Batch statistics remove any positive factor on x (the convs have no bias).
+  model = CNN(norm=True, features=(4, 8), kernel_sizes=(3, 3), pool_after=(True, False),
+              hidden=(), dropout_rates=(0.0,), head="global_avg", padding="same")
+  x = jax.random.uniform(jax.random.key(seed), (8, 12, 12, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  apply = jax.jit(lambda images: model.apply(variables, images, train=True,
+                                             mutable=["batch_stats"]))
+  (logits, updates), (scaled, _) = apply(x), apply(scale * x)
+  # The norm's epsilon 1e-5 against first-layer batch variances >= ~1e-2: < 1e-3 relative.
+  np.testing.assert_allclose(scaled, logits, rtol=2e-3, atol=2e-3)
+  assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
+      variables["batch_stats"])
+  assert not np.allclose(updates["batch_stats"]["Norm1"]["mean"], 0.0)
 
 
 @pytest.mark.parametrize("fields,match", [
