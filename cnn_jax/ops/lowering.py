@@ -20,6 +20,9 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   explicitly before a 'VALID' convolution (`explicitly_padded_correlate`), those where it aborts
   run tiled ('xla' rejects them); `xla_convolution_failure` is the map
   (`docs/conv_gradients.md`).
+* 'onednn': every part through oneDNN's convolution kernels, XLA FFI custom calls of a compiled
+  extension (`cnn_jax.ops.onednn`; CPU, float32), part by part where oneDNN is given the shape
+  (`onednn.shape_supported`), else 'xla' for that part; max pooling as under 'auto'.
 * 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
   `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
   kernels, the switch max-pool backward, and a kernel gradient that reads its input from a
@@ -44,16 +47,23 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from cnn_jax.ops import onednn as onednn_kernels
 from cnn_jax.ops.arithmetic import output_size
 
 # The names `ops.correlate` and `ops.max_pool` accept for their `lowering` argument.
-LOWERINGS = ("xla", "tiled", "auto")
+LOWERINGS = ("xla", "tiled", "auto", "onednn")
 DEFAULT_LOWERING = "auto"
 # Bytes of one tile's patch matrix: a few MB stays in the L2/L3 caches while the matrix product
 # runs (on the project's 2-core machine 1-4 MB measured alike, 0.5 MB and whole batches slower).
 TILE_BYTES = 2 ** 21
 # The three parts of a correlation's training step that can run as tiled matrix products.
 TILED_PARTS = ("forward", "input_gradient", "kernel_gradient")
+
+
+def available_lowerings() -> tuple[str, ...]:
+  """The names of `LOWERINGS` that can run in this process ('onednn' where
+  `cnn_jax.ops.onednn.available()`)."""
+  return tuple(name for name in LOWERINGS if name != "onednn" or onednn_kernels.available())
 
 
 def check_lowering(lowering: str) -> None:
@@ -109,13 +119,31 @@ def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
   return frozenset()
 
 
+def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation, dtypes,
+                 platform: str) -> frozenset[str]:
+  """Which of `TILED_PARTS` run in oneDNN under `lowering` (the rest as `tiled_parts` says).
+
+  Under 'onednn' every part where oneDNN is given the shape (`onednn.shape_supported`), after
+  checking that oneDNN can run at all: an `onednn.OnednnUnavailable` error says why not.
+  """
+  del platform  # 'onednn' on another backend raises in check_available
+  if lowering != "onednn":
+    return frozenset()
+  onednn_kernels.check_available()
+  if not onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                        correlation.input_dilations, correlation.groups, dtypes):
+    return frozenset()
+  return frozenset(TILED_PARTS)
+
+
 def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
   """Whether the kernel gradient reads x from a buffer of its own (`_materialized`).
 
-  CPU only, under 'auto' and 'tiled', where it makes the ResNet train steps faster
-  (`docs/speed.md`). A GPU would fetch the conditional's predicate to the host.
+  CPU only, under 'auto', 'tiled' and 'onednn' (where XLA computes it), where it makes the
+  ResNet train steps faster (`docs/speed.md`). A GPU would fetch the conditional's predicate to
+  the host. A oneDNN kernel gradient reads its own operand buffer anyway.
   """
-  return platform == "cpu" and lowering in ("tiled", "auto")
+  return platform == "cpu" and lowering in ("tiled", "auto", "onednn")
 
 
 def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation) -> None:
@@ -138,12 +166,12 @@ def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation)
 
 def max_pool_uses_switches(lowering: str, platform: str) -> bool:
   """Whether max pooling differentiates through switches (3-8x faster backward on CPU)."""
-  return lowering == "tiled" or (lowering == "auto" and platform == "cpu")
+  return lowering == "tiled" or (lowering in ("auto", "onednn") and platform == "cpu")
 
 
 def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
               tiled: frozenset[str] = frozenset(), materialize_input: bool = False,
-              tile_bytes: int = TILE_BYTES) -> jax.Array:
+              tile_bytes: int = TILE_BYTES, onednn: frozenset[str] = frozenset()) -> jax.Array:
   """`y[b, n, o] = sum_{k, c} x_pad[b, n S + k D, g(o) C_g + c] kernel[k, c, o]` (no bias).
 
   Args:
@@ -152,6 +180,8 @@ def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
     correlation: the validated options (`ops.conv.resolve_correlation`).
     tiled: which of `TILED_PARTS` run as tiled matrix products; empty: the reference
       `lax.conv_general_dilated` and its autodiff rules, exactly.
+    onednn: which of `TILED_PARTS` run in oneDNN (`onednn_parts`; float32, no input dilation);
+      they take precedence over `tiled`.
     materialize_input: the kernel gradient reads x from a copy computed once
       (`_materialized`) instead of x's elementwise producers, which XLA would fuse again into
       the kernel gradient's transposes or patches.
@@ -167,13 +197,13 @@ def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
     pads = ((0, 0),) * ndim
   geometry = _Geometry(tuple(kernel.shape[:-2]), correlation.strides,
                        correlation.kernel_dilations, pads, correlation.input_dilations,
-                       correlation.groups, tile_bytes, correlation.precision, frozenset(tiled),
-                       materialize_input)
+                       correlation.groups, tile_bytes, correlation.precision,
+                       frozenset(tiled) - frozenset(onednn),
+                       materialize_input and "kernel_gradient" not in onednn, frozenset(onednn))
   if _xla_failure(x.shape, kernel.shape, geometry) == "abort":
     # No convolution of XLA's: it would abort the process (`xla_convolution_failure`).
-    geometry = geometry._replace(tiled=frozenset(TILED_PARTS))
-    tiled = geometry.tiled
-  if not tiled and not materialize_input:
+    geometry = geometry._replace(tiled=frozenset(TILED_PARTS) - geometry.onednn)
+  if not geometry.tiled and not geometry.materialize_input and not geometry.onednn:
     return _xla_correlate(x, kernel, geometry)
   return _correlate(x, kernel, geometry)
 
@@ -190,6 +220,14 @@ class _Geometry(NamedTuple):
   precision: lax.Precision | None
   tiled: frozenset[str]
   materialize_input: bool
+  onednn: frozenset[str] = frozenset()
+
+
+def _onednn_correlate(x: jax.Array, kernel: jax.Array, geometry: _Geometry) -> jax.Array:
+  """The correlation of x (input dilation 1) in oneDNN (`onednn.forward_p`)."""
+  return onednn_kernels.correlate(x, kernel, onednn_kernels.geometry_params(
+      x.shape, kernel.shape, geometry.strides, geometry.pads, geometry.dilations,
+      geometry.groups))
 
 
 def _output_size(padded_size, geometry: _Geometry) -> tuple[int, ...]:
@@ -478,21 +516,33 @@ def _kernel_tangent_tile_bytes(x_padded, kernel_shape, geometry: _Geometry) -> i
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _correlate(x: jax.Array, kernel: jax.Array, geometry: _Geometry) -> jax.Array:
+  if "forward" in geometry.onednn:
+    return _onednn_correlate(x, kernel, geometry)
   if "forward" in geometry.tiled:
     return _forward(_pad(x, geometry), kernel, geometry)
   return _xla_correlate(x, kernel, geometry)
 
 
 def _correlate_jvp(geometry, primals, tangents):
-  """`dy = correlate(dx, W) + correlate(x, dW)`, each term in the lowering of its gradient."""
+  """`dy = correlate(dx, W) + correlate(x, dW)`, each term in the lowering of its gradient.
+
+  In oneDNN, `forward_p(dx, W)` transposes into oneDNN's input gradient and `forward_p(x, dW)`
+  into its kernel gradient (`cnn_jax.ops.onednn`).
+  """
   x, kernel = primals
   dx, dkernel = tangents
   y = _correlate(x, kernel, geometry)
   dy = jnp.zeros(y.shape, y.dtype)
   if not isinstance(dx, SymbolicZero):
-    dy = dy + (_forward_by_images(_pad(dx, geometry), kernel, geometry)
-               if "input_gradient" in geometry.tiled else _xla_correlate(dx, kernel, geometry))
+    if "input_gradient" in geometry.onednn:
+      dy = dy + _onednn_correlate(dx, kernel, geometry)
+    elif "input_gradient" in geometry.tiled:
+      dy = dy + _forward_by_images(_pad(dx, geometry), kernel, geometry)
+    else:
+      dy = dy + _xla_correlate(dx, kernel, geometry)
   if not isinstance(dkernel, SymbolicZero):
+    if "kernel_gradient" in geometry.onednn:
+      return y, dy + _onednn_correlate(x, dkernel, geometry)
     if geometry.materialize_input:
       x = _materialized(x)
     if "kernel_gradient" in geometry.tiled:

@@ -24,7 +24,7 @@ from tools import conv_gradient_map as gradient_map
 
 # float32 sums of at most a few hundred unit-normal products against float64: ~1e-6 relative.
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-ALTERNATIVES = tuple(name for name in ops.LOWERINGS if name != "xla")
+ALTERNATIVES = tuple(name for name in ops.lowering.available_lowerings() if name != "xla")
 
 
 def _values_and_gradients(correlate, x, kernel, bias, dy):
@@ -112,7 +112,8 @@ ISSUE_20_WIDE = ((2, 3, 2), (2, 2, 8), dict(padding=[(4, 1)], stride=2))
 # Each example compiles one program; 8 examples per test (16 between the two tests of
 # correlate) cover every option within the time budget.
 @settings(max_examples=8)
-@given(correlation_problems(), st.sampled_from(ops.LOWERINGS), st.integers(0, 2 ** 16))
+@given(correlation_problems(), st.sampled_from(ops.lowering.available_lowerings()),
+       st.integers(0, 2 ** 16))
 @example(problem=ISSUE_20, name="xla", seed=0)
 @example(problem=ISSUE_20, name="auto", seed=0)
 @example(problem=ISSUE_20_WIDE, name="xla", seed=1)
