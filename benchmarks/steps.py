@@ -25,8 +25,10 @@ from cnn_jax.data.augment import build_augmentation
 from cnn_jax.train import parallel, step
 from cnn_jax.train.state import create_train_state
 
-# 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default.
+# 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default;
+# 'onednn': oneDNN's convolutions where the extension is built (`available_lowerings`).
 LOWERINGS = ops.LOWERINGS
+available_lowerings = ops.lowering.available_lowerings
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 

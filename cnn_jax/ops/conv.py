@@ -179,8 +179,10 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
       im2col matrix products for the forward pass and both gradients), 'onednn' (oneDNN's
       kernels through XLA FFI custom calls, CPU and float32 only: `cnn_jax.ops.onednn`; shapes
       it is not given run as 'xla'; raises `onednn.OnednnUnavailable` where the extension is
-      not built, not loadable or disabled) or 'auto' (per backend and shape: on CPU the tiled
-      kernel gradient where it measured faster, elsewhere 'xla').
+      not built, not loadable or disabled) or 'auto' (per backend, shape and part: on CPU what
+      the per-op benchmark measured fastest for this CPU's ISA class among 'xla', 'tiled'
+      and 'onednn', for unmeasured shapes the tiled kernel gradient of 1x1 and
+      single-channel kernels; elsewhere 'xla').
       Geometries whose gradient XLA:CPU cannot compute (`docs/conv_gradients.md`) are guarded:
       a padding past the kernel's extent is padded explicitly under every lowering; a shape
       whose gradient would abort the process runs tiled under 'auto' and raises a ValueError
@@ -198,7 +200,8 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
   if lowering == "xla":
     lowerings.check_xla_can_differentiate(x.shape, kernel.shape, correlation)
   platform = jax.default_backend()
-  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform)
+  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform,
+                                (x.dtype, kernel.dtype))
   materialize = lowerings.materializes_kernel_gradient_input(lowering, platform)
   onednn = lowerings.onednn_parts(lowering, x.shape, kernel.shape, correlation,
                                   (x.dtype, kernel.dtype), platform)

@@ -23,10 +23,13 @@ by name (`LOWERINGS`); the functions here trust their inputs.
 * 'onednn': every part through oneDNN's convolution kernels, XLA FFI custom calls of a compiled
   extension (`cnn_jax.ops.onednn`; CPU, float32), part by part where oneDNN is given the shape
   (`onednn.shape_supported`), else 'xla' for that part; max pooling as under 'auto'.
-* 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
-  `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
-  kernels, the switch max-pool backward, and a kernel gradient that reads its input from a
-  buffer of its own (`_materialized`); elsewhere (GPU, TPU) the reference.
+* 'auto': per backend, per shape and per part, what measured fastest (`auto_choices`): on CPU,
+  for the shapes in the per-op benchmark's table for this CPU's ISA class (`auto_lowerings.json`,
+  written by `python -m benchmarks.run --sections ops --write-auto-table`) the fastest of
+  'xla', 'tiled' and 'onednn' per part; for other shapes the tiled kernel gradient of 1x1 and
+  single-channel kernels (`auto_tiled_parts`), else 'xla'; the switch max-pool backward, and a
+  kernel gradient that reads its input from a buffer of its own (`_materialized`); elsewhere
+  (GPU, TPU) the reference.
 
 Both gradients are derived, not hand-written: the correlation and the pooling are `custom_jvp`
 functions whose tangent maps are the im2col products and switch selects above, so reverse mode
@@ -39,7 +42,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -58,6 +63,8 @@ DEFAULT_LOWERING = "auto"
 TILE_BYTES = 2 ** 21
 # The three parts of a correlation's training step that can run as tiled matrix products.
 TILED_PARTS = ("forward", "input_gradient", "kernel_gradient")
+# 'auto's measured choices: {ISA class: {conv_signature: {part: 'xla' | 'tiled' | 'onednn'}}}.
+AUTO_TABLE = os.path.join(os.path.dirname(__file__), "auto_lowerings.json")
 
 
 def available_lowerings() -> tuple[str, ...]:
@@ -109,13 +116,73 @@ def auto_tiled_parts(x_shape, kernel_shape, correlation: Correlation) -> frozens
   return frozenset()
 
 
+@functools.cache
+def cpu_isa() -> str:
+  """This CPU's vector ISA class, the key of 'auto's table: 'avx512', 'avx2' or 'other'."""
+  try:
+    with open("/proc/cpuinfo") as file:
+      flags = next((line.split(":", 1)[1].split() for line in file
+                    if line.startswith("flags")), [])
+  except OSError:
+    return "other"
+  return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+
+
+def conv_signature(x_shape, kernel_shape, correlation: Correlation) -> str:
+  """A correlation's shape without its batch size, e.g. `'32x32x16 k3x3x16x32 s2x2 p0-1,0-1
+  d1x1 i1x1 g1'` (input H x W x C, kernel, strides, pads, dilations, input dilations, groups);
+  circular padding as the 'valid' correlation of the padded input that it is."""
+  spatial, pads = tuple(x_shape[1:-1]), correlation.pads
+  if correlation.circular:
+    spatial = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+    pads = ((0, 0),) * len(spatial)
+  join = lambda values: "x".join(map(str, values))
+  return (f"{join(spatial + (x_shape[-1],))} k{join(kernel_shape)} s{join(correlation.strides)} "
+          f"p{','.join(f'{lo}-{hi}' for lo, hi in pads)} d{join(correlation.kernel_dilations)} "
+          f"i{join(correlation.input_dilations)} g{correlation.groups}")
+
+
+@functools.cache
+def measured_auto_choices() -> dict:
+  """The per-op benchmark's table (`AUTO_TABLE`); empty where there is none."""
+  try:
+    with open(AUTO_TABLE) as file:
+      return json.load(file)
+  except FileNotFoundError:
+    return {}
+
+
+def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
+                 platform: str) -> dict[str, str]:
+  """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
+
+  Elsewhere than on the CPU the reference. On the CPU the measured fastest, where the table has
+  this shape for this CPU's ISA class and oneDNN can run it; else 1x1 and single-channel kernel
+  gradients tiled (`auto_tiled_parts`) and the rest 'xla'.
+  """
+  if platform != "cpu":
+    return dict.fromkeys(TILED_PARTS, "xla")
+  tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)
+  choices = {part: "tiled" if part in tiled else "xla" for part in TILED_PARTS}
+  measured = measured_auto_choices().get(cpu_isa(), {}).get(
+      conv_signature(x_shape, kernel_shape, correlation), {})
+  for part, choice in measured.items():
+    if choice != "onednn" or (
+        onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                       correlation.input_dilations, correlation.groups, dtypes)
+        and onednn_kernels.available()):
+      choices[part] = choice
+  return choices
+
+
 def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
-                platform: str) -> frozenset[str]:
+                platform: str, dtypes=("float32", "float32")) -> frozenset[str]:
   """Which of `TILED_PARTS` run tiled under `lowering` on `platform` ('cpu', 'gpu', 'tpu')."""
   if lowering == "tiled":
     return frozenset(TILED_PARTS)
-  if lowering == "auto" and platform == "cpu":
-    return auto_tiled_parts(x_shape, kernel_shape, correlation)
+  if lowering == "auto":
+    choices = auto_choices(x_shape, kernel_shape, correlation, dtypes, platform)
+    return frozenset(part for part, choice in choices.items() if choice == "tiled")
   return frozenset()
 
 
@@ -123,10 +190,12 @@ def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
                  platform: str) -> frozenset[str]:
   """Which of `TILED_PARTS` run in oneDNN under `lowering` (the rest as `tiled_parts` says).
 
-  Under 'onednn' every part where oneDNN is given the shape (`onednn.shape_supported`), after
+  Under 'auto' those `auto_choices` gives oneDNN. Under 'onednn' every part where oneDNN is given the shape (`onednn.shape_supported`), after
   checking that oneDNN can run at all: an `onednn.OnednnUnavailable` error says why not.
   """
-  del platform  # 'onednn' on another backend raises in check_available
+  if lowering == "auto":
+    choices = auto_choices(x_shape, kernel_shape, correlation, dtypes, platform)
+    return frozenset(part for part, choice in choices.items() if choice == "onednn")
   if lowering != "onednn":
     return frozenset()
   onednn_kernels.check_available()

@@ -8,6 +8,7 @@ switch and the error where oneDNN is unavailable. The comparisons need the compi
 and skip, with its reason, where it is not built or does not load.
 """
 
+import itertools
 import os
 import subprocess
 import sys
@@ -226,3 +227,24 @@ def test_the_switch_disables_onednn_with_a_clear_error_and_auto_still_runs():
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == ("lowering='onednn' is unavailable: disabled by "
                                    "CNN_JAX_ONEDNN=0; use lowering='auto' or 'xla'")
+
+
+@needs_onednn
+@pytest.mark.parametrize("parts", [frozenset(parts) for count in range(4)
+                                   for parts in itertools.combinations(lowering.TILED_PARTS,
+                                                                       count)])
+def test_any_parts_in_onednn_beside_tiled_or_xla_equal_xla(parts):
+  # 'auto' mixes lowerings part by part: the others tiled for odd subsets, else XLA's.
+  options = dict(stride=2, padding="same", groups=2)
+  x, kernel, dy = _problem((2, 9, 9, 4), (3, 3, 2, 6), options, 0)
+  correlation = conv.resolve_correlation(x.shape, kernel.shape, **options)
+  tiled = frozenset(lowering.TILED_PARTS) - parts if len(parts) % 2 else frozenset()
+
+  def run(x, kernel, dy):
+    y, pullback = jax.vjp(lambda x, k: lowering.correlate(
+        x, k, correlation, tiled=tiled, onednn=parts, materialize_input=True), x, kernel)
+    return (y,) + pullback(dy)
+
+  for part, a, e in zip(("y", "dx", "dkernel"), jax.jit(run)(x, kernel, dy),
+                        _passes("xla", options)(x, kernel, dy)):
+    np.testing.assert_allclose(a, e, err_msg=part, **TOLERANCE)
