@@ -134,7 +134,8 @@ def model_records(model_names, lowerings, repeats: int, peak_gflops: float, dtyp
       else:
         runner = runners[impl]
         record.update(compile_s=runner.compile_seconds, first_step_s=runner.first_step_seconds,
-                      train_memory_mb=runner.train_memory_mb)
+                      train_memory_mb=runner.train_memory_mb,
+                      onednn_calls=runner.onednn_calls)
       records.append(record)
   return records
 

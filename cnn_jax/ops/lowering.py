@@ -190,8 +190,9 @@ def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
                  platform: str) -> frozenset[str]:
   """Which of `TILED_PARTS` run in oneDNN under `lowering` (the rest as `tiled_parts` says).
 
-  Under 'auto' those `auto_choices` gives oneDNN. Under 'onednn' every part where oneDNN is given the shape (`onednn.shape_supported`), after
-  checking that oneDNN can run at all: an `onednn.OnednnUnavailable` error says why not.
+  Under 'auto' those that `auto_choices` gives oneDNN. Under 'onednn' every part where oneDNN
+  is given the shape (`onednn.shape_supported`), after checking that oneDNN can run at all: an
+  `onednn.OnednnUnavailable` error says why not.
   """
   if lowering == "auto":
     choices = auto_choices(x_shape, kernel_shape, correlation, dtypes, platform)
