@@ -17,6 +17,7 @@ def describe() -> dict:
   """The facts a reader needs to compare two benchmark files."""
   import jax
 
+  from cnn_jax.ops import onednn
   from cnn_jax.runtime import MALLOC_TUNABLES
   description = {
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES,
@@ -26,6 +27,9 @@ def describe() -> dict:
       "cpu_count": os.cpu_count(),
       "processor": _cpu_model(),
       "load_average_1min": os.getloadavg()[0],
+      # Whether lowering='onednn' could run (the compiled extension loaded), else why not.
+      "onednn_available": onednn.available(),
+      "onednn_unavailable_reason": onednn.unavailable_reason(),
   }
   try:
     import torch

@@ -3,16 +3,18 @@
 The shapes are read from the models themselves (the `conv_general_dilated` and
 `reduce_window_max` equations of their traced eval pass with the reference lowering), so the
 table follows the models. For each conv shape: forward, input gradient (dX) and kernel gradient
-(dW) of `ops.correlate` with each lowering: 'jax-xla' (the reference, XLA's convolution),
-'jax-tiled' (every part as tiled im2col products) and 'jax-auto' (the default: per shape, the
-parts that measured faster), and in torch (channels-last, oneDNN); for each max-pool shape:
-forward and backward of `ops.max_pool` with XLA's reduce_window and select_and_scatter
-('jax-xla') and through switches ('jax-tiled', which 'auto' uses on CPU).
+(dW) of `ops.correlate` with each lowering that can run here: 'jax-xla' (the reference, XLA's
+convolution), 'jax-tiled' (every part as tiled im2col products), 'jax-auto' (the default: per
+shape, the parts that measured faster) and 'jax-onednn' (oneDNN's kernels, where the extension
+is built), and in torch (channels-last, oneDNN); for each max-pool shape: forward and backward
+of `ops.max_pool` with XLA's reduce_window and select_and_scatter ('jax-xla') and through
+switches ('jax-tiled', which 'auto' uses on CPU).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import statistics
 from typing import NamedTuple
 
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 
 from benchmarks import environment, steps
 from cnn_jax import ops
+from cnn_jax.ops import lowering
 
 
 class ConvShape(NamedTuple):
@@ -31,6 +34,12 @@ class ConvShape(NamedTuple):
   padding: tuple[tuple[int, int], ...]
   dilation: tuple[int, ...]
   groups: int
+
+  def signature(self) -> str:
+    """`lowering.conv_signature`: the key of 'auto's table."""
+    correlation = lowering.Correlation(self.stride, self.padding, self.dilation,
+                                       (1,) * len(self.stride), self.groups, False)
+    return lowering.conv_signature(self.x, self.kernel, correlation)
 
   def label(self) -> str:
     n, h, w, c_in = self.x
@@ -86,7 +95,6 @@ def model_shapes(spec: steps.ModelSpec) -> tuple[list[ConvShape], list[PoolShape
   return convs, pools
 
 
-CONV_LOWERINGS = {name: functools.partial(ops.correlate, lowering=name) for name in ops.LOWERINGS}
 # On CPU 'auto' pools through the switches, as 'tiled' does.
 POOL_LOWERINGS = {name: functools.partial(ops.max_pool, lowering=name) for name in ("xla", "tiled")}
 
@@ -143,8 +151,8 @@ def conv_record(shape: ConvShape, repeats: int) -> dict:
   kernel = jax.random.normal(jax.random.key(1), shape.kernel, jnp.float32)
   dy = None
   runs = {}
-  for name, correlate in CONV_LOWERINGS.items():
-    functions = _jax_conv_ops(shape, correlate)
+  for name in ops.lowering.available_lowerings():
+    functions = _jax_conv_ops(shape, functools.partial(ops.correlate, lowering=name))
     dy = jax.random.normal(jax.random.key(2), functions["forward"](x, kernel).shape)
     runs[f"jax-{name}"] = {
         "forward": functools.partial(lambda f: f(x, kernel).block_until_ready(),
@@ -156,7 +164,36 @@ def conv_record(shape: ConvShape, repeats: int) -> dict:
   if torch_ops is not None:
     runs["torch"] = torch_ops
   return _round_robin(runs, repeats) | {"op": "conv", "shape": shape.label(),
+                                        "signature": shape.signature(),
                                         "flops": _conv_flops(shape)}
+
+
+# The per-op table's parts, as 'auto's table names them.
+_TABLE_PARTS = {"forward": "forward", "dx": "input_gradient", "dw": "kernel_gradient"}
+
+
+def write_auto_table(records, path: str = lowering.AUTO_TABLE) -> dict:
+  """Adds to 'auto's table (`lowering.auto_choices`) this CPU's fastest lowering per conv shape
+  and part among 'xla', 'tiled' and 'onednn' (medians of `conv_record`); returns the table."""
+  try:
+    with open(path) as file:
+      table = json.load(file)
+  except FileNotFoundError:
+    table = {}
+  choices = table.setdefault(lowering.cpu_isa(), {})
+  for record in records:
+    if record.get("op") != "conv":
+      continue
+    choices[record["signature"]] = {
+        part: min((name for name in ("xla", "tiled", "onednn")
+                   if f"jax-{name} {key} ms" in record),
+                  key=lambda name, key=key: record[f"jax-{name} {key} ms"])
+        for key, part in _TABLE_PARTS.items()}
+  with open(path, "w") as file:
+    json.dump({isa: dict(sorted(shapes.items())) for isa, shapes in sorted(table.items())},
+              file, indent=1)
+    file.write("\n")
+  return table
 
 
 def _conv_flops(shape: ConvShape) -> float:

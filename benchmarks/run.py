@@ -11,15 +11,17 @@ describing the environment) and the same as Markdown tables (`.md`), which it al
 Sections:
   models  train and eval images/s per model (median step after warm-up) for JAX with each
           lowering of `--lowerings` (the models' `lowering` field: 'xla' the reference, 'auto'
-          the default, 'tiled' every tiled part) and for the torch twin, interleaved round by
-          round;
+          the default, 'tiled' every tiled part, 'onednn' oneDNN's kernels where the extension
+          is built) and for the torch twin, interleaved round by round;
           compile time, first step, XLA FLOPs per step, achieved GFLOP/s and its fraction of the
           2048^3 matmul peak measured in the same run, XLA's planned step memory. `--dtype`
           sets the compute dtype of this section and of the peak's matmul (parameters stay
           float32; torch runs under autocast); the torch twin runs on CUDA when JAX's default
           backend is a GPU.
   ops     per conv shape of the models: forward, dX, dW with every lowering; per max-pool
-          shape: forward, backward.
+          shape: forward, backward. With `--write-auto-table`, the fastest lowering per conv
+          shape and part goes into 'auto's table for this CPU's ISA class
+          (`cnn_jax.ops.lowering.auto_choices`).
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
   pmap    a pmapped step on 2 virtual CPU devices against the 2-thread single device.
 
@@ -60,6 +62,9 @@ def _parse(argv):
   parser.add_argument("--no-malloc-tunables", action="store_true",
                       help="do not re-execute with GLIBC_TUNABLES (for an A/B comparison)")
   parser.add_argument("--output", default=RESULTS_DIRECTORY)
+  parser.add_argument("--write-auto-table", action="store_true",
+                      help="record this CPU's fastest lowering per conv shape and part in "
+                           "lowering='auto''s table, cnn_jax/ops/auto_lowerings.json (ops)")
   return parser.parse_args(argv)
 
 
@@ -77,6 +82,10 @@ def _validated(arguments):
     unknown = [value for value in values if value not in allowed]
     if unknown:
       raise SystemExit(f"{name}: unknown {unknown}; allowed: {', '.join(allowed)}")
+  missing = [name for name in lowerings if name not in steps.available_lowerings()]
+  if missing:
+    from cnn_jax.ops import onednn
+    raise SystemExit(f"--lowerings: {missing} cannot run here: {onednn.unavailable_reason()}")
   if arguments.repeats is not None:
     if arguments.repeats < 1:
       raise SystemExit(f"--repeats must be >= 1, got {arguments.repeats}")
@@ -125,7 +134,8 @@ def model_records(model_names, lowerings, repeats: int, peak_gflops: float, dtyp
       else:
         runner = runners[impl]
         record.update(compile_s=runner.compile_seconds, first_step_s=runner.first_step_seconds,
-                      train_memory_mb=runner.train_memory_mb)
+                      train_memory_mb=runner.train_memory_mb,
+                      onednn_calls=runner.onednn_calls)
       records.append(record)
   return records
 
@@ -195,6 +205,11 @@ def main(argv=None) -> None:
   if "ops" in sections:
     records += op_records(model_names, op_repeats)
     save()
+    if arguments.write_auto_table:
+      from benchmarks import per_op
+      from cnn_jax.ops import lowering
+      per_op.write_auto_table(records)
+      print(f"updated {lowering.AUTO_TABLE}", file=sys.stderr)
   if "growth" in sections:
     print("[growth] ...", file=sys.stderr, flush=True)
     records += growth.depth_records()

@@ -25,8 +25,10 @@ from cnn_jax.data.augment import build_augmentation
 from cnn_jax.train import parallel, step
 from cnn_jax.train.state import create_train_state
 
-# 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default.
+# 'xla': the reference lowering; 'tiled': every tiled part; 'auto': the models' default;
+# 'onednn': oneDNN's convolutions where the extension is built (`available_lowerings`).
 LOWERINGS = ops.LOWERINGS
+available_lowerings = ops.lowering.available_lowerings
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -81,6 +83,7 @@ class JaxRunner:
     train_memory_mb: XLA's buffers of the train step (arguments + outputs + temporaries -
       aliased), the step's peak memory as XLA plans it.
     parameters: the number of trainable parameters.
+    onednn_calls: oneDNN custom calls in the compiled train step (0: oneDNN not used).
   """
   train: Callable[[], None]
   evaluate: Callable[[], None]
@@ -90,6 +93,7 @@ class JaxRunner:
   eval_flops: float
   train_memory_mb: float
   parameters: int
+  onednn_calls: int
 
 
 def train_batch(spec: ModelSpec, batch: int | None = None, image_shape=None) -> dict:
@@ -158,7 +162,8 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
       train_flops=float(_first(train_compiled.cost_analysis()).get("flops", np.nan)),
       eval_flops=float(_first(eval_compiled.cost_analysis()).get("flops", np.nan)),
       train_memory_mb=memory_mb,
-      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)))
+      parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)),
+      onednn_calls=train_compiled.as_text().count('custom_call_target="cnn_jax_onednn_'))
 
 
 @dataclasses.dataclass

@@ -176,8 +176,13 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
     precision: passed to `lax.conv_general_dilated` and the matrix products.
     lowering: how it is computed, same values and gradients up to float rounding (see
       `cnn_jax.ops.lowering`): 'xla' (the reference, `lax.conv_general_dilated`), 'tiled' (tiled
-      im2col matrix products for the forward pass and both gradients) or 'auto' (per backend and
-      shape: on CPU the tiled kernel gradient where it measured faster, elsewhere 'xla').
+      im2col matrix products for the forward pass and both gradients), 'onednn' (oneDNN's
+      kernels through XLA FFI custom calls, CPU and float32 only: `cnn_jax.ops.onednn`; shapes
+      it is not given run as 'xla'; raises `onednn.OnednnUnavailable` where the extension is
+      not built, not loadable or disabled) or 'auto' (per backend, shape and part: on CPU what
+      the per-op benchmark measured fastest for this CPU's ISA class among 'xla', 'tiled'
+      and 'onednn', for unmeasured shapes the tiled kernel gradient of 1x1 and
+      single-channel kernels; elsewhere 'xla').
       Geometries whose gradient XLA:CPU cannot compute (`docs/conv_gradients.md`) are guarded:
       a padding past the kernel's extent is padded explicitly under every lowering; a shape
       whose gradient would abort the process runs tiled under 'auto' and raises a ValueError
@@ -195,9 +200,13 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
   if lowering == "xla":
     lowerings.check_xla_can_differentiate(x.shape, kernel.shape, correlation)
   platform = jax.default_backend()
-  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform)
+  tiled = lowerings.tiled_parts(lowering, x.shape, kernel.shape, correlation, platform,
+                                (x.dtype, kernel.dtype))
   materialize = lowerings.materializes_kernel_gradient_input(lowering, platform)
-  y = lowerings.correlate(x, kernel, correlation, tiled=tiled, materialize_input=materialize)
+  onednn = lowerings.onednn_parts(lowering, x.shape, kernel.shape, correlation,
+                                  (x.dtype, kernel.dtype), platform)
+  y = lowerings.correlate(x, kernel, correlation, tiled=tiled, materialize_input=materialize,
+                          onednn=onednn)
   if bias is not None:
     y = y + bias
   return y

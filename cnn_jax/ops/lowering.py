@@ -20,10 +20,16 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   explicitly before a 'VALID' convolution (`explicitly_padded_correlate`), those where it aborts
   run tiled ('xla' rejects them); `xla_convolution_failure` is the map
   (`docs/conv_gradients.md`).
-* 'auto': per backend and per shape, the parts that measured faster (`auto_tiled_parts`,
-  `benchmarks/` per-op table): on CPU the tiled kernel gradient of 1x1 and single-channel
-  kernels, the switch max-pool backward, and a kernel gradient that reads its input from a
-  buffer of its own (`_materialized`); elsewhere (GPU, TPU) the reference.
+* 'onednn': every part through oneDNN's convolution kernels, XLA FFI custom calls of a compiled
+  extension (`cnn_jax.ops.onednn`; CPU, float32), part by part where oneDNN is given the shape
+  (`onednn.shape_supported`), else 'xla' for that part; max pooling as under 'auto'.
+* 'auto': per backend, per shape and per part, what measured fastest (`auto_choices`): on CPU,
+  for the shapes in the per-op benchmark's table for this CPU's ISA class (`auto_lowerings.json`,
+  written by `python -m benchmarks.run --sections ops --write-auto-table`) the fastest of
+  'xla', 'tiled' and 'onednn' per part; for other shapes the tiled kernel gradient of 1x1 and
+  single-channel kernels (`auto_tiled_parts`), else 'xla'; the switch max-pool backward, and a
+  kernel gradient that reads its input from a buffer of its own (`_materialized`); elsewhere
+  (GPU, TPU) the reference.
 
 Both gradients are derived, not hand-written: the correlation and the pooling are `custom_jvp`
 functions whose tangent maps are the im2col products and switch selects above, so reverse mode
@@ -36,7 +42,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -44,16 +52,25 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from cnn_jax.ops import onednn as onednn_kernels
 from cnn_jax.ops.arithmetic import output_size
 
 # The names `ops.correlate` and `ops.max_pool` accept for their `lowering` argument.
-LOWERINGS = ("xla", "tiled", "auto")
+LOWERINGS = ("xla", "tiled", "auto", "onednn")
 DEFAULT_LOWERING = "auto"
 # Bytes of one tile's patch matrix: a few MB stays in the L2/L3 caches while the matrix product
 # runs (on the project's 2-core machine 1-4 MB measured alike, 0.5 MB and whole batches slower).
 TILE_BYTES = 2 ** 21
 # The three parts of a correlation's training step that can run as tiled matrix products.
 TILED_PARTS = ("forward", "input_gradient", "kernel_gradient")
+# 'auto's measured choices: {ISA class: {conv_signature: {part: 'xla' | 'tiled' | 'onednn'}}}.
+AUTO_TABLE = os.path.join(os.path.dirname(__file__), "auto_lowerings.json")
+
+
+def available_lowerings() -> tuple[str, ...]:
+  """The names of `LOWERINGS` that can run in this process ('onednn' where
+  `cnn_jax.ops.onednn.available()`)."""
+  return tuple(name for name in LOWERINGS if name != "onednn" or onednn_kernels.available())
 
 
 def check_lowering(lowering: str) -> None:
@@ -99,23 +116,104 @@ def auto_tiled_parts(x_shape, kernel_shape, correlation: Correlation) -> frozens
   return frozenset()
 
 
+@functools.cache
+def cpu_isa() -> str:
+  """This CPU's vector ISA class, the key of 'auto's table: 'avx512', 'avx2' or 'other'."""
+  try:
+    with open("/proc/cpuinfo") as file:
+      flags = next((line.split(":", 1)[1].split() for line in file
+                    if line.startswith("flags")), [])
+  except OSError:
+    return "other"
+  return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+
+
+def conv_signature(x_shape, kernel_shape, correlation: Correlation) -> str:
+  """A correlation's shape without its batch size, e.g. `'32x32x16 k3x3x16x32 s2x2 p0-1,0-1
+  d1x1 i1x1 g1'` (input H x W x C, kernel, strides, pads, dilations, input dilations, groups);
+  circular padding as the 'valid' correlation of the padded input that it is."""
+  spatial, pads = tuple(x_shape[1:-1]), correlation.pads
+  if correlation.circular:
+    spatial = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+    pads = ((0, 0),) * len(spatial)
+  join = lambda values: "x".join(map(str, values))
+  return (f"{join(spatial + (x_shape[-1],))} k{join(kernel_shape)} s{join(correlation.strides)} "
+          f"p{','.join(f'{lo}-{hi}' for lo, hi in pads)} d{join(correlation.kernel_dilations)} "
+          f"i{join(correlation.input_dilations)} g{correlation.groups}")
+
+
+@functools.cache
+def measured_auto_choices() -> dict:
+  """The per-op benchmark's table (`AUTO_TABLE`); empty where there is none."""
+  try:
+    with open(AUTO_TABLE) as file:
+      return json.load(file)
+  except FileNotFoundError:
+    return {}
+
+
+def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
+                 platform: str) -> dict[str, str]:
+  """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
+
+  Elsewhere than on the CPU the reference. On the CPU the measured fastest, where the table has
+  this shape for this CPU's ISA class and oneDNN can run it; else 1x1 and single-channel kernel
+  gradients tiled (`auto_tiled_parts`) and the rest 'xla'.
+  """
+  if platform != "cpu":
+    return dict.fromkeys(TILED_PARTS, "xla")
+  tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)
+  choices = {part: "tiled" if part in tiled else "xla" for part in TILED_PARTS}
+  measured = measured_auto_choices().get(cpu_isa(), {}).get(
+      conv_signature(x_shape, kernel_shape, correlation), {})
+  for part, choice in measured.items():
+    if choice != "onednn" or (
+        onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                       correlation.input_dilations, correlation.groups, dtypes)
+        and onednn_kernels.available()):
+      choices[part] = choice
+  return choices
+
+
 def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
-                platform: str) -> frozenset[str]:
+                platform: str, dtypes=("float32", "float32")) -> frozenset[str]:
   """Which of `TILED_PARTS` run tiled under `lowering` on `platform` ('cpu', 'gpu', 'tpu')."""
   if lowering == "tiled":
     return frozenset(TILED_PARTS)
-  if lowering == "auto" and platform == "cpu":
-    return auto_tiled_parts(x_shape, kernel_shape, correlation)
+  if lowering == "auto":
+    choices = auto_choices(x_shape, kernel_shape, correlation, dtypes, platform)
+    return frozenset(part for part, choice in choices.items() if choice == "tiled")
   return frozenset()
+
+
+def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation, dtypes,
+                 platform: str) -> frozenset[str]:
+  """Which of `TILED_PARTS` run in oneDNN under `lowering` (the rest as `tiled_parts` says).
+
+  Under 'auto' those that `auto_choices` gives oneDNN. Under 'onednn' every part where oneDNN
+  is given the shape (`onednn.shape_supported`), after checking that oneDNN can run at all: an
+  `onednn.OnednnUnavailable` error says why not.
+  """
+  if lowering == "auto":
+    choices = auto_choices(x_shape, kernel_shape, correlation, dtypes, platform)
+    return frozenset(part for part, choice in choices.items() if choice == "onednn")
+  if lowering != "onednn":
+    return frozenset()
+  onednn_kernels.check_available()
+  if not onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                        correlation.input_dilations, correlation.groups, dtypes):
+    return frozenset()
+  return frozenset(TILED_PARTS)
 
 
 def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
   """Whether the kernel gradient reads x from a buffer of its own (`_materialized`).
 
-  CPU only, under 'auto' and 'tiled', where it makes the ResNet train steps faster
-  (`docs/speed.md`). A GPU would fetch the conditional's predicate to the host.
+  CPU only, under 'auto', 'tiled' and 'onednn' (where XLA computes it), where it makes the
+  ResNet train steps faster (`docs/speed.md`). A GPU would fetch the conditional's predicate to
+  the host. A oneDNN kernel gradient reads its own operand buffer anyway.
   """
-  return platform == "cpu" and lowering in ("tiled", "auto")
+  return platform == "cpu" and lowering in ("tiled", "auto", "onednn")
 
 
 def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation) -> None:
@@ -138,12 +236,12 @@ def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation)
 
 def max_pool_uses_switches(lowering: str, platform: str) -> bool:
   """Whether max pooling differentiates through switches (3-8x faster backward on CPU)."""
-  return lowering == "tiled" or (lowering == "auto" and platform == "cpu")
+  return lowering == "tiled" or (lowering in ("auto", "onednn") and platform == "cpu")
 
 
 def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
               tiled: frozenset[str] = frozenset(), materialize_input: bool = False,
-              tile_bytes: int = TILE_BYTES) -> jax.Array:
+              tile_bytes: int = TILE_BYTES, onednn: frozenset[str] = frozenset()) -> jax.Array:
   """`y[b, n, o] = sum_{k, c} x_pad[b, n S + k D, g(o) C_g + c] kernel[k, c, o]` (no bias).
 
   Args:
@@ -152,6 +250,8 @@ def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
     correlation: the validated options (`ops.conv.resolve_correlation`).
     tiled: which of `TILED_PARTS` run as tiled matrix products; empty: the reference
       `lax.conv_general_dilated` and its autodiff rules, exactly.
+    onednn: which of `TILED_PARTS` run in oneDNN (`onednn_parts`; float32, no input dilation);
+      they take precedence over `tiled`.
     materialize_input: the kernel gradient reads x from a copy computed once
       (`_materialized`) instead of x's elementwise producers, which XLA would fuse again into
       the kernel gradient's transposes or patches.
@@ -167,13 +267,13 @@ def correlate(x: jax.Array, kernel: jax.Array, correlation: Correlation, *,
     pads = ((0, 0),) * ndim
   geometry = _Geometry(tuple(kernel.shape[:-2]), correlation.strides,
                        correlation.kernel_dilations, pads, correlation.input_dilations,
-                       correlation.groups, tile_bytes, correlation.precision, frozenset(tiled),
-                       materialize_input)
+                       correlation.groups, tile_bytes, correlation.precision,
+                       frozenset(tiled) - frozenset(onednn),
+                       materialize_input and "kernel_gradient" not in onednn, frozenset(onednn))
   if _xla_failure(x.shape, kernel.shape, geometry) == "abort":
     # No convolution of XLA's: it would abort the process (`xla_convolution_failure`).
-    geometry = geometry._replace(tiled=frozenset(TILED_PARTS))
-    tiled = geometry.tiled
-  if not tiled and not materialize_input:
+    geometry = geometry._replace(tiled=frozenset(TILED_PARTS) - geometry.onednn)
+  if not geometry.tiled and not geometry.materialize_input and not geometry.onednn:
     return _xla_correlate(x, kernel, geometry)
   return _correlate(x, kernel, geometry)
 
@@ -190,6 +290,14 @@ class _Geometry(NamedTuple):
   precision: lax.Precision | None
   tiled: frozenset[str]
   materialize_input: bool
+  onednn: frozenset[str] = frozenset()
+
+
+def _onednn_correlate(x: jax.Array, kernel: jax.Array, geometry: _Geometry) -> jax.Array:
+  """The correlation of x (input dilation 1) in oneDNN (`onednn.forward_p`)."""
+  return onednn_kernels.correlate(x, kernel, onednn_kernels.geometry_params(
+      x.shape, kernel.shape, geometry.strides, geometry.pads, geometry.dilations,
+      geometry.groups))
 
 
 def _output_size(padded_size, geometry: _Geometry) -> tuple[int, ...]:
@@ -478,21 +586,33 @@ def _kernel_tangent_tile_bytes(x_padded, kernel_shape, geometry: _Geometry) -> i
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _correlate(x: jax.Array, kernel: jax.Array, geometry: _Geometry) -> jax.Array:
+  if "forward" in geometry.onednn:
+    return _onednn_correlate(x, kernel, geometry)
   if "forward" in geometry.tiled:
     return _forward(_pad(x, geometry), kernel, geometry)
   return _xla_correlate(x, kernel, geometry)
 
 
 def _correlate_jvp(geometry, primals, tangents):
-  """`dy = correlate(dx, W) + correlate(x, dW)`, each term in the lowering of its gradient."""
+  """`dy = correlate(dx, W) + correlate(x, dW)`, each term in the lowering of its gradient.
+
+  In oneDNN, `forward_p(dx, W)` transposes into oneDNN's input gradient and `forward_p(x, dW)`
+  into its kernel gradient (`cnn_jax.ops.onednn`).
+  """
   x, kernel = primals
   dx, dkernel = tangents
   y = _correlate(x, kernel, geometry)
   dy = jnp.zeros(y.shape, y.dtype)
   if not isinstance(dx, SymbolicZero):
-    dy = dy + (_forward_by_images(_pad(dx, geometry), kernel, geometry)
-               if "input_gradient" in geometry.tiled else _xla_correlate(dx, kernel, geometry))
+    if "input_gradient" in geometry.onednn:
+      dy = dy + _onednn_correlate(dx, kernel, geometry)
+    elif "input_gradient" in geometry.tiled:
+      dy = dy + _forward_by_images(_pad(dx, geometry), kernel, geometry)
+    else:
+      dy = dy + _xla_correlate(dx, kernel, geometry)
   if not isinstance(dkernel, SymbolicZero):
+    if "kernel_gradient" in geometry.onednn:
+      return y, dy + _onednn_correlate(x, dkernel, geometry)
     if geometry.materialize_input:
       x = _materialized(x)
     if "kernel_gradient" in geometry.tiled:

@@ -232,7 +232,8 @@ def test_get_model_takes_the_common_fields():
     get_model("p4cnn", blur=True)
 
 
-@pytest.mark.parametrize("lowering", [name for name in ops.LOWERINGS if name != "xla"])
+@pytest.mark.parametrize("lowering", [name for name in ops.lowering.available_lowerings()
+                                      if name != "xla"])
 @pytest.mark.parametrize("lifting", [True, False])
 def test_p4_conv_lowerings_give_the_reference_values_and_gradients(lowering, lifting):
   conv = P4Conv(3, 3, lifting=lifting, lowering="xla")

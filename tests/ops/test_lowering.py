@@ -24,7 +24,7 @@ from tools import conv_gradient_map as gradient_map
 
 # float32 sums of at most a few hundred unit-normal products against float64: ~1e-6 relative.
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-ALTERNATIVES = tuple(name for name in ops.LOWERINGS if name != "xla")
+ALTERNATIVES = tuple(name for name in ops.lowering.available_lowerings() if name != "xla")
 
 
 def _values_and_gradients(correlate, x, kernel, bias, dy):
@@ -112,7 +112,8 @@ ISSUE_20_WIDE = ((2, 3, 2), (2, 2, 8), dict(padding=[(4, 1)], stride=2))
 # Each example compiles one program; 8 examples per test (16 between the two tests of
 # correlate) cover every option within the time budget.
 @settings(max_examples=8)
-@given(correlation_problems(), st.sampled_from(ops.LOWERINGS), st.integers(0, 2 ** 16))
+@given(correlation_problems(), st.sampled_from(ops.lowering.available_lowerings()),
+       st.integers(0, 2 ** 16))
 @example(problem=ISSUE_20, name="xla", seed=0)
 @example(problem=ISSUE_20, name="auto", seed=0)
 @example(problem=ISSUE_20_WIDE, name="xla", seed=1)
@@ -325,3 +326,54 @@ def test_max_pool_rejects_bad_input_like_the_reference(name):
     ops.max_pool(jnp.ones((1, 4, 4, 1)), 2, padding="circular", lowering=name)
   with pytest.raises(ValueError, match="lowering must be one of"):
     ops.max_pool(jnp.ones((1, 4, 4, 1)), 2, lowering="switch")
+
+
+def _table_for(x_shape, kernel_shape, correlation, choices):
+  return {lowering.cpu_isa(): {lowering.conv_signature(x_shape, kernel_shape, correlation):
+                               choices}}
+
+
+def test_auto_takes_the_measured_choice_per_part_on_cpu_only(monkeypatch):
+  x_shape, kernel_shape = (8, 16, 16, 32), (3, 3, 32, 32)
+  correlation = conv.resolve_correlation(x_shape, kernel_shape, padding="same")
+  choices = {"forward": "xla", "input_gradient": "tiled", "kernel_gradient": "tiled"}
+  monkeypatch.setattr(lowering, "measured_auto_choices",
+                      lambda: _table_for(x_shape, kernel_shape, correlation, choices))
+  dtypes = (jnp.float32, jnp.float32)
+  assert lowering.auto_choices(x_shape, kernel_shape, correlation, dtypes, "cpu") == choices
+  assert lowering.tiled_parts("auto", x_shape, kernel_shape, correlation, "cpu") == {
+      "input_gradient", "kernel_gradient"}
+  assert set(lowering.auto_choices(x_shape, kernel_shape, correlation, dtypes,
+                                   "gpu").values()) == {"xla"}
+  # Another batch size is the same shape to the table; another stride is not.
+  assert lowering.auto_choices((2,) + x_shape[1:], kernel_shape, correlation, dtypes,
+                               "cpu") == choices
+  strided = conv.resolve_correlation(x_shape, kernel_shape, padding="same", stride=2)
+  assert set(lowering.auto_choices(x_shape, kernel_shape, strided, dtypes,
+                                   "cpu").values()) == {"xla"}
+
+
+def test_auto_never_gives_onednn_a_shape_it_is_not_given(monkeypatch):
+  # A table entry cannot override the blocklist (oneDNN#6035's strided 1x1, few channels).
+  x_shape, kernel_shape = (8, 16, 16, 8), (1, 1, 8, 32)
+  correlation = conv.resolve_correlation(x_shape, kernel_shape, stride=2)
+  monkeypatch.setattr(lowering, "measured_auto_choices", lambda: _table_for(
+      x_shape, kernel_shape, correlation, dict.fromkeys(lowering.TILED_PARTS, "onednn")))
+  assert not lowering.onednn_parts("auto", x_shape, kernel_shape, correlation,
+                                   (jnp.float32, jnp.float32), "cpu")
+
+
+def test_the_shipped_auto_table_names_isa_classes_parts_and_lowerings():
+  for isa, shapes in lowering.measured_auto_choices().items():
+    assert isa in ("avx2", "avx512", "other")
+    for signature, choices in shapes.items():
+      assert set(choices) == set(lowering.TILED_PARTS), signature
+      assert set(choices.values()) <= {"xla", "tiled", "onednn"}, signature
+
+
+def test_conv_signature_reads_circular_padding_as_a_valid_correlation_of_the_padded_input():
+  circular = conv.resolve_correlation((4, 8, 8, 3), (3, 3, 3, 5), padding="circular")
+  valid = conv.resolve_correlation((4, 10, 10, 3), (3, 3, 3, 5))
+  assert (lowering.conv_signature((4, 8, 8, 3), (3, 3, 3, 5), circular)
+          == lowering.conv_signature((4, 10, 10, 3), (3, 3, 3, 5), valid)
+          == "10x10x3 k3x3x3x5 s1x1 p0-0,0-0 d1x1 i1x1 g1")
