@@ -459,9 +459,28 @@ def _rate_choice_table(groups: dict, config, chosen: dict) -> str:
                          "lowest", "trained (config)", "agree"], rows)
 
 
+# A cell whose validation accuracy still rose by more than this over the last quarter of
+# training (its mean plateau gain) has not reached its plateau.
+PLATEAU_TOLERANCE = 0.01
+
+
+def early_gradient_norms(group: list[dict]) -> tuple[float, float] | None:
+  """The stem's and the head's gradient norms over the first quarter of the records (the
+  gradients the initialization passes back), mean over records and the trained runs; None when
+  every run diverged."""
+  trained = [r for r in group if not r["metrics"].get("diverged")]
+  if not trained:
+    return None
+  names = _module_order(trained[0]["metrics"]["gradient_norms"][0])
+  early = max(len(trained[0]["metrics"]["steps"]) // 4, 1)
+  return tuple(float(np.mean([r["metrics"]["gradient_norms"][i][name] for r in trained
+                              for i in range(early)])) for name in (names[0], names[-1]))
+
+
 def _finding(rows: list[dict], groups: dict, config) -> str:
-  """What the runs show, computed: whether every headline net fits its training digits, and the
-  degradation verdicts."""
+  """What the runs show, computed: whether every headline net fits its training digits, which
+  cells had not reached their plateau, the degradation verdicts, and how much gradient reaches
+  the stem of the deepest nets."""
   means = {(kind, depth): seed_statistics.summarize(
       values(headline_cell(groups, config, kind, depth)[1], "train_error")).mean
       for kind in KINDS for depth in config.depth.depths}
@@ -477,12 +496,30 @@ def _finding(rows: list[dict], groups: dict, config) -> str:
                    "training error does not reproduce at this scale, because every depth "
                    "memorizes this few digits (He et al. trained on CIFAR-10's 50,000 "
                    "images).")
+  gains = {f"{kind}-{depth}": seed_statistics.summarize(
+      values(headline_cell(groups, config, kind, depth)[1], "plateau_gain")).mean
+      for depth in config.depth.depths for kind in KINDS}
+  rising = {label: gain for label, gain in gains.items() if gain > PLATEAU_TOLERANCE}
+  if rising:
+    lines.append("- Still improving at the end (mean plateau gain above "
+                 f"{PLATEAU_TOLERANCE:g}): " + ", ".join(f"{label} ({gain:+.3f})"
+                                                       for label, gain in rising.items())
+                 + f": {config.depth.num_epochs:g} epochs do not bring these nets to their "
+                 "plateau, so their final training error is what this budget reaches, not "
+                 "their floor.")
   for row in rows:
     if row["claim"].startswith("degradation") and row["comparison"] is not None:
       a, b = (seed_statistics.summarize(row[key]) for key in ("values_a", "values_b"))
       lines.append(f"- Degradation on the {METRICS[row['metric']]}: **{row['verdict']}** "
                    f"({row['a']} {a.mean:.4g}, {row['b']} {b.mean:.4g}, n = {a.n} / {b.n}, "
                    f"Welch p {seed_statistics.format_p(row['comparison'].p_value)}).")
+  deep = max(config.depth.depths)
+  norms = {kind: early_gradient_norms(headline_cell(groups, config, kind, deep)[1])
+           for kind in KINDS}
+  if all(norms.values()):
+    lines.append(f"- Early in training the stem of plain-{deep} gets a gradient "
+                 f"{norms['plain'][0] / norms['plain'][1]:.3g} times its head's, that of "
+                 f"residual-{deep} {norms['residual'][0] / norms['residual'][1]:.3g} times.")
   return "\n".join(lines)
 
 
@@ -494,13 +531,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
   for (kind, depth, rate), group in sorted(groups.items(),
                                            key=lambda item: (item[0][1], item[0][0], item[0][2])):
     trained = [r for r in group if not r["metrics"].get("diverged")]
-    norms = "–"
-    if trained:
-      names = _module_order(trained[0]["metrics"]["gradient_norms"][0])
-      early = max(len(trained[0]["metrics"]["steps"]) // 4, 1)
-      first, last = (np.mean([r["metrics"]["gradient_norms"][i][name] for r in trained
-                              for i in range(early)]) for name in (names[0], names[-1]))
-      norms = f"{first:.3g} / {last:.3g}"
+    norms = early_gradient_norms(group)
+    norms = "–" if norms is None else f"{norms[0]:.3g} / {norms[1]:.3g}"
     rows.append([kind, depth, f"{rate:g}", len(group), len(group) - len(trained),
                  cell(values(group, "final_train_loss")),
                  cell([100 * v for v in values(group, "train_error")], 2),
@@ -528,9 +560,12 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "training error and cross-entropy are measured in eval mode on the training digits (He et "
       "al.'s Figure 6 plots training error); the final training loss is the mean of the last "
       "three training-loss records (train mode, label smoothing 0.1, whose floor is about "
-      "0.50 nats). Runs finished before the validation split was recorded have no eval-mode "
-      "cross-entropy, validation loss or plateau gain: those cells give n. 'Plateau gain': the "
-      "validation accuracy's rise over the last quarter of training (near 0: converged).", "",
+      "0.50 nats). 'Plateau gain': the validation accuracy's rise over the last quarter of "
+      "training (near 0: converged)."
+      + (" Runs finished before the validation split was recorded have no eval-mode "
+         "cross-entropy, validation loss or plateau gain: those cells give n."
+         if any("validation_loss" not in r["metrics"] and not r["metrics"].get("diverged")
+                for r in results) else ""), "",
       "Rate choice for the plain nets (final validation loss on the validation split, seeds "
       f"{tuple(settings.rate_sweep_seeds)}):", "", _rate_choice_table(groups, config, chosen), "",
       markdown_table(["network", "depth", "peak rate", "seeds", "diverged",

@@ -35,9 +35,13 @@ Experiment 4 (priors): 80 training runs and one self-similarity run, about 450 s
 an MLP run about 2 s plus 0.0025 s per step, 10,000 CNN and 27,000 MLP steps in all, plus about
 45 s compiling one program per step count and 4 s of self-similarity). Cut to fit: permuted
 pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs, about 190 s).
-Experiment 5 (depth): plain and residual nets of depth 8, 20 and 32 (widths 8-16-32) trained 20
-epochs (313 steps) on 1,000 class-balanced digits, 5 seeds: 30 runs of about 10-40 s. Cut: depth
-56 and the plain nets' learning-rate sweep.
+Experiment 5 (depth): plain and residual nets of depth 8, 20, 32 and 56 (widths 8-16-32) trained
+20 epochs (313 steps) on 1,000 class-balanced digits with a 500-digit validation split, 5 seeds,
+the plain nets at peak rates 0.1, 0.2 and 0.4 on seed 0 (the rate choice) and at the chosen rate
+on seeds 1-4: 48 runs. Per run at nice 5 beside lighter jobs on the 2 cores: depth 8 about
+20-30 s, 20 about 40-90 s, 32 about 70-90 s, 56 about 90-170 s; about 55 min for the 48 runs.
+Cut: the rate choice on one seed, widths 8-16-32, 1,000 digits; 'gpu' chooses on every seed at
+He et al.'s widths 16-32-64 on 3,500 digits and adds depth 44.
 Experiment 3 (random init, no training): 7 variants x 5 seeds = 35 runs of about 3 s each under
 a ~2x load (107 s in all, 46 s of CPU), so under a minute idle; the smoke config runs its 7
 variants at one seed and 2 shifts (a few seconds).

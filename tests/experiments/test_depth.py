@@ -183,7 +183,7 @@ def test_report_from_fixture_results(tmp_path):
   assert "diverged" in rate_row and rate_row.endswith("| yes |")
   # Residual-8 comes from before the validation split: its validation cells say so.
   residual8 = next(line for line in text.splitlines() if line.startswith("| residual | 8 |"))
-  assert "(n = 0)" in residual8
+  assert "(n = 0)" in residual8 and "Runs finished before the validation split" in text
   assert "Every net fits its 1,000 training digits" in text
   mismatch = _config(**{**SMALL, "chosen_plain_rates": (0.1, 0.1)})
   assert "update config.depth.chosen_plain_rates" in depth.report(_fixture(mismatch), mismatch,
@@ -196,3 +196,17 @@ def test_report_does_not_claim_memorization_when_a_net_does_not_fit(tmp_path):
                       str(tmp_path))
   assert "Every net fits" not in text
   assert "Degradation on the training error (eval mode): **supported**" in text
+
+
+def test_report_names_the_cells_still_improving_and_the_stem_gradients(tmp_path):
+  config = _config(**SMALL)
+  results = _fixture(config)
+  for result in results:
+    if result["run"]["name"].startswith("plain56_lr0.1"):
+      result["metrics"]["plateau_gain"] = 0.05
+      result["metrics"]["gradient_norms"] = [{"StemConv": 0.003, "Block1_1": 0.1,
+                                              "Head": 0.3}] * 4
+  text = depth.report(results, config, str(tmp_path))
+  assert "Still improving at the end (mean plateau gain above 0.01): plain-56 (+0.050):" in text
+  assert "the stem of plain-56 gets a gradient 0.01 times its head's, that of residual-56 " \
+      "0.333 times" in text
