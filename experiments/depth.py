@@ -282,15 +282,19 @@ METRICS = {"train_error": "training error (eval mode)",
 
 def tested(a: tuple[str, list[dict]], b: tuple[str, list[dict]], metric: str,
            expected_sign: int) -> dict:
-  """Welch's test of b - a on `metric` and its verdict for the predicted sign; 'comparison' and
-  'verdict' None when a cell has fewer than 2 finite values."""
+  """Welch's test of b - a on `metric` and its verdict for the predicted sign, and the same by a
+  permutation test ('permutation', 'permutation_verdict': no normality assumed, which a cell
+  with one stuck seed violates); all None when a cell has fewer than 2 finite values."""
   (label_a, group_a), (label_b, group_b) = a, b
   values_a, values_b = values(group_a, metric), values(group_b, metric)
   row = {"a": label_a, "b": label_b, "metric": metric, "expected_sign": expected_sign,
-         "values_a": values_a, "values_b": values_b, "comparison": None, "verdict": None}
+         "values_a": values_a, "values_b": values_b, "comparison": None, "verdict": None,
+         "permutation": None, "permutation_verdict": None}
   if min(len(seed_statistics.finite_values(v)) for v in (values_a, values_b)) >= 2:
     row["comparison"] = seed_statistics.welch_test(values_a, values_b)
     row["verdict"] = seed_statistics.verdict(expected_sign, row["comparison"])
+    row["permutation"] = seed_statistics.bootstrap_test(values_a, values_b)
+    row["permutation_verdict"] = seed_statistics.verdict(expected_sign, row["permutation"])
   return row
 
 
@@ -346,9 +350,12 @@ def _tests_table(rows: list[dict]) -> str:
                   "b > a" if row["expected_sign"] > 0 else "b < a",
                   "–" if comparison is None else f"{comparison.difference:+.4f}",
                   "–" if comparison is None else seed_statistics.format_p(comparison.p_value),
-                  _verdict_text(row)])
+                  _verdict_text(row),
+                  "–" if comparison is None else
+                  seed_statistics.format_p(row["permutation"].p_value),
+                  row["permutation_verdict"] or "–"])
   return markdown_table(["He et al. 2016", "metric", "a", "b", "predicted", "b - a", "Welch p",
-                         "verdict"], table)
+                         "verdict (Welch)", "permutation p", "verdict (permutation)"], table)
 
 
 def _partial_cell(group: list[dict], metric: str, digits: int = 3, scale: float = 1.0) -> str:
@@ -510,9 +517,16 @@ def _finding(rows: list[dict], groups: dict, config) -> str:
   for row in rows:
     if row["claim"].startswith("degradation") and row["comparison"] is not None:
       a, b = (seed_statistics.summarize(row[key]) for key in ("values_a", "values_b"))
-      lines.append(f"- Degradation on the {METRICS[row['metric']]}: **{row['verdict']}** "
-                   f"({row['a']} {a.mean:.4g}, {row['b']} {b.mean:.4g}, n = {a.n} / {b.n}, "
-                   f"Welch p {seed_statistics.format_p(row['comparison'].p_value)}).")
+      finite_a, finite_b = (seed_statistics.finite_values(row[key])
+                            for key in ("values_a", "values_b"))
+      separated = (f"; every {row['b']} seed above every {row['a']} seed (lowest "
+                   f"{finite_b.min():.3g} vs highest {finite_a.max():.3g})"
+                   if finite_b.min() > finite_a.max() else "")
+      lines.append(f"- Degradation on the {METRICS[row['metric']]}: **{row['verdict']}** by "
+                   f"Welch ({row['a']} {a.mean:.4g}, {row['b']} {b.mean:.4g}, n = {a.n} / "
+                   f"{b.n}, p {seed_statistics.format_p(row['comparison'].p_value)}), "
+                   f"**{row['permutation_verdict']}** by the permutation test (p "
+                   f"{seed_statistics.format_p(row['permutation'].p_value)}){separated}.")
   deep = max(config.depth.depths)
   norms = {kind: early_gradient_norms(headline_cell(groups, config, kind, deep)[1])
            for kind in KINDS}
@@ -576,7 +590,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
       f"Figure: final training error and cross-entropy (eval mode) and final training loss "
       f"(train mode) against depth, the "
       f"plain nets at their chosen rates and the residual nets (`{figures[0]}`).", "",
-      "Tests (Welch, alpha 0.05) of He et al.'s claims on these cells:", "",
+      "Tests (alpha 0.05) of He et al.'s claims on these cells: Welch's t test, and a "
+      "permutation test of the difference of means (no normality assumed):", "",
       _tests_table(tests), "",
       "What the runs show (computed):", "", _finding(tests, groups, config), ""]
   if he is not None:
