@@ -38,8 +38,9 @@ pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs,
 Experiment 5 (depth): plain and residual nets of depth 8, 20, 32 and 56 (widths 8-16-32) trained
 20 epochs (313 steps) on 1,000 class-balanced digits with a 500-digit validation split, 5 seeds,
 the plain nets at peak rates 0.1, 0.2 and 0.4 on seed 0 (the rate choice) and at the chosen rate
-on seeds 1-4: 48 runs. Per run at nice 5 beside lighter jobs on the 2 cores: depth 8 about
-20-30 s, 20 about 40-90 s, 32 about 70-90 s, 56 about 90-170 s; about 55 min for the 48 runs.
+on seeds 1-4: 48 runs. Measured per run (nice 5, other jobs sharing the 2 cores; the longest are
+first seeds, which compile): depth 8 13-33 s, 20 27-88 s, 32 52-103 s, 56 90-189 s; 58 min summed
+over the 48 runs, against a share of about 10 minutes: the experiment is over budget.
 Cut: the rate choice on one seed, widths 8-16-32, 1,000 digits; 'gpu' chooses on every seed at
 He et al.'s widths 16-32-64 on 3,500 digits and adds depth 44.
 Experiment 3 (random init, no training): 7 variants x 5 seeds = 35 runs of about 3 s each under
