@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from experiments import contrasts
+from experiments import depth as depth_experiment
 from experiments.configs import exp_sweep
 from experiments.contrasts import Cell, Contrast
 
@@ -16,13 +17,14 @@ SHALLOW, DEEP = min(CONFIG.depth.depths), max(CONFIG.depth.depths)
 
 
 def _depth_results(plain8, plain20):
-  """Depth runs of the shallowest and deepest plain nets whose training losses end at the given
-  per-seed values."""
+  """Depth runs of the shallowest and deepest plain nets (at their chosen rates) whose training
+  losses end at the given per-seed values."""
+  rates = dict(zip(CONFIG.depth.depths, CONFIG.depth.chosen_plain_rates))
   results = []
   for depth, losses in ((SHALLOW, plain8), (DEEP, plain20)):
+    options = depth_experiment.run_options("plain", depth, rates[depth], CONFIG)
     for seed, loss in enumerate(losses):
-      results.append(_result("depth", seed, {"kind": "plain", "depth": depth},
-                             {"train_loss": [2.0, loss, loss, loss]}))
+      results.append(_result("depth", seed, options, {"train_loss": [2.0, loss, loss, loss]}))
   return {"depth": results}
 
 
