@@ -6,8 +6,10 @@ the budget cuts undone, for one GPU). Fields can be overridden with
 `--config.<field>=<value>`, e.g. `--config.augmentation.seeds=(0,1,2,3)`.
 
 Budget of the full sweep (target: 2 hours on 2 idle CPU cores, CIFAR-10 not prepared).
-Measured: 312 runs, 147 min summed over the runs' wall times on the 2-core AMD EPYC while other
-jobs shared the cores (so an upper bound). Per run on the digits: mlp about 8 s, the cnn about
+Measured: 345 runs, 207 min summed over the runs' wall times on the 2-core AMD EPYC while other
+jobs shared the cores (so an upper bound), run by 1-2 sweep processes at a time; `make sweep`
+runs 2 worker processes, whose wall time on idle cores has not been measured. Over the 2-hour
+target as summed: depth (48 runs, 58 min) and rotation (30 runs, 31 min) grew this session. Per run on the digits: mlp about 8 s, the cnn about
 35-45 s, cnn_blur about 2x the cnn, ResNet-20 about 150 s, on the 40x40 canvas ResNet-20 about
 100 s at 6 epochs (all under that load). The estimates per experiment below were made before,
 from single runs on an even more loaded machine. Cut to fit: the ResNets ('reduced_models') train without augmentation
