@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
+from cnn_jax.ops import onednn
 from cnn_jax.ops.arithmetic import LayerGeometry, ReceptiveField, receptive_field
 
 def param_shapes(model: nn.Module, input_shape: Sequence[int]):
@@ -104,6 +105,7 @@ def forward_flops(model: nn.Module, input_shape: Sequence[int], *, train: bool =
 Path = tuple[tuple[LayerGeometry, ...], ...]
 WHOLE_IMAGE = "whole image"
 
+ONEDNN_FORWARD = onednn.forward_p.name  # lowering='onednn' (and 'auto' where it picks it)
 _POOLING_PRIMITIVES = ("reduce_window_max", "reduce_window_min", "reduce_window_sum",
                        "reduce_window")
 # Parameters through which a primitive names the axes it works along (reductions, reversal,
@@ -143,6 +145,15 @@ def _conv_path(eqn, path: Path):
   kernel = tuple(kernel_shape[axis] for axis in rhs_spec[2:])
   return _windowed(path, kernel, params["window_strides"], params["rhs_dilation"],
                    params["padding"])
+
+
+def _onednn_conv_path(eqn, path: Path):
+  """`cnn_jax.ops.onednn`'s forward correlation: channels-last, its geometry in the params."""
+  params = eqn.params
+  if any(lo < 0 for lo, _ in params["pads"]):
+    return WHOLE_IMAGE
+  return _windowed(path, params["kernel_spatial"], params["strides"], params["dilations"],
+                   params["pads"])
 
 
 def _pool_path(eqn, path: Path):
@@ -252,6 +263,8 @@ def _walk(jaxpr, input_paths: list, spatial_ndim: int) -> list:
       outputs = [WHOLE_IMAGE] * len(eqn.outvars)
     elif name == "conv_general_dilated" and operand_paths[1] is None:
       outputs = [_conv_path(eqn, operand_paths[0])]
+    elif name == ONEDNN_FORWARD and operand_paths[1] is None:
+      outputs = [_onednn_conv_path(eqn, operand_paths[0])]
     elif name in _POOLING_PRIMITIVES and len(eqn.outvars) == 1:
       outputs = [_pool_path(eqn, present[0])]
     elif name == "pad":

@@ -2,11 +2,14 @@
 
 import re
 
+import jax.numpy as jnp
 import pytest
 
 from cnn_jax.models import CNN, MLP, get_model
 from cnn_jax.models.inspect import (count_params, forward_flops, model_receptive_field,
-                                    param_shapes, param_table)
+                                    param_shapes, param_table, traced_receptive_field)
+from cnn_jax import ops
+from cnn_jax.ops import onednn
 from cnn_jax.ops.arithmetic import output_size
 
 
@@ -63,3 +66,14 @@ def test_receptive_field_of_a_model_without_spatial_layers_is_an_error():
     model_receptive_field(MLP(), (1, 8, 8, 1))
   with pytest.raises(ValueError, match=r"layer must be one of .*'conv1'.*, got 'conv9'"):
     model_receptive_field(CNN(), (1, 28, 28, 1), "conv9")
+
+
+@pytest.mark.skipif(not onednn.available(), reason="the oneDNN extension is not available")
+def test_the_onednn_lowering_has_the_receptive_field_of_the_xla_one():
+  kernel = jnp.ones((3, 3, 2, 4))
+  fields = {lowering: traced_receptive_field(
+      lambda x, lowering=lowering: ops.correlate(
+          ops.correlate(x, jnp.ones((5, 5, 1, 2)), stride=2, padding="same",
+                        lowering=lowering), kernel, kernel_dilation=2, padding=1, lowering=lowering),
+      (1, 28, 28, 1)) for lowering in ("xla", "onednn")}
+  assert fields["xla"] is not None and fields["onednn"] == fields["xla"]
