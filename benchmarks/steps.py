@@ -3,7 +3,10 @@
 The JAX side times `cnn_jax.train.step.make_train_step` mapped over the devices as `launch.py`
 runs it (uint8 input normalized on device, forward + backward + SGD with momentum 0.9, float32,
 metrics); torch's twin does forward + backward + the same SGD. One synthetic batch is reused;
-eval step = forward in inference mode. Each `Runner` exposes `train()` and `evaluate()`, each
+eval step = forward in inference mode. Batch, state and key stay on the devices, as torch's
+tensors stay on its device: a timed JAX step that copies anything from the host raises
+(`jax.transfer_guard_host_to_device`), since such a copy (of a 61M-parameter AlexNet state, say)
+can cost more than the step itself. Each `Runner` exposes `train()` and `evaluate()`, each
 running one step and blocking until it is done, so that the caller can interleave JAX and torch
 (absolute speeds on a shared machine drift by 2-3x; ratios within one round do not).
 """
@@ -131,27 +134,26 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
   start = time.perf_counter()
   state = jax.device_get(create_train_state(model, optimizer, jax.random.key(1),
                                             batch["image"].shape[1:]))
-  device_batch = data_parallel.put_batch(batch)
+  # The train step donates (deletes) its state; evaluation keeps a copy of the initial one.
+  eval_state, device_batch = data_parallel.put_state(state), data_parallel.put_batch(batch)
+  box = {"state": data_parallel.put_state(state)}
   key = jax.random.key(3)
-  train_compiled = data_parallel.train_step.lower(
-      data_parallel.put_state(state), device_batch, key).compile()
-  eval_compiled = data_parallel.eval_step.lower(data_parallel.put_state(state),
-                                                device_batch).compile()
+  train_compiled = data_parallel.train_step.lower(eval_state, device_batch, key).compile()
+  eval_compiled = data_parallel.eval_step.lower(eval_state, device_batch).compile()
   compile_seconds = time.perf_counter() - start
   memory = train_compiled.memory_analysis()
   memory_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2 ** 20
 
-  # The train step donates (deletes) its state; evaluation keeps a copy of the initial one.
-  eval_state = data_parallel.put_state(state)
-  box = {"state": data_parallel.put_state(state)}
-
   def train_once():
-    box["state"], metrics = train_compiled(box["state"], device_batch, key)
+    with jax.transfer_guard_host_to_device("disallow"):
+      box["state"], metrics = train_compiled(box["state"], device_batch, key)
     jax.block_until_ready(metrics)
 
   def evaluate():
-    jax.block_until_ready(eval_compiled(eval_state, device_batch))
+    with jax.transfer_guard_host_to_device("disallow"):
+      sums = eval_compiled(eval_state, device_batch)
+    jax.block_until_ready(sums)
 
   start = time.perf_counter()
   train_once()

@@ -1,6 +1,7 @@
 """launch.py end to end (a subprocess in smoke mode), its config flags and the config files."""
 
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -63,6 +64,9 @@ def test_every_model_field_is_set_from_the_command_line(name):
     assert model.blur is True and model.padding == "circular"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="needs TensorFlow: a run reads its digits through TFDS and writes "
+                           "TensorBoard summaries through flax.metrics.tensorboard")
 def test_a_run_with_model_fields_from_the_command_line_trains(tmp_path):
   # bfloat16 reaches the model too (above) but compiles slowly on CPU: left out here.
   config = parse_launch_flags("--config.model.blur=True", "--config.model.padding=circular")

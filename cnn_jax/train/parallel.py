@@ -1,4 +1,4 @@
-"""Data parallelism over all devices: one per-device step, mapped by `jax.pmap` or `jax.shard_map`.
+"""Data parallelism over the devices: one per-device step, mapped by `jax.pmap` or `jax.shard_map`.
 
 Both forms split the global batch `[B, ...]` into D shares of `b = B / D` examples along the
 axis `AXIS_NAME` and keep one copy of the train state per device:
@@ -10,14 +10,16 @@ axis `AXIS_NAME` and keep one copy of the train state per device:
 
 `DataParallel` hides the difference from the loop: `put_state` moves a host `TrainState` (numpy
 arrays, no device axis) to the devices, `to_host` brings one copy of any replicated result (state
-or metrics) back, `put_batch` moves this host's numpy batch. The state argument of the train step
-is donated (its buffers are reused for the new state). With several processes, each one passes
-its own `B / num_processes` examples.
+or metrics) back, `put_batch` moves this host's numpy batch. Both put functions return device
+arrays (with pmap too, which would otherwise copy a numpy argument to the devices on every call),
+so a step called again on the same state or batch moves nothing from the host. The state argument
+of the train step is donated (its buffers are reused for the new state). With several processes,
+each one passes its own `B / num_processes` examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -52,29 +54,34 @@ def check_batch_size(name: str, batch_size: int, num_devices: int, num_processes
         f"nearest valid sizes: {' or '.join(map(str, nearest))}")
 
 
-def _pmap_parallel(train_step, eval_step) -> DataParallel:
-  local_devices = jax.local_device_count()
+def _pmap_parallel(train_step, eval_step, devices) -> DataParallel:
+  local_devices = [device for device in devices if device.process_index == jax.process_index()]
+  # This host's share of pmap's `[D, ...]` arrays: the leading axis over its own devices.
+  split = NamedSharding(Mesh(np.array(local_devices), (AXIS_NAME,)), P(AXIS_NAME))
 
   def put_state(state):
-    return jax.tree.map(lambda x: np.broadcast_to(x, (local_devices, *np.shape(x))), state)
+    return jax.device_put(
+        jax.tree.map(lambda x: np.broadcast_to(x, (len(local_devices), *np.shape(x))), state),
+        split)
 
   def to_host(tree):
     # This host's first device holds a copy; its shard keeps the device axis, of length 1.
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)
 
   def put_batch(batch):
-    return jax.tree.map(lambda x: x.reshape(local_devices, x.shape[0] // local_devices,
-                                            *x.shape[1:]), batch)
+    return jax.device_put(
+        jax.tree.map(lambda x: x.reshape(len(local_devices), x.shape[0] // len(local_devices),
+                                         *x.shape[1:]), batch), split)
 
   mapped_train_step = jax.pmap(train_step, axis_name=AXIS_NAME, in_axes=(0, 0, None),
-                               donate_argnums=(0,))
-  mapped_eval_step = jax.pmap(eval_step, axis_name=AXIS_NAME)
-  return DataParallel(jax.device_count(), put_state, to_host, put_batch, mapped_train_step,
+                               donate_argnums=(0,), devices=devices)
+  mapped_eval_step = jax.pmap(eval_step, axis_name=AXIS_NAME, devices=devices)
+  return DataParallel(len(devices), put_state, to_host, put_batch, mapped_train_step,
                       mapped_eval_step)
 
 
-def _shard_map_parallel(train_step, eval_step) -> DataParallel:
-  mesh = Mesh(np.array(jax.devices()), (AXIS_NAME,))
+def _shard_map_parallel(train_step, eval_step, devices) -> DataParallel:
+  mesh = Mesh(np.array(devices), (AXIS_NAME,))
   replicated = NamedSharding(mesh, P())
   split = NamedSharding(mesh, P(AXIS_NAME))
 
@@ -98,15 +105,21 @@ def _shard_map_parallel(train_step, eval_step) -> DataParallel:
   mapped_eval_step = jax.jit(
       jax.shard_map(eval_step, mesh=mesh, in_specs=(P(), P(AXIS_NAME)), out_specs=P(),
                     check_vma=False))
-  return DataParallel(jax.device_count(), put_state, to_host, put_batch,
+  return DataParallel(len(devices), put_state, to_host, put_batch,
                       mapped_train_step, mapped_eval_step)
 
 
-def build_data_parallel(parallelism: str, train_step: Callable,
-                        eval_step: Callable) -> DataParallel:
-  """Maps the per-device steps over all devices with `parallelism` ('pmap' or 'shard_map')."""
+def build_data_parallel(parallelism: str, train_step: Callable, eval_step: Callable,
+                        devices: Sequence[jax.Device] | None = None) -> DataParallel:
+  """Maps the per-device steps with `parallelism` ('pmap' or 'shard_map').
+
+  Args:
+    devices: the devices to map over, all of one platform (every process's, in the same order in
+      each); default `jax.devices()`, the default backend's.
+  """
+  devices = list(jax.devices() if devices is None else devices)
   if parallelism == "pmap":
-    return _pmap_parallel(train_step, eval_step)
+    return _pmap_parallel(train_step, eval_step, devices)
   if parallelism == "shard_map":
-    return _shard_map_parallel(train_step, eval_step)
+    return _shard_map_parallel(train_step, eval_step, devices)
   raise ValueError(f"config.parallelism must be one of {PARALLELISM_NAMES}, got {parallelism!r}")

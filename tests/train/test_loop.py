@@ -11,6 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+# The smoke runs read the digits through TFDS, and experiments.in_memory_training imports it.
+pytest.importorskip("tensorflow_datasets", reason="needs TFDS (tensorflow_datasets)")
+
 from cnn_jax import data
 from cnn_jax.train import (checkpoint, evaluate, finish, initial_state, loop, preprocess,
                            restore_for_inference, setup, train, train_and_evaluate)

@@ -1,5 +1,6 @@
 """Nothing lost, nothing silent: the workdir lock, read-only readers, divergence, records."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,13 @@ from cnn_jax.train import checkpoint, loop, metrics, restore_for_inference, trai
 from cnn_jax.train.workdir_lock import WorkdirLockedError, lock_workdir
 from cnn_jax.train.state import TrainState
 from experiments.configs import default
+
+
+# An accelerator image may have JAX without TensorFlow.
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="needs TensorFlow: metrics.MetricWriter writes TensorBoard summaries through "
+           "flax.metrics.tensorboard (and a smoke run reads its digits through TFDS)")
 
 
 def smoke_config(**fields):
@@ -71,6 +79,7 @@ def records(workdir):
     return [json.loads(line) for line in file]
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("test_loss, message", [(float("nan"), "test loss is nan at step 3"),
                                                 (1e30, "test loss is 1e[+]30, above")])
 def test_a_diverged_evaluation_stops_the_run_before_its_checkpoint_and_record(
@@ -84,6 +93,7 @@ def test_a_diverged_evaluation_stops_the_run_before_its_checkpoint_and_record(
   assert [record["step"] for record in records(workdir)] == [2]
 
 
+@needs_tensorflow
 def test_a_loss_above_the_divergence_limit_stops_training(tmp_path):
   # ln(10) * 1.01 = 2.33 is below the smoke run's loss at its start (ln 10 = 2.30 plus the
   # spread of a fresh initialization, with label smoothing): the first window stops it.
@@ -116,6 +126,7 @@ def jax_tree_with_nan(params):
   return {"dense": {**params["dense"], "kernel": kernel}}
 
 
+@needs_tensorflow
 def test_metrics_jsonl_never_holds_a_nan_token(tmp_path):
   writer = metrics.MetricWriter(str(tmp_path))
   writer.write(1, {"train_loss": float("nan"), "train_accuracy": 0.5})
