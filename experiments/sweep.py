@@ -164,12 +164,10 @@ command_line.define_debug_flag()
 def run_workers(processes: int) -> None:
   """Runs this command in `processes` workers (`--worker=i/n`) and waits for all of them; exits
   with one line naming the workers that failed (each printed its own error)."""
-  if processes < 1:
-    raise ValueError(f"--processes must be an int >= 1, got {processes}")
-  arguments = [argument for argument in sys.argv[1:]
-               if not argument.startswith(("--processes", "--worker"))]
-  workers = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", *arguments,
-                               f"--worker={index}/{processes}"]) for index in range(processes)]
+  # absl keeps the last value of a repeated flag: these override the parent's, however written.
+  workers = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", *sys.argv[1:],
+                               "--processes=1", f"--worker={index}/{processes}"])
+             for index in range(processes)]
   failed = [index for index, worker in enumerate(workers) if worker.wait() != 0]
   if failed:
     raise SystemExit(f"experiments.sweep: workers {failed} of {processes} failed (their output "
@@ -185,6 +183,8 @@ def main(argv):
   if FLAGS.workdir is None:
     path = report.report_from_exported(FLAGS.report_dir, EXPERIMENTS)
   else:
+    if FLAGS.processes < 1:
+      raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
     worker = parse_worker(FLAGS.worker) if FLAGS.worker else None
     if FLAGS.processes > 1 and worker is None and not FLAGS.report_only:
       validate_sweep(FLAGS.config)  # one error line here rather than one per worker
