@@ -24,12 +24,13 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   extension (`cnn_jax.ops.onednn`; CPU, float32), part by part where oneDNN is given the shape
   (`onednn.shape_supported`), else 'xla' for that part; max pooling as under 'auto'.
 * 'auto': per backend, per shape and per part, what measured fastest (`auto_choices`): on CPU,
-  for the shapes in the per-op benchmark's table for this CPU's ISA class (`auto_lowerings.json`,
-  written by `python -m benchmarks.run --sections ops --write-auto-table`) the fastest of
-  'xla', 'tiled' and 'onednn' per part; for other shapes the tiled kernel gradient of 1x1 and
-  single-channel kernels (`auto_tiled_parts`), else 'xla'; the switch max-pool backward, and a
-  kernel gradient that reads its input from a buffer of its own (`_materialized`); elsewhere
-  (GPU, TPU) the reference.
+  'onednn' wherever oneDNN runs and is given the shape, except the parts for which the per-op
+  benchmark's table for this CPU's ISA class (`auto_lowerings.json`, written by
+  `python -m benchmarks.run --sections ops --write-auto-table`) measured 'xla' or 'tiled'
+  clearly faster; without oneDNN, the table's 'xla' and 'tiled' choices, else the tiled kernel
+  gradient of 1x1 and single-channel kernels (`auto_tiled_parts`) and the rest 'xla'; the
+  switch max-pool backward, and an XLA kernel gradient that reads its input from a buffer of
+  its own (`_materialized`); elsewhere (GPU, TPU) the reference.
 
 Both gradients are derived, not hand-written: the correlation and the pooling are `custom_jvp`
 functions whose tangent maps are the im2col products and switch selects above, so reverse mode
@@ -156,23 +157,23 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
                  platform: str) -> dict[str, str]:
   """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
 
-  Elsewhere than on the CPU the reference. On the CPU the measured fastest, where the table has
-  this shape for this CPU's ISA class and oneDNN can run it; else 1x1 and single-channel kernel
-  gradients tiled (`auto_tiled_parts`) and the rest 'xla'.
+  Elsewhere than on the CPU the reference. On the CPU, where oneDNN runs and is given the shape,
+  every part in oneDNN, except the parts for which the table of this CPU's ISA class measured
+  another lowering clearly faster (`benchmarks/per_op.py`'s `write_auto_table`). Without
+  oneDNN, the table's choices among 'xla' and 'tiled', else the kernel gradients of 1x1 and
+  single-channel kernels tiled (`auto_tiled_parts`) and the rest 'xla'.
   """
   if platform != "cpu":
     return dict.fromkeys(TILED_PARTS, "xla")
-  tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)
-  choices = {part: "tiled" if part in tiled else "xla" for part in TILED_PARTS}
   measured = measured_auto_choices().get(cpu_isa(), {}).get(
       conv_signature(x_shape, kernel_shape, correlation), {})
-  for part, choice in measured.items():
-    if choice != "onednn" or (
-        onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
-                                       correlation.input_dilations, correlation.groups, dtypes)
-        and onednn_kernels.available()):
-      choices[part] = choice
-  return choices
+  if (onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                     correlation.input_dilations, correlation.groups, dtypes)
+      and onednn_kernels.available()):
+    return dict.fromkeys(TILED_PARTS, "onednn") | measured
+  tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)
+  choices = {part: "tiled" if part in tiled else "xla" for part in TILED_PARTS}
+  return choices | {part: choice for part, choice in measured.items() if choice != "onednn"}
 
 
 def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,

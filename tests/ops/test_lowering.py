@@ -199,7 +199,33 @@ def test_correlate_lowerings_have_the_reference_forward_mode_derivative(name):
     np.testing.assert_allclose(a, e, **TOLERANCE)
 
 
-def test_auto_tiles_the_kernel_gradient_of_1x1_convolutions_on_cpu_only():
+def _without_onednn(monkeypatch):
+  monkeypatch.setattr(lowering.onednn_kernels, "available", lambda: False)
+
+
+def _with_onednn(monkeypatch):
+  monkeypatch.setattr(lowering.onednn_kernels, "available", lambda: True)
+
+
+def test_auto_runs_unmeasured_shapes_in_onednn_on_cpu_only(monkeypatch):
+  _with_onednn(monkeypatch)
+  monkeypatch.setattr(lowering, "measured_auto_choices", dict)
+  shape, kernel_shape = (128, 32, 32, 64), (3, 3, 64, 64)
+  correlation = conv.resolve_correlation(shape, kernel_shape, padding="same")
+  dtypes = (jnp.float32, jnp.float32)
+  assert lowering.onednn_parts("auto", shape, kernel_shape, correlation, dtypes,
+                               "cpu") == set(lowering.TILED_PARTS)
+  assert not lowering.tiled_parts("auto", shape, kernel_shape, correlation, "cpu")
+  for platform in ("gpu", "tpu"):
+    assert not lowering.onednn_parts("auto", shape, kernel_shape, correlation, dtypes, platform)
+  # Another dtype is not given to oneDNN: the rule without it.
+  assert not lowering.onednn_parts("auto", shape, kernel_shape, correlation,
+                                   (jnp.bfloat16, jnp.bfloat16), "cpu")
+
+
+def test_auto_without_onednn_tiles_the_kernel_gradient_of_1x1_convolutions_on_cpu_only(
+    monkeypatch):
+  _without_onednn(monkeypatch)
   shortcut = conv.resolve_correlation((128, 32, 32, 64), (1, 1, 64, 128), stride=2)
   assert lowering.tiled_parts("auto", (128, 32, 32, 64), (1, 1, 64, 128), shortcut,
                               "cpu") == {"kernel_gradient"}
@@ -333,7 +359,9 @@ def _table_for(x_shape, kernel_shape, correlation, choices):
                                choices}}
 
 
-def test_auto_takes_the_measured_choice_per_part_on_cpu_only(monkeypatch):
+@pytest.mark.parametrize("onednn_runs", [False, True])
+def test_auto_takes_the_measured_choice_per_part_on_cpu_only(monkeypatch, onednn_runs):
+  (_with_onednn if onednn_runs else _without_onednn)(monkeypatch)
   x_shape, kernel_shape = (8, 16, 16, 32), (3, 3, 32, 32)
   correlation = conv.resolve_correlation(x_shape, kernel_shape, padding="same")
   choices = {"forward": "xla", "input_gradient": "tiled", "kernel_gradient": "tiled"}
@@ -350,7 +378,18 @@ def test_auto_takes_the_measured_choice_per_part_on_cpu_only(monkeypatch):
                                "cpu") == choices
   strided = conv.resolve_correlation(x_shape, kernel_shape, padding="same", stride=2)
   assert set(lowering.auto_choices(x_shape, kernel_shape, strided, dtypes,
-                                   "cpu").values()) == {"xla"}
+                                   "cpu").values()) == {"onednn" if onednn_runs else "xla"}
+
+
+def test_auto_falls_back_where_the_table_chose_onednn_but_it_cannot_run(monkeypatch):
+  _without_onednn(monkeypatch)
+  x_shape, kernel_shape = (8, 16, 16, 32), (1, 1, 32, 32)
+  correlation = conv.resolve_correlation(x_shape, kernel_shape)
+  monkeypatch.setattr(lowering, "measured_auto_choices", lambda: _table_for(
+      x_shape, kernel_shape, correlation, dict.fromkeys(lowering.TILED_PARTS, "onednn")))
+  assert lowering.auto_choices(x_shape, kernel_shape, correlation,
+                               (jnp.float32, jnp.float32), "cpu") == {
+      "forward": "xla", "input_gradient": "xla", "kernel_gradient": "tiled"}
 
 
 def test_auto_never_gives_onednn_a_shape_it_is_not_given(monkeypatch):
