@@ -87,6 +87,7 @@ class JaxRunner:
       aliased), the step's peak memory as XLA plans it.
     parameters: the number of trainable parameters.
     onednn_calls: oneDNN custom calls in the compiled train step (0: oneDNN not used).
+    train_hlo, eval_hlo: the compiled steps' HLO text (`benchmarks.step_profile` reads it).
   """
   train: Callable[[], None]
   evaluate: Callable[[], None]
@@ -97,6 +98,8 @@ class JaxRunner:
   train_memory_mb: float
   parameters: int
   onednn_calls: int
+  train_hlo: str
+  eval_hlo: str
 
 
 def train_batch(spec: ModelSpec, batch: int | None = None, image_shape=None) -> dict:
@@ -165,7 +168,8 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
       eval_flops=float(_first(eval_compiled.cost_analysis()).get("flops", np.nan)),
       train_memory_mb=memory_mb,
       parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)),
-      onednn_calls=train_compiled.as_text().count('custom_call_target="cnn_jax_onednn_'))
+      onednn_calls=train_compiled.as_text().count('custom_call_target="cnn_jax_onednn_'),
+      train_hlo=train_compiled.as_text(), eval_hlo=eval_compiled.as_text())
 
 
 @dataclasses.dataclass
