@@ -193,7 +193,7 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   model = run.options["model"]
   model_name, fields = model_spec(model, config)
   training = training_config(model_name, seed=run.seed, num_steps=steps,
-                             batch_size=config.batch_size, learning_rate=config.learning_rate,
+                             batch_size=config.batch_size, learning_rate=settings.learning_rate,
                              record_every=max(min(steps_per_epoch, steps // 4), 1), **fields)
   training.augmentation = ("" if run.options["augmentation"] == "none"
                            else f"rotate={settings.max_degrees:g}")
@@ -521,7 +521,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
   return "\n".join([
       f"Trained upright on the training digits less the {config.validation_fraction:.0%} "
       f"validation split ({first['train_steps']} steps of batch {config.batch_size}, "
-      f"{settings.num_epochs:g} epochs; stopping rule: a fixed length, checked on the "
+      f"{settings.num_epochs:g} epochs, peak rate {settings.learning_rate:g} per 256 examples; "
+      "stopping rule: a fixed length, checked on the "
       "validation curve and its plateau gain), then tested rotated. 'Rotation augmentation': "
       f"an angle uniform in ±{settings.max_degrees:g}° per training digit. CNN: "
       "`get_model('cnn', **MATCHED_CNN)` (three 3x3 convs of "

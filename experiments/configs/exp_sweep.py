@@ -204,6 +204,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 40: at 15 the P4CNNs still gained 0.01-0.025 (plateau gain); at 30 one seed's P4CNN +
   # rotations had reached its plateau (gain 0.004) but the CNN + batch norm + rotations not (0.018).
   config.rotation.num_epochs = 40.0
+  config.rotation.learning_rate = 0.2  # peak SGD rate per 256 examples, every rotation run
   config.rotation.test_angles = tuple(float(a) for a in range(0, 360, 15))  # degrees, curve
   config.rotation.layer_angles = (90.0, 45.0, 30.0)  # per-layer equivariance error, degrees
 
