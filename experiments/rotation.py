@@ -73,7 +73,7 @@ def validate(config) -> None:
       raise ValueError(f"config.{NAME}.{field} must be 3 channel counts >= 1 (one per conv "
                        f"layer), got {features!r}")
   check_names(f"config.{NAME}.augmentations", settings.augmentations, AUGMENTATIONS)
-  for field in ("num_epochs", "max_degrees"):
+  for field in ("num_epochs", "max_degrees", "learning_rate"):
     value = settings[field]
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
       raise ValueError(f"config.{NAME}.{field} must be a number > 0, got {value!r}")

@@ -33,6 +33,7 @@ def test_default_plan_has_six_conditions_at_five_seeds():
     ("seeds", (), "config.rotation.seeds must be a non-empty list"),
     ("p4cnn_features", (8, 16), r"config.rotation.p4cnn_features must be 3 channel counts"),
     ("num_epochs", 0.0, r"config.rotation.num_epochs must be a number > 0, got 0.0"),
+    ("learning_rate", -0.1, r"config.rotation.learning_rate must be a number > 0, got -0.1"),
     ("test_angles", (0.0, 400.0), r"config.rotation.test_angles must be .* \[0, 360\]"),
     ("layer_angles", (), "config.rotation.layer_angles must be a non-empty list"),
 ])
