@@ -7,7 +7,6 @@ The benchmarks' entry points call `cnn_jax.runtime.setup` first (malloc tunables
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import statistics
 import time
@@ -17,15 +16,15 @@ def describe() -> dict:
   """The facts a reader needs to compare two benchmark files."""
   import jax
 
+  from cnn_jax import runtime
   from cnn_jax.ops import onednn
-  from cnn_jax.runtime import MALLOC_TUNABLES
   description = {
-      "glibc_tunables": os.environ.get("GLIBC_TUNABLES") == MALLOC_TUNABLES,
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES") == runtime.MALLOC_TUNABLES,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "jax": jax.__version__,
       "devices": len(jax.devices()),
       "cpu_count": os.cpu_count(),
-      "processor": _cpu_model(),
+      "processor": runtime.cpu_model(),
       "load_average_1min": os.getloadavg()[0],
       # Whether lowering='onednn' could run (the compiled extension loaded), else why not.
       "onednn_available": onednn.available(),
@@ -37,20 +36,6 @@ def describe() -> dict:
   except ImportError:
     description.update(torch=None)
   return description
-
-
-def _cpu_model() -> str:
-  """The CPU's model name and its matrix extensions (AVX-512, AMX: what bfloat16 can use)."""
-  try:
-    with open("/proc/cpuinfo") as file:
-      first_cpu = file.read().split("\n\n")[0].splitlines()
-  except OSError:
-    return platform.processor() or platform.machine()
-  info = {key.strip(): value.strip()
-          for key, value in (line.split(":", 1) for line in first_cpu if ":" in line)}
-  extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
-                if flag in info.get("flags", "").split()]
-  return " ".join([info.get("model name", platform.machine())] + extensions)
 
 
 def peak_rss_mb() -> float:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import sys
 import warnings
 
@@ -132,3 +133,17 @@ def keep_tensorflow_off_accelerators() -> None:
     if tf.config.get_visible_devices("GPU"):
       warnings.warn(f"TensorFlow already uses a GPU and may hold memory JAX needs: {error}",
                     RuntimeWarning, stacklevel=3)
+
+
+def cpu_model() -> str:
+  """The CPU's model name and its matrix extensions (AVX-512, AMX: what bfloat16 can use)."""
+  try:
+    with open("/proc/cpuinfo") as file:
+      first_cpu = file.read().split("\n\n")[0].splitlines()
+  except OSError:
+    return platform.processor() or platform.machine()
+  info = {key.strip(): value.strip()
+          for key, value in (line.split(":", 1) for line in first_cpu if ":" in line)}
+  extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
+                if flag in info.get("flags", "").split()]
+  return " ".join([info.get("model name", platform.machine())] + extensions)

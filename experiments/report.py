@@ -27,10 +27,12 @@ SECTION_TITLES = {  # in the report's order
     "rotation": "6. Rotation: equivariance by construction (P4CNN) vs augmentation",
 }
 POOLING_TITLE = "7. Pooling vs stride (Springenberg et al. 2015)"
+# The sweep's record of its last timed invocation, in its workdir and beside exported results.
+TIMING_FILE = "sweep_timing.json"
 
 
 def write_report(results: dict[str, list[dict]], config, report_dir: str,
-                 experiments: dict) -> str:
+                 experiments: dict, timing: dict | None = None) -> str:
   """Writes README.md (and each section's figures) into `report_dir`; returns its path.
 
   Args:
@@ -38,9 +40,10 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
     config: the sweep config.
     report_dir: created if needed.
     experiments: experiment name -> module with `report(results, config, out_dir) -> markdown`.
+    timing: the sweep's `TIMING_FILE` record (`experiments.sweep.record_timing`), if any.
   """
   os.makedirs(report_dir, exist_ok=True)
-  export_results(results, config, report_dir)
+  export_results(results, config, report_dir, timing)
   total_seconds = sum(result["metrics"]["wall_time_seconds"]
                       for group in results.values() for result in group)
   planned = {name: len(experiments[name].plan(config)) for name in config.experiments}
@@ -50,7 +53,10 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"{sum(len(group) for group in results.values())} finished runs (compute "
       f"{total_seconds / 60:.1f} min in total). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
-                  for name, count in planned.items()) + ".",
+                  for name, count in planned.items()) + ". Compute per experiment (the runs' "
+      "wall times summed): " + ", ".join(
+          f"{name} {sum(r['metrics']['wall_time_seconds'] for r in group) / 60:.1f} min"
+          for name, group in results.items()) + "." + timing_sentence(timing),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
@@ -81,13 +87,34 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   return path
 
 
+def timing_sentence(timing: dict | None) -> str:
+  """The header's sentence on the wall time of the sweep invocation that ran the runs."""
+  if not timing:
+    return ""
+  return (f" Wall time of the last sweep invocation that ran something: "
+          f"{timing['wall_seconds'] / 60:.0f} min for {timing['runs_run']} of the "
+          f"{timing['runs_planned']} planned runs, {timing['processes']} worker processes on "
+          f"{timing['cpu_count']} cores of an {timing['processor']} (load average "
+          f"{timing['load_average_at_start']:.1f} at its start), finished {timing['finished']}.")
+
+
+def load_timing(directory: str) -> dict | None:
+  """`directory`'s `TIMING_FILE` (a workdir, or exported results), or None."""
+  path = os.path.join(directory, TIMING_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as file:
+    return json.load(file)
+
+
 def exported_directory(report_dir: str) -> str:
   return os.path.join(report_dir, "runs")
 
 
-def export_results(results: dict[str, list[dict]], config, report_dir: str) -> None:
-  """Writes every result (by experiment, in the given order: the report's) and the config under
-  `<report_dir>/runs/`, replacing what an earlier report left there."""
+def export_results(results: dict[str, list[dict]], config, report_dir: str,
+                   timing: dict | None = None) -> None:
+  """Writes every result (by experiment, in the given order: the report's), the config and the
+  sweep's timing under `<report_dir>/runs/`, replacing what an earlier report left there."""
   directory = exported_directory(report_dir)
   os.makedirs(directory, exist_ok=True)
   for name in os.listdir(directory):
@@ -98,6 +125,9 @@ def export_results(results: dict[str, list[dict]], config, report_dir: str) -> N
       json.dump(group, file, indent=0)
   with open(os.path.join(directory, "config.json"), "w") as file:
     file.write(config.to_json(indent=1))
+  if timing:
+    with open(os.path.join(directory, TIMING_FILE), "w") as file:
+      json.dump(timing, file, indent=1)
 
 
 def load_exported(report_dir: str) -> tuple[dict[str, list[dict]], ml_collections.ConfigDict]:
@@ -130,4 +160,5 @@ def _as_tuples(tree):
 def report_from_exported(report_dir: str, experiments: dict) -> str:
   """Rewrites `<report_dir>/README.md` and its figures from the exported results; no training."""
   results, config = load_exported(report_dir)
-  return write_report(results, config, report_dir, experiments)
+  return write_report(results, config, report_dir, experiments,
+                      timing=load_timing(exported_directory(report_dir)))

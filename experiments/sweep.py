@@ -30,6 +30,7 @@ ends with one line on stderr and exit code 2; --debug shows the traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,8 +140,21 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
   if worker is not None:
     return results
   report.write_report(results, config, report_dir or os.path.join(workdir, "report"),
-                      EXPERIMENTS)
+                      EXPERIMENTS, timing=report.load_timing(workdir))
   return results
+
+
+def record_timing(workdir: str, seconds: float, runs_run: int, runs_planned: int,
+                  processes: int, load_average: float) -> dict:
+  """Writes `<workdir>/sweep_timing.json`: the wall time of the last invocation that ran
+  something, what it ran and on which machine (the report's header states it)."""
+  timing = {"wall_seconds": seconds, "runs_run": runs_run, "runs_planned": runs_planned,
+            "processes": processes, "processor": runtime.cpu_model(),
+            "cpu_count": os.cpu_count(), "load_average_at_start": load_average,
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+  with open(os.path.join(workdir, report.TIMING_FILE), "w") as file:
+    json.dump(timing, file, indent=1)
+  return timing
 
 
 FLAGS = flags.FLAGS
@@ -186,13 +200,23 @@ def main(argv):
     if FLAGS.processes < 1:
       raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
     worker = parse_worker(FLAGS.worker) if FLAGS.worker else None
-    if FLAGS.processes > 1 and worker is None and not FLAGS.report_only:
+    if worker is None and not FLAGS.report_only:
       validate_sweep(FLAGS.config)  # one error line here rather than one per worker
-      run_workers(FLAGS.processes)
-    elif FLAGS.compilation_cache and not FLAGS.report_only:
+      planned = plan_sweep(FLAGS.config)
+      unfinished = sum(not is_finished(FLAGS.workdir, run) for run in planned)
+      load_average, start = os.getloadavg()[0], time.time()
+      if FLAGS.processes > 1:
+        run_workers(FLAGS.processes)
+      else:
+        if FLAGS.compilation_cache:
+          use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
+        run_sweep(FLAGS.config, FLAGS.workdir, worker=(0, 1))
+      if unfinished:
+        record_timing(FLAGS.workdir, time.time() - start, unfinished, len(planned),
+                      FLAGS.processes, load_average)
+    elif worker is not None and FLAGS.compilation_cache:
       use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
-    results = run_sweep(FLAGS.config, FLAGS.workdir,
-                        report_only=FLAGS.report_only or FLAGS.processes > 1 and worker is None,
+    results = run_sweep(FLAGS.config, FLAGS.workdir, report_only=worker is None,
                         report_dir=FLAGS.report_dir, worker=worker)
     if worker is not None:
       logging.info("Worker %s: %d finished runs in the workdir.", FLAGS.worker,

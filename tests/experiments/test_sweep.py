@@ -333,3 +333,20 @@ def test_the_committed_report_is_regenerated_from_its_committed_results(tmp_path
   committed_figures = sorted(name for name in os.listdir(committed) if name.endswith(".png"))
   assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == (
       committed_figures)
+
+
+def test_the_timed_invocation_reaches_the_report_and_its_exported_results(tmp_path, monkeypatch):
+  config = tiny_config()
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  workdir, report_dir = str(tmp_path / "work"), str(tmp_path / "results")
+  sweep.run_sweep(config, workdir, worker=(0, 1))
+  timing = sweep.record_timing(workdir, 180.0, 1, 1, 2, 0.5)
+  sweep.run_sweep(config, workdir, report_only=True, report_dir=report_dir)
+  sentence = "3 min for 1 of the 1 planned runs, 2 worker processes on"
+  assert sentence in open(os.path.join(report_dir, "README.md")).read()
+  with open(os.path.join(report_dir, "runs", sweep.report.TIMING_FILE)) as file:
+    assert json.load(file) == timing
+  os.remove(os.path.join(report_dir, "README.md"))
+  sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
+  assert sentence in open(os.path.join(report_dir, "README.md")).read()
