@@ -19,7 +19,9 @@ beside it go the results it was made from, as small JSON (see `experiments.repor
 `--processes=N` runs the sweep in N worker processes (`make sweep`: 2), worker i taking the runs
 at positions i, i + N, ... of the plan, then writes the report once they have all finished. A
 run's small batches leave much of a core idle (XLA:CPU finds little to parallelize in them), so
-two workers on 2 cores finish sooner than one.
+two workers on 2 cores finish sooner than one. The wall time of an invocation that ran
+something, with its runs, worker count and CPU, goes to `<workdir>/sweep_timing.json` and into the
+report's header, beside each experiment's summed compute.
 
 Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
 ('' = TFDS's default, `~/tensorflow_datasets`); otherwise its CIFAR-10 runs are not planned, the

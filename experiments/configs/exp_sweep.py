@@ -5,61 +5,20 @@ offline digits, a few steps, about 2 minutes: what the tests run) or 'gpu' (the 
 the budget cuts undone, for one GPU). Fields can be overridden with
 `--config.<field>=<value>`, e.g. `--config.augmentation.seeds=(0,1,2,3)`.
 
-Budget of the full sweep (target: 2 hours on 2 idle CPU cores, CIFAR-10 not prepared).
-Measured: 345 runs, 207 min summed over the runs' wall times on the 2-core AMD EPYC while other
-jobs shared the cores (so an upper bound), run by 1-2 sweep processes at a time; `make sweep`
-runs 2 worker processes, whose wall time on idle cores has not been measured. Over the 2-hour
-target as summed: depth (48 runs, 58 min) and rotation (30 runs, 31 min) grew this session. Per run on the digits: mlp about 8 s, the cnn about
-35-45 s, cnn_blur about 2x the cnn, ResNet-20 about 150 s, on the 40x40 canvas ResNet-20 about
-100 s at 6 epochs (all under that load). The estimates per experiment below were made before,
-from single runs on an even more loaded machine. Cut to fit: the ResNets ('reduced_models') train without augmentation
-only (the circular vs zero padding contrast needs no more), and so do the pooling variants
-(cnn_blur, and for pooling vs stride cnn_avg, cnn_stride and cnn_allconv: 20 runs of about
-30-40 s; their contrasts compare the unaugmented nets); 'gpu' restores their augmentations.
+Budget of the full sweep: 2 hours on 2 idle CPU cores (CIFAR-10 not prepared). The report's
+header states the wall time of the sweep that produced it and each experiment's summed compute;
+`make sweep` runs 2 worker processes. What was cut to fit, per experiment ('gpu' undoes each cut):
 
-Experiment 6 (rotation, 30 runs: 3 models x 2 augmentations x 5 seeds, 40 epochs): the P4CNN
-costs about 3x the CNN per step at matched parameters (its inner layers do 4x the multiply-adds;
-measured 98 s vs 37 s for 4 epochs at the default widths, 16-32-64 vs 8-16-32 p4 channels, on a
-machine with load 9-12 on 2 cores); at those widths a 15-epoch P4CNN run took over 600 s on that
-machine, so about 20 x 150 s = 50 min idle for the experiment, against a budget of 10 minutes.
-Cut: both models at half width (8-16-32 vs 4-8-16 p4 channels, 6,218 vs 6,022 parameters); a
-15-epoch P4CNN run with its metrics then took 160 s at load 10 (train 147 s, metrics 12 s), a
-CNN run about a third of that. In the sweep (compilation cache warm, lighter load) the 15-epoch
-runs took 7-13 s (CNN) and 21-32 s (P4CNN) of training, 6.5 minutes for the 20. Then a third
-model, 'cnn_bn' (the CNN with the P4CNN's batch norm, 6,274 parameters), and 40 epochs instead of
-15 (the P4CNNs were still rising): measured in the sweep workdir beside the lead's depth sweep
-and test runs (load 3-10 on the 2 cores), run wall times 31-47 s (CNN), 37-51 s (CNN + batch
-norm) and 92-120 s (P4CNN), 31 minutes for the 30 runs; an estimated 15-20 minutes idle. At 40
-epochs the augmented CNNs still gain about 0.03 (plateau gain) and the P4CNNs about 0.013: not
-at their plateau, which the report states. 'gpu' restores the full widths and takes 10 seeds.
-Experiment 2 (learned invariance, 56x56 canvas, 8-16 channels): a run with pretraining (300
-steps) and head-only fine-tuning (80 steps) used 55 CPU-seconds, a scratch run 21 (measured
-under a load average of 12); planned 10 + 6 pretraining runs and 5 scratch runs, about 1,000 s
-(budget ~600 s: the class-count sweep is cut to 'pretrained' at k = 2 and 8 on 3 seeds, without
-'random_features'). 'gpu' runs every condition at k = 2, 5, 8 on 5 seeds (40 runs) at the
-'cnn' widths.
-Experiment 4 (priors): 80 training runs and one self-similarity run, about 450 s on 2 idle cores
-(measured as CPU time on the loaded machine: a CNN run costs about 3.5 s plus 0.018 s per step,
-an MLP run about 2 s plus 0.0025 s per step, 10,000 CNN and 27,000 MLP steps in all, plus about
-45 s compiling one program per step count and 4 s of self-similarity). Cut to fit: permuted
-pixels at 100 and 3,600 digits only; 'gpu' permutes at every size (40 more runs, about 190 s).
-Experiment 5 (depth): plain and residual nets of depth 8, 20, 32 and 56 (widths 8-16-32) trained
-20 epochs (313 steps) on 1,000 class-balanced digits with a 500-digit validation split, 5 seeds,
-the plain nets at peak rates 0.1, 0.2 and 0.4 on seed 0 (the rate choice) and at the chosen rate
-on seeds 1-4: 48 runs. Measured per run (nice 5, other jobs sharing the 2 cores; the longest are
-first seeds, which compile): depth 8 13-33 s, 20 27-88 s, 32 52-103 s, 56 90-189 s; 58 min summed
-over the 48 runs, against a share of about 10 minutes: the experiment is over budget.
-Cut: the rate choice on one seed, widths 8-16-32, 1,000 digits; 'gpu' chooses on every seed at
-He et al.'s widths 16-32-64 on 3,500 digits and adds depth 44.
-Experiment 3 (random init, no training): 7 variants x 5 seeds = 35 runs of about 3 s each under
-a ~2x load (107 s in all, 46 s of CPU), so under a minute idle; the smoke config runs its 7
-variants at one seed and 2 shifts (a few seconds).
-Experiment 1 on the 40 x 40 canvas ('mnist_canvas', budget about 500 s): a 40 x 40 image costs
-about 2x a 28 x 28 one, so at 15 epochs a ResNet-20 run takes about 150 s and a CNN run 60 s on
-2 idle cores (scaled from the digits' 75 s and 29 s, not measured on the canvas). Cut: 6 epochs,
-the ResNets without augmentation only: 10 ResNet runs (about 70 s each) and 10 CNN runs (none,
-translate; about 27 s each), about 1,000 s, twice the budget (estimated); 'gpu' trains 15
-epochs with every canvas model under both augmentations.
+- 1, augmentation grid: the ResNets and the pooling variants (cnn_blur, cnn_avg, cnn_stride,
+  cnn_allconv) train without augmentation only (their contrasts compare unaugmented nets); on
+  the 40 x 40 canvas 6 epochs instead of 15, the ResNets without augmentation only.
+- 2, learned invariance: the CNN at 8-16 channels and a 64-unit dense layer on the 56 x 56
+  canvas; 'random_features' at no class count.
+- 4, priors: permuted pixels at 100 and 3,600 digits only.
+- 5, depth: widths 8-16-32 on 1,000 digits, depths 8/20/32/56; the plain nets' rate chosen on
+  one seed (0.1, 0.2, 0.4), at which the other seeds train.
+- 6, rotation: both models at half width (8-16-32 vs 4-8-16 p4 channels, 6,218 vs 6,022
+  parameters: the P4CNN does 4x the CNN's multiply-adds at matched parameters), 5 seeds.
 """
 
 import ml_collections
