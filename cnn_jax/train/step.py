@@ -42,6 +42,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   return optax.softmax_cross_entropy(logits, targets)
 
 
+def mean_over_devices(tree):
+  """`lax.pmean(tree, AXIS_NAME)`, or `tree` itself where the axis has one device.
+
+  On one device the mean is the identity, but XLA:CPU still copies every buffer through the
+  all-reduce and divides it by 1: for AlexNet's 61M gradients that is two passes over 244 MB,
+  about 9% of its train step on 2 CPU cores (`benchmarks/step_profile.py`).
+  """
+  return tree if lax.axis_size(AXIS_NAME) == 1 else lax.pmean(tree, AXIS_NAME)
+
+
 def device_step_key(key: jax.Array, step: jax.Array) -> jax.Array:
   """`fold_in(fold_in(key, step), device index)`, inside a function mapped over `AXIS_NAME`.
 
@@ -89,16 +99,16 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    grads = lax.pmean(grads, AXIS_NAME)
+    grads = mean_over_devices(grads)
     # A no-op when batch norm already syncs its statistics over the axis; keeps the replicas
     # identical for models that do not.
-    batch_stats = lax.pmean(batch_stats, AXIS_NAME)
+    batch_stats = mean_over_devices(batch_stats)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = lax.pmean({
+    metrics = mean_over_devices({
         "loss": loss,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-    }, AXIS_NAME)
+    })
     metrics["learning_rate"] = learning_rate(state.step)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)

@@ -198,3 +198,11 @@ def test_smoothed_cross_entropy_is_smallest_at_the_smoothed_target(classes, smoo
   label = jnp.array([0])
   assert (step.cross_entropy(best_logits, label, smoothing)[0]
           <= step.cross_entropy(other_logits, label, smoothing)[0] + 1e-6)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_mean_over_devices_is_an_all_reduce_only_where_there_are_several(devices, count):
+  mapped = jax.pmap(step.mean_over_devices, axis_name=step.AXIS_NAME, devices=devices(count))
+  values = jnp.arange(count * 3, dtype=jnp.float32).reshape(count, 3)
+  np.testing.assert_array_equal(mapped(values), jnp.broadcast_to(values.mean(0), values.shape))
+  assert ("all-reduce" in mapped.lower(values).compile().as_text()) == (count > 1)
