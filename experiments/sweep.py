@@ -19,7 +19,8 @@ beside it go the results it was made from, as small JSON (see `experiments.repor
 `--processes=N` runs the sweep in N worker processes (`make sweep`: 2), worker i taking the runs
 at positions i, i + N, ... of the plan, then writes the report once they have all finished. A
 run's small batches leave much of a core idle (XLA:CPU finds little to parallelize in them), so
-two workers on 2 cores finish sooner than one. The wall time of an invocation that ran
+two workers on 2 cores finish sooner than one, provided each worker's oneDNN OpenMP team gets
+only its share of the cores (`OMP_NUM_THREADS`, set for the workers unless it is set already). The wall time of an invocation that ran
 something, with its runs, worker count and CPU, goes to `<workdir>/sweep_timing.json` and into the
 report's header, beside each experiment's summed compute.
 
@@ -177,12 +178,21 @@ flags.DEFINE_string("worker", None, "Set by --processes in each worker: 'i/n', r
 command_line.define_debug_flag()
 
 
+def worker_environment(processes: int) -> dict[str, str]:
+  """The workers' environment: this one, with oneDNN's OpenMP team sized to a worker's share of
+  the cores (`OMP_NUM_THREADS`, unless it is set): N workers that each start a team as large as
+  the machine oversubscribe its cores."""
+  threads = max(1, (os.cpu_count() or 1) // processes)
+  return {"OMP_NUM_THREADS": str(threads)} | dict(os.environ)
+
+
 def run_workers(processes: int) -> None:
   """Runs this command in `processes` workers (`--worker=i/n`) and waits for all of them; exits
   with one line naming the workers that failed (each printed its own error)."""
   # absl keeps the last value of a repeated flag: these override the parent's, however written.
   workers = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", *sys.argv[1:],
-                               "--processes=1", f"--worker={index}/{processes}"])
+                               "--processes=1", f"--worker={index}/{processes}"],
+                              env=worker_environment(processes))
              for index in range(processes)]
   failed = [index for index, worker in enumerate(workers) if worker.wait() != 0]
   if failed:

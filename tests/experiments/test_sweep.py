@@ -350,3 +350,12 @@ def test_the_timed_invocation_reaches_the_report_and_its_exported_results(tmp_pa
   os.remove(os.path.join(report_dir, "README.md"))
   sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
   assert sentence in open(os.path.join(report_dir, "README.md")).read()
+
+
+def test_workers_share_the_cores_among_their_openmp_teams_unless_told(monkeypatch):
+  monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+  monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+  assert sweep.worker_environment(2)["OMP_NUM_THREADS"] == "4"
+  assert sweep.worker_environment(16)["OMP_NUM_THREADS"] == "1"
+  monkeypatch.setenv("OMP_NUM_THREADS", "3")
+  assert sweep.worker_environment(2)["OMP_NUM_THREADS"] == "3"
