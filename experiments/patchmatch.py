@@ -39,6 +39,8 @@ from cnn_jax.priors import (border_mean_fill, complete_hole, exact_nearest_neigh
                             harmonic_fill, nearest_neighbour_field)
 from cnn_jax.priors.inpaint import default_levels
 
+from experiments.report_tables import markdown_table
+
 PHOTOS = ("brick", "grass", "gravel", "camera", "coins", "moon", "page", "text", "clock",
           "coffee", "chelsea", "astronaut", "rocket", "immunohistochemistry")
 FILL_SIZE = 128
@@ -299,11 +301,6 @@ def error_figure(per_image: dict, path: str) -> None:
     axes.grid(alpha=0.3)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-
-
-def markdown_table(header, rows) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  return "\n".join(lines + ["| " + " | ".join(str(item) for item in row) + " |" for row in rows])
 
 
 def interval_cell(summary: dict, digits: int = 3) -> str:
