@@ -158,6 +158,7 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
       sums = eval_compiled(eval_state, device_batch)
     jax.block_until_ready(sums)
 
+  train_hlo = train_compiled.as_text()
   start = time.perf_counter()
   train_once()
   first_step_seconds = time.perf_counter() - start
@@ -168,8 +169,8 @@ def jax_runner(spec: ModelSpec, lowering_name: str, *, dtype: str = "float32",
       eval_flops=float(_first(eval_compiled.cost_analysis()).get("flops", np.nan)),
       train_memory_mb=memory_mb,
       parameters=sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)),
-      onednn_calls=train_compiled.as_text().count('custom_call_target="cnn_jax_onednn_'),
-      train_hlo=train_compiled.as_text(), eval_hlo=eval_compiled.as_text())
+      onednn_calls=train_hlo.count('custom_call_target="cnn_jax_onednn_'),
+      train_hlo=train_hlo, eval_hlo=eval_compiled.as_text())
 
 
 @dataclasses.dataclass

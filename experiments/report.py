@@ -44,19 +44,19 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   """
   os.makedirs(report_dir, exist_ok=True)
   export_results(results, config, report_dir, timing)
-  total_seconds = sum(result["metrics"]["wall_time_seconds"]
-                      for group in results.values() for result in group)
+  minutes = {name: sum(result["metrics"]["wall_time_seconds"] for result in group) / 60
+             for name, group in results.items()}
   planned = {name: len(experiments[name].plan(config)) for name in config.experiments}
   lines = [
       "# cnn-jax experiments: invariance, equivariance, priors, depth", "",
       f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
       f"{sum(len(group) for group in results.values())} finished runs (compute "
-      f"{total_seconds / 60:.1f} min in total). Runs per experiment (finished / planned): "
+      f"{sum(minutes.values()):.1f} min in total). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned.items()) + ". Compute per experiment (the runs' "
-      "wall times summed): " + ", ".join(
-          f"{name} {sum(r['metrics']['wall_time_seconds'] for r in group) / 60:.1f} min"
-          for name, group in results.items()) + "." + timing_sentence(timing),
+      "wall times summed): " + ", ".join(f"{name} {value:.1f} min"
+                                         for name, value in minutes.items())
+      + "." + timing_sentence(timing),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "

@@ -20,9 +20,10 @@ beside it go the results it was made from, as small JSON (see `experiments.repor
 at positions i, i + N, ... of the plan, then writes the report once they have all finished. A
 run's small batches leave much of a core idle (XLA:CPU finds little to parallelize in them), so
 two workers on 2 cores finish sooner than one, provided each worker's oneDNN OpenMP team gets
-only its share of the cores (`OMP_NUM_THREADS`, set for the workers unless it is set already). The wall time of an invocation that ran
-something, with its runs, worker count and CPU, goes to `<workdir>/sweep_timing.json` and into the
-report's header, beside each experiment's summed compute.
+only its share of the cores (`OMP_NUM_THREADS`, set for the workers unless it is set already).
+The wall time of an invocation that ran something, with its runs, worker count and CPU, goes to
+`<workdir>/sweep_timing.json` and into the report's header, beside each experiment's summed
+compute.
 
 Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
 ('' = TFDS's default, `~/tensorflow_datasets`); otherwise its CIFAR-10 runs are not planned, the
@@ -212,6 +213,9 @@ def main(argv):
     if FLAGS.processes < 1:
       raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
     worker = parse_worker(FLAGS.worker) if FLAGS.worker else None
+    trains_here = not FLAGS.report_only and (worker is not None or FLAGS.processes == 1)
+    if trains_here and FLAGS.compilation_cache:
+      use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
     if worker is None and not FLAGS.report_only:
       validate_sweep(FLAGS.config)  # one error line here rather than one per worker
       planned = plan_sweep(FLAGS.config)
@@ -220,14 +224,10 @@ def main(argv):
       if FLAGS.processes > 1:
         run_workers(FLAGS.processes)
       else:
-        if FLAGS.compilation_cache:
-          use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
         run_sweep(FLAGS.config, FLAGS.workdir, worker=(0, 1))
       if unfinished:
         record_timing(FLAGS.workdir, time.time() - start, unfinished, len(planned),
                       FLAGS.processes, load_average)
-    elif worker is not None and FLAGS.compilation_cache:
-      use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
     results = run_sweep(FLAGS.config, FLAGS.workdir, report_only=worker is None,
                         report_dir=FLAGS.report_dir, worker=worker)
     if worker is not None:

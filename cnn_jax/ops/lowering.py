@@ -167,9 +167,7 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
     return dict.fromkeys(TILED_PARTS, "xla")
   measured = measured_auto_choices().get(cpu_isa(), {}).get(
       conv_signature(x_shape, kernel_shape, correlation), {})
-  if (onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
-                                     correlation.input_dilations, correlation.groups, dtypes)
-      and onednn_kernels.available()):
+  if _onednn_given(x_shape, kernel_shape, correlation, dtypes) and onednn_kernels.available():
     return dict.fromkeys(TILED_PARTS, "onednn") | measured
   tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)
   choices = {part: "tiled" if part in tiled else "xla" for part in TILED_PARTS}
@@ -201,10 +199,15 @@ def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
   if lowering != "onednn":
     return frozenset()
   onednn_kernels.check_available()
-  if not onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
-                                        correlation.input_dilations, correlation.groups, dtypes):
+  if not _onednn_given(x_shape, kernel_shape, correlation, dtypes):
     return frozenset()
   return frozenset(TILED_PARTS)
+
+
+def _onednn_given(x_shape, kernel_shape, correlation: Correlation, dtypes) -> bool:
+  """`onednn.shape_supported` for a resolved correlation."""
+  return onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
+                                        correlation.input_dilations, correlation.groups, dtypes)
 
 
 def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
