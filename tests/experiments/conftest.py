@@ -1,8 +1,14 @@
 """A TFDS data_dir holding a tiny prepared 'cifar10' (random images), for the CIFAR-10 runs."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
 
 SPLIT_SIZES = {"train": 40, "test": 20}
 
@@ -13,6 +19,7 @@ def _fake_cifar10_builder(data_dir: str) -> tfds.core.DatasetBuilder:
   Reading it back goes through TFDS's own `Cifar10` builder (`tfds.builder('cifar10',
   data_dir=...)`), exactly as a real prepared copy would.
   """
+  import tensorflow_datasets as tfds  # only the CIFAR-10 tests need TFDS
   real_info = tfds.builder("cifar10").info
 
   with tfds.core.registered.skip_registration():  # 'cifar10' is TFDS's own name
@@ -41,6 +48,7 @@ def _fake_cifar10_builder(data_dir: str) -> tfds.core.DatasetBuilder:
 
 @pytest.fixture(scope="session")
 def cifar10_data_dir(tmp_path_factory):
+  pytest.importorskip("tensorflow_datasets", reason="the CIFAR-10 runs need TFDS")
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   _fake_cifar10_builder(data_dir).download_and_prepare()
   return data_dir

