@@ -10,7 +10,7 @@ import pytest
 from cnn_jax import models
 from experiments import augmentation, learned_invariance, model_zoo, priors, sweep
 from experiments.configs import exp_sweep
-from experiments.in_memory_training import prng_key
+from experiments.in_memory_training import not_prepared_message, prng_key
 from experiments.runs import result_path, save_result
 
 # What augmentation.execute returns, for a run that never trained.
@@ -164,13 +164,22 @@ def test_absent_cifar10_is_logged_and_reported(tmp_path, caplog):
   save_result(str(tmp_path), digits_run, FAKE_METRICS)
   with caplog.at_level(logging.WARNING):
     sweep.run_sweep(config, str(tmp_path), report_only=True)
+  # Where TFDS is installed: where it looked and how to prepare it; else that it is missing.
+  expected = not_prepared_message("cifar10", config.data_dir)
   # One line from the sweep (TFDS itself also warns that the folder it looked in is empty).
-  (message,) = [r.getMessage() for r in caplog.records if "tfds build cifar10" in r.getMessage()]
-  assert config.data_dir in message and "download_and_prepare()" in message
+  (message,) = [r.getMessage() for r in caplog.records if "skips cifar10" in r.getMessage()]
+  assert expected in message
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
-  assert "### CIFAR-10 ('cifar10')\n\nNot run: dataset 'cifar10' is not prepared" in readme
-  assert "tfds build cifar10" in readme
+  assert f"### CIFAR-10 ('cifar10')\n\nNot run: {expected}." in readme
   assert "augmentation 1/1" in readme  # the one digits run is planned, the CIFAR-10 one is not
+
+
+def test_the_not_prepared_message_says_where_tfds_looked_and_how_to_prepare(tmp_path):
+  pytest.importorskip("tensorflow_datasets", reason="the message without TFDS is tested above")
+  message = not_prepared_message("cifar10", str(tmp_path))
+  assert message.startswith("dataset 'cifar10' is not prepared in the TFDS data_dir")
+  assert str(tmp_path) in message and "tfds build cifar10" in message
+  assert "download_and_prepare()" in message
 
 
 @pytest.mark.slow

@@ -103,6 +103,13 @@ def _random_problem(problem, seed):
           jax.random.normal(keys[2], kernel_shape[-1:]), jax.random.normal(keys[3], y_shape))
 
 
+def _xla_gpu_rejects(x, kernel, options) -> bool:
+  """On a GPU, whether XLA's input gradient of this problem may not compile."""
+  correlation = conv.resolve_correlation(x.shape, kernel.shape, **options)
+  return (jax.default_backend() == "gpu"
+          and lowering.xla_gpu_rejects(x.shape, kernel.shape, correlation))
+
+
 # The two reported failures of XLA's gradient, pinned so that every run tries them: issue 20's
 # low padding of 3 over a kernel of 3 (XLA's input gradient wrong) and its wider neighbours.
 ISSUE_20 = ((2, 2, 1), (3, 1, 3), dict(padding=[(3, 1)]))
@@ -121,6 +128,8 @@ ISSUE_20_WIDE = ((2, 3, 2), (2, 2, 8), dict(padding=[(4, 1)], stride=2))
 def test_correlate_lowerings_equal_the_reference_in_values_and_gradients(problem, name, seed):
   x, kernel, bias, dy = _random_problem(problem, seed)
   options = problem[2]
+  if name == "xla":  # the reference is XLA's, including what XLA:GPU cannot compile
+    assume(not _xla_gpu_rejects(x, kernel, options))
   actual = _values_and_gradients(
       lambda x, k: ops.correlate(x, k, lowering=name, **options), x, kernel, bias, dy)
   expected = _reference_values_and_gradients(x, kernel, bias, dy, options)
@@ -137,6 +146,8 @@ def test_any_tiled_parts_and_tile_size_equal_the_reference(problem, parts, mater
   x, kernel, bias, dy = _random_problem(problem, seed)
   correlation = conv.resolve_correlation(x.shape, kernel.shape, **problem[2])
   note(f"tiled {parts}, materialize_input {materialize}, tile_bytes {tile_bytes}")
+  if "input_gradient" not in parts:
+    assume(not _xla_gpu_rejects(x, kernel, problem[2]))
   actual = _values_and_gradients(
       lambda x, k: lowering.correlate(x, k, correlation, tiled=frozenset(parts),
                                       materialize_input=materialize, tile_bytes=tile_bytes),
@@ -235,6 +246,23 @@ def test_auto_without_onednn_tiles_the_kernel_gradient_of_1x1_convolutions_on_cp
   assert lowering.tiled_parts("tiled", (128, 32, 32, 64), (1, 1, 64, 128), shortcut,
                               "gpu") == set(lowering.TILED_PARTS)
   assert not lowering.tiled_parts("xla", (128, 32, 32, 64), (1, 1, 64, 128), shortcut, "cpu")
+
+
+def test_auto_on_a_gpu_tiles_the_input_gradients_xla_gpu_cannot_compile():
+  # Two geometries whose input gradient XLA:GPU failed to compile (jaxlib 0.11.2, one H200): one
+  # output position along every axis of a grouped, input-dilated convolution.
+  for x_shape, kernel_shape in [((1, 1, 2), (1, 1, 2)), ((1, 2, 2, 2), (3, 3, 1, 2))]:
+    rejected = conv.resolve_correlation(x_shape, kernel_shape, groups=2, input_dilation=2)
+    assert lowering.xla_gpu_rejects(x_shape, kernel_shape, rejected)
+    assert lowering.tiled_parts("auto", x_shape, kernel_shape, rejected, "gpu") == {
+        "input_gradient"}
+    assert not lowering.tiled_parts("auto", x_shape, kernel_shape, rejected, "tpu")
+  # Neighbours that compiled there: three output positions; no groups; no input dilation.
+  for x_shape, kernel_shape, options in [((1, 2, 2), (1, 1, 2), dict(groups=2, input_dilation=2)),
+                                         ((1, 1, 2), (1, 2, 2), dict(input_dilation=2)),
+                                         ((1, 1, 2), (1, 1, 2), dict(groups=2))]:
+    correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
+    assert not lowering.xla_gpu_rejects(x_shape, kernel_shape, correlation)
 
 
 @pytest.mark.parametrize("x_shape, kernel_shape, options, tiled", [
