@@ -30,8 +30,8 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   clearly faster; without oneDNN, the table's 'xla' and 'tiled' choices, else the tiled kernel
   gradient of 1x1 and single-channel kernels (`auto_tiled_parts`) and the rest 'xla'; the
   switch max-pool backward, and an XLA kernel gradient that reads its input from a buffer of
-  its own (`_materialized`); elsewhere (GPU, TPU) the reference, except the input gradients
-  that XLA:GPU cannot compile, tiled (`xla_gpu_rejects`).
+  its own (`_materialized`); elsewhere (GPU, TPU) the reference, except the convolutions
+  that XLA:GPU may not compile, tiled (`xla_gpu_rejects`).
 
 Both gradients are derived, not hand-written: the correlation and the pooling are `custom_jvp`
 functions whose tangent maps are the im2col products and switch selects above, so reverse mode
@@ -158,16 +158,16 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
                  platform: str) -> dict[str, str]:
   """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
 
-  Elsewhere than on the CPU the reference (on a GPU with the input gradient tiled where
-  `xla_gpu_rejects`). On the CPU, where oneDNN runs and is given the shape,
+  Elsewhere than on the CPU the reference (on a GPU tiled where `xla_gpu_rejects`). On the
+  CPU, where oneDNN runs and is given the shape,
   every part in oneDNN, except the parts for which the table of this CPU's ISA class measured
   another lowering clearly faster (`benchmarks/per_op.py`'s `write_auto_table`). Without
   oneDNN, the table's choices among 'xla' and 'tiled', else the kernel gradients of 1x1 and
   single-channel kernels tiled (`auto_tiled_parts`) and the rest 'xla'.
   """
   if platform != "cpu":
-    rejected = platform == "gpu" and xla_gpu_rejects(x_shape, kernel_shape, correlation)
-    return dict.fromkeys(TILED_PARTS, "xla") | ({"input_gradient": "tiled"} if rejected else {})
+    rejected = platform == "gpu" and xla_gpu_rejects(correlation)
+    return dict.fromkeys(TILED_PARTS, "tiled" if rejected else "xla")
   measured = measured_auto_choices().get(cpu_isa(), {}).get(
       conv_signature(x_shape, kernel_shape, correlation), {})
   if _onednn_given(x_shape, kernel_shape, correlation, dtypes) and onednn_kernels.available():
@@ -177,23 +177,18 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
   return choices | {part: choice for part, choice in measured.items() if choice != "onednn"}
 
 
-def xla_gpu_rejects(x_shape, kernel_shape, correlation: Correlation) -> bool:
-  """Whether XLA:GPU may find no cuDNN algorithm for this correlation's input gradient.
+def xla_gpu_rejects(correlation: Correlation) -> bool:
+  """Whether XLA:GPU may find no cuDNN algorithm for this correlation's training step.
 
-  Seen with jaxlib 0.11.2 on CUDA 13 (one H200): the input gradient of a grouped convolution with
-  input dilation whose output has one position along every spatial axis does not compile ("All
-  backends failed to find supported configs: CUDNN_STATUS_BAD_PARAM"). Of 256 small geometries
-  tried (1-D and 2-D; 1 or 2 groups; input dilation 1-3; stride 1-2; size 1, 2 or 4; kernel 1
-  or 3; unpadded or padded by 1) the 6 that failed are all in this region, at stride 1; the
-  region also takes larger strides, whose single output position costs little tiled.
+  Seen with jaxlib 0.11.2 on CUDA 13 (one H200): grouped convolutions with input dilation, whose
+  gradients failed to compile ("All backends failed to find supported configs:
+  CUDNN_STATUS_BAD_PARAM"). At the default matmul precision 6 of 256 small geometries tried
+  failed (1-D and 2-D; 1 or 2 groups; input dilation 1-3; stride 1-2; size 1, 2 or 4; kernel 1
+  or 3; unpadded or padded by 1), all grouped and input-dilated with one output position per
+  axis; at precision 'highest' a 1-D one with three output positions failed too. So the whole
+  family counts, whatever its size: the tiled lowering computed every one of them.
   """
-  if correlation.groups == 1 or all(d == 1 for d in correlation.input_dilations):
-    return False
-  return all(
-      output_size((n - 1) * d_in + 1 + lo + hi, k, s, 0, d) == 1
-      for n, k, s, (lo, hi), d_in, d in zip(x_shape[1:-1], kernel_shape[:-2], correlation.strides,
-                                            correlation.pads, correlation.input_dilations,
-                                            correlation.kernel_dilations))
+  return correlation.groups > 1 and any(d > 1 for d in correlation.input_dilations)
 
 
 def tiled_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,

@@ -104,10 +104,9 @@ def _random_problem(problem, seed):
 
 
 def _xla_gpu_rejects(x, kernel, options) -> bool:
-  """On a GPU, whether XLA's input gradient of this problem may not compile."""
+  """On a GPU, whether XLA's convolutions of this problem may not compile."""
   correlation = conv.resolve_correlation(x.shape, kernel.shape, **options)
-  return (jax.default_backend() == "gpu"
-          and lowering.xla_gpu_rejects(x.shape, kernel.shape, correlation))
+  return jax.default_backend() == "gpu" and lowering.xla_gpu_rejects(correlation)
 
 
 # The two reported failures of XLA's gradient, pinned so that every run tries them: issue 20's
@@ -146,7 +145,7 @@ def test_any_tiled_parts_and_tile_size_equal_the_reference(problem, parts, mater
   x, kernel, bias, dy = _random_problem(problem, seed)
   correlation = conv.resolve_correlation(x.shape, kernel.shape, **problem[2])
   note(f"tiled {parts}, materialize_input {materialize}, tile_bytes {tile_bytes}")
-  if "input_gradient" not in parts:
+  if set(parts) != set(lowering.TILED_PARTS):
     assume(not _xla_gpu_rejects(x, kernel, problem[2]))
   actual = _values_and_gradients(
       lambda x, k: lowering.correlate(x, k, correlation, tiled=frozenset(parts),
@@ -248,21 +247,20 @@ def test_auto_without_onednn_tiles_the_kernel_gradient_of_1x1_convolutions_on_cp
   assert not lowering.tiled_parts("xla", (128, 32, 32, 64), (1, 1, 64, 128), shortcut, "cpu")
 
 
-def test_auto_on_a_gpu_tiles_the_input_gradients_xla_gpu_cannot_compile():
-  # Two geometries whose input gradient XLA:GPU failed to compile (jaxlib 0.11.2, one H200): one
-  # output position along every axis of a grouped, input-dilated convolution.
-  for x_shape, kernel_shape in [((1, 1, 2), (1, 1, 2)), ((1, 2, 2, 2), (3, 3, 1, 2))]:
+def test_auto_on_a_gpu_tiles_the_convolutions_xla_gpu_may_not_compile():
+  # Two geometries whose gradients XLA:GPU failed to compile (jaxlib 0.11.2, one H200): grouped
+  # and input-dilated, with one and with three output positions.
+  for x_shape, kernel_shape in [((1, 1, 2), (1, 1, 2)), ((1, 2, 2), (1, 1, 2))]:
     rejected = conv.resolve_correlation(x_shape, kernel_shape, groups=2, input_dilation=2)
-    assert lowering.xla_gpu_rejects(x_shape, kernel_shape, rejected)
-    assert lowering.tiled_parts("auto", x_shape, kernel_shape, rejected, "gpu") == {
-        "input_gradient"}
+    assert lowering.xla_gpu_rejects(rejected)
+    assert lowering.tiled_parts("auto", x_shape, kernel_shape, rejected, "gpu") == set(
+        lowering.TILED_PARTS)
     assert not lowering.tiled_parts("auto", x_shape, kernel_shape, rejected, "tpu")
-  # Neighbours that compiled there: three output positions; no groups; no input dilation.
-  for x_shape, kernel_shape, options in [((1, 2, 2), (1, 1, 2), dict(groups=2, input_dilation=2)),
-                                         ((1, 1, 2), (1, 2, 2), dict(input_dilation=2)),
-                                         ((1, 1, 2), (1, 1, 2), dict(groups=2))]:
-    correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
-    assert not lowering.xla_gpu_rejects(x_shape, kernel_shape, correlation)
+  # Neighbours that compiled there: no groups; no input dilation.
+  for kernel_shape, options in [((1, 2, 2), dict(input_dilation=2)), ((1, 1, 2), dict(groups=2))]:
+    correlation = conv.resolve_correlation((1, 1, 2), kernel_shape, **options)
+    assert not lowering.xla_gpu_rejects(correlation)
+    assert not lowering.tiled_parts("auto", (1, 1, 2), kernel_shape, correlation, "gpu")
 
 
 @pytest.mark.parametrize("x_shape, kernel_shape, options, tiled", [
