@@ -137,10 +137,10 @@ def load_dataset(name: str, data_dir: str | None) -> InMemoryDataset:
     return load_digits()
   if name == CANVAS_DATASET:
     return load_canvas_digits()
-  if not is_prepared(name, data_dir):
+  builder = _tfds_builder(name, data_dir) if _tfds_installed() else None
+  if builder is None or not builder.is_prepared():
     raise FileNotFoundError(not_prepared_message(name, data_dir))
   import tensorflow_datasets as tfds  # see TYPE_CHECKING above
-  builder = _tfds_builder(name, data_dir)
   # batch_size=-1: each split as one batch of numpy arrays.
   (train_images, train_labels), (test_images, test_labels) = (
       tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))

@@ -158,12 +158,12 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
                  platform: str) -> dict[str, str]:
   """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
 
-  Elsewhere than on the CPU the reference (on a GPU tiled where `xla_gpu_rejects`). On the
-  CPU, where oneDNN runs and is given the shape,
-  every part in oneDNN, except the parts for which the table of this CPU's ISA class measured
-  another lowering clearly faster (`benchmarks/per_op.py`'s `write_auto_table`). Without
-  oneDNN, the table's choices among 'xla' and 'tiled', else the kernel gradients of 1x1 and
-  single-channel kernels tiled (`auto_tiled_parts`) and the rest 'xla'.
+  Elsewhere than on the CPU the reference (on a GPU tiled where `xla_gpu_rejects`). On the CPU,
+  where oneDNN runs and is given the shape, every part in oneDNN, except the parts for which the
+  table of this CPU's ISA class measured another lowering clearly faster (`benchmarks/per_op.py`'s
+  `write_auto_table`). Without oneDNN, the table's choices among 'xla' and 'tiled', else the
+  kernel gradients of 1x1 and single-channel kernels tiled (`auto_tiled_parts`) and the rest
+  'xla'.
   """
   if platform != "cpu":
     rejected = platform == "gpu" and xla_gpu_rejects(correlation)
