@@ -6,6 +6,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -16,15 +17,33 @@ from experiments import rotation
 from experiments.configs import exp_sweep
 from experiments.in_memory_training import load_digits, prng_key
 from experiments.published import PUBLISHED
+from experiments.seed_statistics import welch_test
 
 
-def test_default_plan_has_six_conditions_at_five_seeds():
-  runs = rotation.plan(exp_sweep.get_config())
-  assert len(runs) == 30 and len({run.name for run in runs}) == 30
-  assert {(r.options["model"], r.options["augmentation"]) for r in runs} == {
+def test_default_plan_has_six_conditions_at_five_seeds_then_the_other_lengths():
+  config = exp_sweep.get_config()
+  runs = rotation.plan(config)
+  main, lengths = runs[:30], runs[30:]
+  assert len({run.name for run in runs}) == len(runs)
+  assert {(r.options["model"], r.options["augmentation"]) for r in main} == {
       (model, augmentation) for model in ("cnn", "cnn_bn", "p4cnn")
       for augmentation in ("none", "rotate")}
-  assert runs[0].name == "cnn_none_seed0" and runs[2].name == "cnn_bn_none_seed0"
+  assert main[0].name == "cnn_none_seed0" and main[2].name == "cnn_bn_none_seed0"
+  assert all("epochs" not in run.options for run in main)
+  # Every seed of every condition of schedule_epochs at each of its lengths.
+  expected = {(f"{r.options['model']}_{r.options['augmentation']}", r.options["epochs"], r.seed)
+              for r in lengths}
+  assert expected == {(condition, float(epochs), seed)
+                      for condition, values in config.rotation.schedule_epochs.items()
+                      for epochs in values for seed in config.rotation.seeds}
+  assert len(lengths) == len(expected)
+  assert "cnn_bn_rotate_e320_seed4" in {run.name for run in lengths}
+
+
+def test_a_run_trains_for_its_own_number_of_epochs():
+  config = exp_sweep.get_config()
+  assert rotation.num_steps(config, 3600) == math.ceil(80 * 3600 / 64)
+  assert rotation.num_steps(config, 3600, 40.0) == math.ceil(40 * 3600 / 64)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -36,10 +55,16 @@ def test_default_plan_has_six_conditions_at_five_seeds():
     ("learning_rate", -0.1, r"config.rotation.learning_rate must be a number > 0, got -0.1"),
     ("test_angles", (0.0, 400.0), r"config.rotation.test_angles must be .* \[0, 360\]"),
     ("layer_angles", (), "config.rotation.layer_angles must be a non-empty list"),
+    ("schedule_epochs", {"cnn_flip": (40.0,)},
+     r"schedule_epochs keys must be '<model>_<augmentation>' .* got 'cnn_flip'"),
+    ("schedule_epochs", {"vgg_none": (40.0,)}, r"keys must be .* got 'vgg_none'"),
+    ("schedule_epochs", {"cnn_none": (80.0,)},
+     r"schedule_epochs.cnn_none must be numbers of epochs > 0 other than num_epochs \(80\)"),
+    ("schedule_epochs", {"cnn_none": (-1.0,)}, r"schedule_epochs.cnn_none must be numbers"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
   config = exp_sweep.get_config()
-  config.rotation[field] = value
+  config.rotation[field] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
   with pytest.raises(ValueError, match=message):
     rotation.validate(config)
 
@@ -175,12 +200,47 @@ def _fake_metrics(model, augmentation, seed):
   }
 
 
-def test_plateau_note_names_the_conditions_still_rising():
-  results = [{"run": {"options": {"model": model, "augmentation": "rotate"}},
-              "metrics": {"plateau_gain": gain}}
-             for model, gain in (("cnn", 0.03), ("cnn", 0.02), ("p4cnn", 0.001), ("p4cnn", 0.0))]
-  note = rotation._plateau_note(rotation.by_option(results, "model", "augmentation"))
-  assert "CNN + rotation augmentation (+0.025)" in note and "P4CNN" not in note
+def _length_results(model, final_accuracies):
+  """Fixture results of one rotation-trained condition: {epochs: [final validation accuracy
+  per seed]} -> results with the 'epochs' option off the default 80."""
+  return [{"run": {"seed": seed, "options": {"model": model, "augmentation": "rotate"} | (
+              {} if epochs == 80 else {"epochs": epochs})},
+           "metrics": {"validation_accuracy": [0.1, accuracy]}}
+          for epochs, accuracies in final_accuracies.items()
+          for seed, accuracy in enumerate(accuracies)]
+
+
+def test_doubling_gain_pairs_the_seeds_of_half_and_full_length():
+  config = exp_sweep.get_config()
+  results = _length_results("cnn", {40.0: [0.80, 0.90, 0.70], 80: [0.82, 0.93, 0.73],
+                                    160.0: [0.90]})
+  lengths = rotation.by_length(results, config)[("cnn", "rotate")]
+  assert list(lengths) == [40.0, 80.0, 160.0]
+  gain = rotation.doubling_gain(lengths, 80.0)
+  # Paired: the seeds' own gains 0.02, 0.03, 0.03 (unpaired, the spread of 0.1 would hide them).
+  assert gain.difference == pytest.approx(0.08 / 3)
+  assert gain.p_value < 0.05 < welch_test([0.80, 0.90, 0.70], [0.82, 0.93, 0.73]).p_value
+  assert rotation.doubling_gain(lengths, 40.0) is None  # no 20-epoch runs
+  assert rotation.doubling_gain(lengths, 160.0) is None  # one common seed
+
+
+def test_plateau_verdicts_say_where_each_condition_stops_rising():
+  config = exp_sweep.get_config()
+  results = (_length_results("cnn", {40.0: [0.80, 0.81], 80: [0.85, 0.86], 160.0: [0.88, 0.90],
+                                     320.0: [0.91, 0.92]})
+             + _length_results("p4cnn", {40.0: [0.950, 0.955], 80: [0.953, 0.956]})
+             + _length_results("cnn_bn", {80: [0.95, 0.96]}))
+  lengths = rotation.by_length(results, config)
+  note = rotation._plateau_note(lengths, 80.0)
+  assert "- P4CNN + rotation augmentation: at its plateau by 80 epochs (40 -> 80 epochs: +0.0020" \
+      in note
+  assert ("- CNN + rotation augmentation: **not at its plateau** by 320 epochs, the longest "
+          "trained (40 -> 80 epochs: +0.0500") in note and "160 -> 320 epochs: +0.0250" in note
+  assert "- CNN + batch norm + rotation augmentation: not checked (no run at 40 epochs)" in note
+  results = _length_results("cnn", {40.0: [0.80, 0.81], 80: [0.85, 0.86], 160.0: [0.853, 0.863]})
+  verdict = rotation.plateau_verdict(rotation.by_length(results, config)[("cnn", "rotate")], 80.0)
+  assert verdict.startswith("not at 80 epochs; at its plateau by 160 epochs (80 -> 160 epochs: "
+                            "+0.0030")
 
 
 def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
@@ -192,7 +252,7 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
              for run in rotation.plan(config)]
   text = rotation.report(results, config, str(tmp_path))
   for name in ("rotation_validation.png", "rotation_accuracy_vs_angle.png",
-               "rotation_layer_equivariance.png"):
+               "rotation_layer_equivariance.png", "rotation_training_length.png"):
     assert os.path.exists(os.path.join(tmp_path, name)) and f"({name})" in text
   assert "| P4CNN + rotation augmentation | 5 | 23554 |" in text
   # P4CNN at 90° (0.97) against either CNN (0.2), 5 seeds each: a clear, tested difference.
@@ -200,7 +260,16 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   assert len(rows) == 2 and "| CNN: " in rows[0] and "| CNN + batch norm: " in rows[1]
   assert all(row.endswith("| supported |") and "< 1e-4" in row for row in rows)
   assert "P4CNN trains 4.0x slower" in text
-  assert "Every condition reached its plateau" in text  # the fixtures' gains are 0
+  # The fixtures' final validation accuracy is 0.95 at every length: no gain from 40 epochs.
+  assert text.count(": at its plateau by 80 epochs (40 -> 80 epochs: +0.0000") == 6
+  # The CNN + batch norm at its longest length (320 epochs; 0.93 on rotated digits) against
+  # the P4CNN at 80 epochs and at its longest, 160 (0.95), 5 seeds each, sd 0.01.
+  rows = [line for line in text.splitlines()
+          if line.startswith("| CNN + batch norm + rotation augmentation, 320 epochs:")]
+  assert [row.split("|")[2].split(":")[0].strip() for row in rows] == [
+      "P4CNN + rotation augmentation, 80 epochs", "P4CNN + rotation augmentation, 160 epochs"]
+  assert all(row.endswith("| supported |") for row in rows)
+  assert "| CNN + batch norm + rotation augmentation | 320 | 5 |" in text
   # Against the twin with batch norm: P4CNN 0.95 vs 0.93 on rotated digits, sd 0.01, 5 seeds.
   (row,) = [line for line in text.splitlines() if line.startswith(
       "| accuracy on randomly rotated digits | CNN + batch norm + rotation augmentation")]
