@@ -1,7 +1,8 @@
 """A sweep's runs and their results on disk.
 
 A run is `<workdir>/runs/<experiment>/<name>/`; it is finished when its `result.json` exists
-(written last, atomically), so an interrupted sweep redoes only unfinished runs.
+(written last, atomically), so an interrupted sweep redoes only unfinished runs. The worker
+processes of one sweep invocation share its runs by claiming each before starting it (`claim`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,22 @@ def result_path(workdir: str, run: Run) -> str:
 
 def is_finished(workdir: str, run: Run) -> bool:
   return os.path.exists(result_path(workdir, run))
+
+
+def claim_path(workdir: str, run: Run, token: str) -> str:
+  return os.path.join(run_directory(workdir, run), f"claim-{token}")
+
+
+def claim(workdir: str, run: Run, token: str) -> bool:
+  """Claims the run for the sweep invocation `token`: True for the first caller with this
+  token (an exclusive create of `claim_path`), False for every later one. Claims under other
+  tokens, left by an interrupted invocation, do not count."""
+  os.makedirs(run_directory(workdir, run), exist_ok=True)
+  try:
+    os.close(os.open(claim_path(workdir, run, token), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+  except FileExistsError:
+    return False
+  return True
 
 
 def save_result(workdir: str, run: Run, metrics: dict) -> dict:

@@ -16,8 +16,10 @@ by seed (every experiment at the first seed, then the next), so a sweep cut shor
 every experiment. `--report_dir` puts the report elsewhere (`make sweep`: `experiments/results`);
 beside it go the results it was made from, as small JSON (see `experiments.report`).
 
-`--processes=N` runs the sweep in N worker processes (`make sweep`: 2), worker i taking the runs
-at positions i, i + N, ... of the plan, then writes the report once they have all finished. A
+`--processes=N` runs the sweep in N worker processes (`make sweep`: 2), each taking the next
+unfinished run of the plan that no other has claimed (`runs.claim`: a file in the run's
+directory named for the invocation), so runs of unequal length spread evenly over the workers;
+the parent writes the report once they have all finished. A
 run's small batches leave much of a core idle (XLA:CPU finds little to parallelize in them), so
 two workers on 2 cores finish sooner than one, provided each worker's oneDNN OpenMP team gets
 only its share of the cores (`OMP_NUM_THREADS`, set for the workers unless it is set already).
@@ -39,6 +41,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import jax
 from absl import app, flags, logging
@@ -52,7 +55,7 @@ from experiments import (augmentation, depth, equivariance, learned_invariance, 
 from experiments.configs.exp_sweep import EXPERIMENT_NAMES
 from experiments.in_memory_training import DATASET, load_dataset, not_prepared_message
 from experiments.model_zoo import check_names
-from experiments.runs import Run, is_finished, load_result, save_result
+from experiments.runs import Run, claim, claim_path, is_finished, load_result, save_result
 
 EXPERIMENTS = {module.NAME: module for module in (equivariance, augmentation, learned_invariance,
                                                   priors, depth, rotation)}
@@ -88,20 +91,9 @@ def plan_sweep(config) -> list[Run]:
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
-def parse_worker(text: str) -> tuple[int, int]:
-  """'i/n' (0 <= i < n) -> (i, n): which share of the plan a worker process runs."""
-  try:
-    index, count = (int(part) for part in text.split("/"))
-  except ValueError:
-    index, count = -1, 0
-  if not 0 <= index < count:
-    raise ValueError(f"--worker must be 'i/n' with 0 <= i < n, got {text!r}")
-  return index, count
-
-
 def run_sweep(config, workdir: str, *, report_only: bool = False,
               report_dir: str | None = None,
-              worker: tuple[int, int] | None = None) -> dict[str, list[dict]]:
+              worker: str | None = None) -> dict[str, list[dict]]:
   """Runs every unfinished run of the sweep, then writes the report.
 
   Args:
@@ -109,8 +101,9 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
     workdir: where runs and the report go.
     report_only: run nothing; report the runs that have finished (e.g. while a sweep runs).
     report_dir: where the report goes; None: `<workdir>/report`.
-    worker: (i, n): run only the runs at plan positions i, i + n, ... and write no report (the
-      process that started the n workers writes it).
+    worker: the invocation's token: run each unfinished run this process claims first
+      (`runs.claim`, in plan order) and write no report (the process that started the workers
+      writes it).
 
   Returns:
     The finished results by experiment name.
@@ -123,9 +116,9 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
   runs = plan_sweep(config)
   datasets = {}
   start = time.time()
-  index_in_worker, workers = worker or (0, 1)
   for index, run in enumerate(runs, start=1):
-    if report_only or (index - 1) % workers != index_in_worker or is_finished(workdir, run):
+    if (report_only or is_finished(workdir, run)
+        or (worker is not None and not claim(workdir, run, worker))):
       continue
     name = run.options.get("dataset", DATASET)
     if name not in datasets:
@@ -134,6 +127,8 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
     metrics = EXPERIMENTS[run.experiment].execute(run, config, datasets[name])
     metrics["wall_time_seconds"] = time.time() - run_start
     save_result(workdir, run, metrics)
+    if worker is not None:
+      os.remove(claim_path(workdir, run, worker))
     logging.info("[%d/%d] %s/%s done in %.1f s (sweep %.0f s)", index, len(runs), run.experiment,
                  run.name, metrics["wall_time_seconds"], time.time() - start)
   results = {}
@@ -174,8 +169,8 @@ flags.DEFINE_string("report_dir", None, "Where the report goes; default <workdir
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in <workdir>/jax_cache and reuse them.")
 flags.DEFINE_integer("processes", 1, "Worker processes that share the runs (see above).")
-flags.DEFINE_string("worker", None, "Set by --processes in each worker: 'i/n', run the i-th "
-                    "share of n and write no report.")
+flags.DEFINE_string("worker", None, "Set by --processes in each worker: the invocation's "
+                    "token; claim and run unfinished runs, write no report.")
 command_line.define_debug_flag()
 
 
@@ -187,14 +182,14 @@ def worker_environment(processes: int) -> dict[str, str]:
   return {"OMP_NUM_THREADS": str(threads)} | dict(os.environ)
 
 
-def run_workers(processes: int) -> None:
-  """Runs this command in `processes` workers (`--worker=i/n`) and waits for all of them; exits
-  with one line naming the workers that failed (each printed its own error)."""
+def run_workers(processes: int, token: str) -> None:
+  """Runs this command in `processes` workers (`--worker=token`) and waits for all of them;
+  exits with one line naming the workers that failed (each printed its own error)."""
   # absl keeps the last value of a repeated flag: these override the parent's, however written.
   workers = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", *sys.argv[1:],
-                               "--processes=1", f"--worker={index}/{processes}"],
+                               "--processes=1", f"--worker={token}"],
                               env=worker_environment(processes))
-             for index in range(processes)]
+             for _ in range(processes)]
   failed = [index for index, worker in enumerate(workers) if worker.wait() != 0]
   if failed:
     raise SystemExit(f"experiments.sweep: workers {failed} of {processes} failed (their output "
@@ -212,7 +207,7 @@ def main(argv):
   else:
     if FLAGS.processes < 1:
       raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
-    worker = parse_worker(FLAGS.worker) if FLAGS.worker else None
+    worker = FLAGS.worker or None
     trains_here = not FLAGS.report_only and (worker is not None or FLAGS.processes == 1)
     if trains_here and FLAGS.compilation_cache:
       use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
@@ -221,10 +216,11 @@ def main(argv):
       planned = plan_sweep(FLAGS.config)
       unfinished = sum(not is_finished(FLAGS.workdir, run) for run in planned)
       load_average, start = os.getloadavg()[0], time.time()
+      token = uuid.uuid4().hex
       if FLAGS.processes > 1:
-        run_workers(FLAGS.processes)
+        run_workers(FLAGS.processes, token)
       else:
-        run_sweep(FLAGS.config, FLAGS.workdir, worker=(0, 1))
+        run_sweep(FLAGS.config, FLAGS.workdir, worker=token)
       if unfinished:
         record_timing(FLAGS.workdir, time.time() - start, unfinished, len(planned),
                       FLAGS.processes, load_average)

@@ -11,7 +11,7 @@ from cnn_jax import models
 from experiments import augmentation, learned_invariance, model_zoo, priors, sweep
 from experiments.configs import exp_sweep
 from experiments.in_memory_training import not_prepared_message, prng_key
-from experiments.runs import result_path, save_result
+from experiments.runs import claim, claim_path, result_path, save_result
 
 # What augmentation.execute returns, for a run that never trained.
 FAKE_METRICS = {
@@ -106,31 +106,42 @@ def test_sweep_writes_a_report_and_skips_finished_runs(tmp_path):
   assert rerun["augmentation"][0]["metrics"]["clean_accuracy"] == -1.0
 
 
-def test_workers_split_the_plan_between_them_and_leave_the_report_to_their_parent(tmp_path,
-                                                                                   monkeypatch):
+def test_workers_run_the_runs_they_claim_and_leave_the_report_to_their_parent(tmp_path,
+                                                                                monkeypatch):
   config = tiny_config()
   config.augmentation.seeds = (0, 1, 2, 3, 4)
-  executed = {}
+  workdir = str(tmp_path)
+  planned = sweep.plan_sweep(config)
+  # Another worker of this invocation holds runs 1 and 3; an interrupted invocation's claim on
+  # run 0 (another token) does not count.
+  assert claim(workdir, planned[1], "now") and claim(workdir, planned[3], "now")
+  assert claim(workdir, planned[0], "before")
+  executed = []
 
   def execute(run, config, digits):
-    executed.setdefault(worker, []).append(run.name)
+    executed.append(run.name)
     return dict(FAKE_METRICS)
 
   monkeypatch.setattr(augmentation, "execute", execute)
   monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
-  for worker in ((0, 2), (1, 2)):
-    sweep.run_sweep(config, str(tmp_path), worker=worker)
-  planned = [run.name for run in sweep.plan_sweep(config)]
-  assert executed == {(0, 2): planned[0::2], (1, 2): planned[1::2]}
+  sweep.run_sweep(config, workdir, worker="now")
+  assert executed == [run.name for i, run in enumerate(planned) if i not in (1, 3)]
   assert not os.path.exists(os.path.join(tmp_path, "report"))
-  results = sweep.run_sweep(config, str(tmp_path), report_only=True)
-  assert [r["run"]["name"] for r in results["augmentation"]] == planned
+  # A second worker of the invocation finds nothing left to claim; its own runs' claims are
+  # removed once their results are saved.
+  sweep.run_sweep(config, workdir, worker="now")
+  assert len(executed) == len(planned) - 2
+  assert not os.path.exists(claim_path(workdir, planned[0], "now"))
+  assert os.path.exists(claim_path(workdir, planned[1], "now"))
+  results = sweep.run_sweep(config, workdir, report_only=True)
+  assert [r["run"]["name"] for r in results["augmentation"]] == [
+      run.name for i, run in enumerate(planned) if i not in (1, 3)]
 
 
-@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2", "0/0"])
-def test_a_bad_worker_share_is_rejected(text):
-  with pytest.raises(ValueError, match=r"--worker must be 'i/n' with 0 <= i < n, got"):
-    sweep.parse_worker(text)
+def test_a_run_is_claimed_once_per_token(tmp_path):
+  run = sweep.plan_sweep(tiny_config())[0]
+  workdir = str(tmp_path)
+  assert claim(workdir, run, "a") and not claim(workdir, run, "a") and claim(workdir, run, "b")
 
 
 def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch):
@@ -349,7 +360,7 @@ def test_the_timed_invocation_reaches_the_report_and_its_exported_results(tmp_pa
   monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
   monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
   workdir, report_dir = str(tmp_path / "work"), str(tmp_path / "results")
-  sweep.run_sweep(config, workdir, worker=(0, 1))
+  sweep.run_sweep(config, workdir, worker="token")
   timing = sweep.record_timing(workdir, 180.0, 1, 1, 2, 0.5)
   sweep.run_sweep(config, workdir, report_only=True, report_dir=report_dir)
   sentence = "3 min for 1 of the 1 planned runs, 2 worker processes on"
