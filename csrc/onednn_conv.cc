@@ -1,7 +1,7 @@
 // oneDNN convolutions as XLA FFI handlers: the three passes of `cnn_jax.ops.correlate`.
 //
 // Layouts are JAX's: activations channels-last `[N, *spatial, C]`, kernels `[*K, C_in / G, C_out]`
-// (HWIO), all float32, row-major. With S the strides, D the kernel dilations and (lo, hi) the
+// (HWIO), all float32 or all bfloat16 (accumulated in float32 by oneDNN), row-major. With S the strides, D the kernel dilations and (lo, hi) the
 // paddings per spatial axis:
 //   forward           y[n, o]  = sum_{k, c} x_pad[n S + k D, c] w[k, c, o]       (x, w) -> y
 //   backward_data     dx = the adjoint of the forward in x                       (dy, w) -> dx
@@ -39,7 +39,7 @@ dnnl::engine& Engine() {
 }
 
 // `[N, *spatial, C]` as oneDNN's logical `{N, C, *spatial}` with channels-last strides.
-dnnl::memory::desc ActivationDesc(const Dims& shape) {
+dnnl::memory::desc ActivationDesc(const Dims& shape, dnnl::memory::data_type type) {
   const size_t rank = shape.size();
   dnnl::memory::dims dims = {shape[0], shape[rank - 1]};
   dnnl::memory::dims strides(rank);
@@ -51,7 +51,7 @@ dnnl::memory::desc ActivationDesc(const Dims& shape) {
   }
   strides[0] = stride;
   for (size_t axis = 1; axis + 1 < rank; ++axis) dims.push_back(shape[axis]);
-  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+  return dnnl::memory::desc(dims, type, strides);
 }
 
 // Logical kernel dims: `{O, I, *K}`, or `{G, O / G, I / G, *K}` with groups.
@@ -66,7 +66,7 @@ dnnl::memory::dims KernelDims(const Dims& shape, int64_t groups) {
 }
 
 // `[*K, I, O]` (HWIO, O = G x O / G) with the strides of its logical dims.
-dnnl::memory::desc KernelDesc(const Dims& shape, int64_t groups) {
+dnnl::memory::desc KernelDesc(const Dims& shape, int64_t groups, dnnl::memory::data_type type) {
   const size_t rank = shape.size();
   const int64_t in = shape[rank - 2], out = shape[rank - 1];
   dnnl::memory::dims strides;
@@ -80,12 +80,13 @@ dnnl::memory::desc KernelDesc(const Dims& shape, int64_t groups) {
     stride *= shape[axis];
   }
   strides.insert(strides.end(), spatial_strides.begin(), spatial_strides.end());
-  return dnnl::memory::desc(KernelDims(shape, groups), dnnl::memory::data_type::f32, strides);
+  return dnnl::memory::desc(KernelDims(shape, groups), type, strides);
 }
 
 struct Geometry {
   dnnl::memory::dims strides, dilations, pads_lo, pads_hi;  // dilations: oneDNN's D - 1
   int64_t groups;
+  dnnl::memory::data_type type;  // of every operand
 };
 
 // One pass for one shape: the primitive, the layouts it reads and writes, the kernel reorder.
@@ -97,6 +98,7 @@ struct Plan {
   dnnl::reorder reorder;          // HWIO -> internal (forward, backward_data) or back
   dnnl::memory::desc reorder_scratch;
   dnnl::memory::desc scratch;
+  std::string implementation;     // oneDNN's name of the kernel, e.g. 'brgconv:avx512_core'
 };
 
 dnnl::primitive_attr UserScratchpad() {
@@ -109,10 +111,10 @@ std::shared_ptr<Plan> MakePlan(Pass pass, const Dims& x_shape, const Dims& w_sha
                                const Dims& y_shape, const Geometry& g) {
   auto plan = std::make_shared<Plan>();
   dnnl::engine& engine = Engine();
-  plan->x = ActivationDesc(x_shape);
-  plan->y = ActivationDesc(y_shape);
-  plan->w = KernelDesc(w_shape, g.groups);
-  const dnnl::memory::desc any_w(KernelDims(w_shape, g.groups), dnnl::memory::data_type::f32,
+  plan->x = ActivationDesc(x_shape, g.type);
+  plan->y = ActivationDesc(y_shape, g.type);
+  plan->w = KernelDesc(w_shape, g.groups, g.type);
+  const dnnl::memory::desc any_w(KernelDims(w_shape, g.groups), g.type,
                                  dnnl::memory::format_tag::any);
   const dnnl::primitive_attr attr = UserScratchpad();
   const dnnl::convolution_forward::primitive_desc forward(
@@ -122,6 +124,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, const Dims& x_shape, const Dims& w_sha
     plan->primitive = dnnl::convolution_forward(forward);
     plan->w_internal = forward.weights_desc();
     plan->scratch = forward.scratchpad_desc();
+    plan->implementation = forward.impl_info_str();
   } else if (pass == kBackwardData) {
     const dnnl::convolution_backward_data::primitive_desc backward(
         engine, dnnl::algorithm::convolution_direct, plan->x, any_w, plan->y, g.strides,
@@ -129,6 +132,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, const Dims& x_shape, const Dims& w_sha
     plan->primitive = dnnl::convolution_backward_data(backward);
     plan->w_internal = backward.weights_desc();
     plan->scratch = backward.scratchpad_desc();
+    plan->implementation = backward.impl_info_str();
   } else {
     const dnnl::convolution_backward_weights::primitive_desc backward(
         engine, dnnl::algorithm::convolution_direct, plan->x, any_w, plan->y, g.strides,
@@ -136,6 +140,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, const Dims& x_shape, const Dims& w_sha
     plan->primitive = dnnl::convolution_backward_weights(backward);
     plan->w_internal = backward.diff_weights_desc();
     plan->scratch = backward.scratchpad_desc();
+    plan->implementation = backward.impl_info_str();
   }
   plan->reorders = plan->w_internal != plan->w;
   if (plan->reorders) {
@@ -153,7 +158,7 @@ std::shared_ptr<Plan> CachedPlan(Pass pass, const Dims& x_shape, const Dims& w_s
                                  const Dims& y_shape, const Geometry& g) {
   static std::mutex mutex;
   static std::map<Dims, std::shared_ptr<Plan>> plans;
-  Dims key = {pass, g.groups};
+  Dims key = {pass, g.groups, static_cast<int64_t>(g.type)};
   for (const Dims* part : {&x_shape, &w_shape, &y_shape, &g.strides, &g.dilations, &g.pads_lo,
                            &g.pads_hi}) {
     key.push_back(static_cast<int64_t>(part->size()));
@@ -185,18 +190,19 @@ dnnl::memory::dims ToDims(ffi::Span<const int64_t> values, int64_t offset = 0) {
   return dims;
 }
 
-ffi::Error Run(Pass pass, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
-               ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> strides,
+template <ffi::DataType T>
+ffi::Error Run(Pass pass, dnnl::memory::data_type type, ffi::Buffer<T> a, ffi::Buffer<T> b,
+               ffi::ResultBuffer<T> out, ffi::Span<const int64_t> strides,
                ffi::Span<const int64_t> dilations, ffi::Span<const int64_t> pads_lo,
                ffi::Span<const int64_t> pads_hi, int64_t groups) {
   try {
     const Geometry g{ToDims(strides), ToDims(dilations, -1), ToDims(pads_lo), ToDims(pads_hi),
-                     groups};
-    float* a_data = a.typed_data();
-    float* b_data = b.typed_data();
-    float* out_data = out->typed_data();
+                     groups, type};
+    void* a_data = a.untyped_data();
+    void* b_data = b.untyped_data();
+    void* out_data = out->untyped_data();
     Dims x_shape, w_shape, y_shape;
-    float *x_data, *w_data, *y_data;
+    void *x_data, *w_data, *y_data;
     if (pass == kForward) {
       x_shape = ShapeOf(a.dimensions()), w_shape = ShapeOf(b.dimensions());
       y_shape = ShapeOf(out->dimensions());
@@ -249,35 +255,69 @@ ffi::Error Run(Pass pass, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   }
 }
 
-template <Pass pass>
-ffi::Error RunPass(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
-                   ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> strides,
-                   ffi::Span<const int64_t> dilations, ffi::Span<const int64_t> pads_lo,
-                   ffi::Span<const int64_t> pads_hi, int64_t groups) {
-  return Run(pass, a, b, out, strides, dilations, pads_lo, pads_hi, groups);
+constexpr dnnl::memory::data_type OnednnType(ffi::DataType type) {
+  return type == ffi::DataType::BF16 ? dnnl::memory::data_type::bf16
+                                     : dnnl::memory::data_type::f32;
+}
+
+template <Pass pass, ffi::DataType T>
+ffi::Error RunPass(ffi::Buffer<T> a, ffi::Buffer<T> b, ffi::ResultBuffer<T> out,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> dilations,
+                   ffi::Span<const int64_t> pads_lo, ffi::Span<const int64_t> pads_hi,
+                   int64_t groups) {
+  return Run<T>(pass, OnednnType(T), a, b, out, strides, dilations, pads_lo, pads_hi, groups);
+}
+
+// Whether this CPU runs oneDNN's bfloat16 convolutions: all three passes of a small one, each
+// with an optimized kernel (oneDNN's reference kernels, 'ref:any', take any CPU, slowly).
+bool Bfloat16Supported() {
+  try {
+    const dnnl::memory::data_type bf16 = dnnl::memory::data_type::bf16;
+    const Geometry g{{1, 1}, {0, 0}, {1, 1}, {1, 1}, 1, bf16};
+    const Dims x = {2, 8, 8, 16}, w = {3, 3, 16, 16};
+    for (Pass pass : {kForward, kBackwardData, kBackwardWeights}) {
+      if (MakePlan(pass, x, w, x, g)->implementation.rfind("ref", 0) == 0) return false;
+    }
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 }  // namespace
 
-#define CNN_JAX_ONEDNN_HANDLER(name, pass)                                   \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, RunPass<pass>,                         \
+#define CNN_JAX_ONEDNN_HANDLER(name, pass, type)                             \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (RunPass<pass, type>),                 \
                                 ffi::Ffi::Bind()                             \
-                                    .Arg<ffi::Buffer<ffi::F32>>()            \
-                                    .Arg<ffi::Buffer<ffi::F32>>()            \
-                                    .Ret<ffi::Buffer<ffi::F32>>()            \
+                                    .Arg<ffi::Buffer<type>>()                \
+                                    .Arg<ffi::Buffer<type>>()                \
+                                    .Ret<ffi::Buffer<type>>()                \
                                     .Attr<ffi::Span<const int64_t>>("strides")   \
                                     .Attr<ffi::Span<const int64_t>>("dilations") \
                                     .Attr<ffi::Span<const int64_t>>("pads_lo")   \
                                     .Attr<ffi::Span<const int64_t>>("pads_hi")   \
                                     .Attr<int64_t>("groups"));
 
-CNN_JAX_ONEDNN_HANDLER(OnednnForward, kForward)
-CNN_JAX_ONEDNN_HANDLER(OnednnBackwardData, kBackwardData)
-CNN_JAX_ONEDNN_HANDLER(OnednnBackwardWeights, kBackwardWeights)
+CNN_JAX_ONEDNN_HANDLER(OnednnForward, kForward, ffi::DataType::F32)
+CNN_JAX_ONEDNN_HANDLER(OnednnBackwardData, kBackwardData, ffi::DataType::F32)
+CNN_JAX_ONEDNN_HANDLER(OnednnBackwardWeights, kBackwardWeights, ffi::DataType::F32)
+CNN_JAX_ONEDNN_HANDLER(OnednnForwardBf16, kForward, ffi::DataType::BF16)
+CNN_JAX_ONEDNN_HANDLER(OnednnBackwardDataBf16, kBackwardData, ffi::DataType::BF16)
+CNN_JAX_ONEDNN_HANDLER(OnednnBackwardWeightsBf16, kBackwardWeights, ffi::DataType::BF16)
 
-// The Python module: `targets`, a dict of handler capsules for `jax.ffi.register_ffi_target`.
+static PyObject* PyBfloat16Supported(PyObject*, PyObject*) {
+  return PyBool_FromLong(Bfloat16Supported());
+}
+
+// The Python module: `targets`, a dict of handler capsules for `jax.ffi.register_ffi_target`
+// ('<pass>' for float32, '<pass>_bf16' for bfloat16), and `bfloat16_supported()`.
+static PyMethodDef onednn_methods[] = {
+    {"bfloat16_supported", PyBfloat16Supported, METH_NOARGS,
+     "Whether oneDNN runs bfloat16 convolutions (all three passes) on this CPU."},
+    {nullptr, nullptr, 0, nullptr}};
 static PyModuleDef onednn_module = {PyModuleDef_HEAD_INIT, "_onednn_conv",
-                                    "oneDNN convolution handlers for jax.ffi.", -1, nullptr};
+                                    "oneDNN convolution handlers for jax.ffi.", -1,
+                                    onednn_methods};
 
 PyMODINIT_FUNC PyInit__onednn_conv() {
   PyObject* module = PyModule_Create(&onednn_module);
@@ -286,7 +326,10 @@ PyMODINIT_FUNC PyInit__onednn_conv() {
   const std::pair<const char*, XLA_FFI_Handler*> handlers[] = {
       {"forward", OnednnForward},
       {"backward_data", OnednnBackwardData},
-      {"backward_weights", OnednnBackwardWeights}};
+      {"backward_weights", OnednnBackwardWeights},
+      {"forward_bf16", OnednnForwardBf16},
+      {"backward_data_bf16", OnednnBackwardDataBf16},
+      {"backward_weights_bf16", OnednnBackwardWeightsBf16}};
   for (const auto& [name, handler] : handlers) {
     PyObject* capsule = PyCapsule_New(reinterpret_cast<void*>(handler), nullptr, nullptr);
     if (capsule == nullptr || PyDict_SetItemString(targets, name, capsule) < 0) {

@@ -21,11 +21,12 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   run tiled ('xla' rejects them); `xla_convolution_failure` is the map
   (`docs/conv_gradients.md`).
 * 'onednn': every part through oneDNN's convolution kernels, XLA FFI custom calls of a compiled
-  extension (`cnn_jax.ops.onednn`; CPU, float32), part by part where oneDNN is given the shape
-  (`onednn.shape_supported`), else 'xla' for that part; max pooling as under 'auto'.
+  extension (`cnn_jax.ops.onednn`; CPU, float32, and bfloat16 where oneDNN has optimized kernels
+  for it), part by part where oneDNN is given the shape (`onednn.shape_supported`), else 'xla'
+  for that part; max pooling as under 'auto'.
 * 'auto': per backend, per shape and per part, what measured fastest (`auto_choices`): on CPU,
   'onednn' wherever oneDNN runs and is given the shape, except the parts for which the per-op
-  benchmark's table for this CPU's ISA class (`auto_lowerings.json`, written by
+  benchmark's float32 table for this CPU's ISA class (`auto_lowerings.json`, written by
   `python -m benchmarks.run --sections ops --write-auto-table`) measured 'xla' or 'tiled'
   clearly faster; without oneDNN, the table's 'xla' and 'tiled' choices, else the tiled kernel
   gradient of 1x1 and single-channel kernels (`auto_tiled_parts`) and the rest 'xla'; the
@@ -159,17 +160,19 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
   """What 'auto' runs each of `TILED_PARTS` with: 'xla', 'tiled' or 'onednn'.
 
   Elsewhere than on the CPU the reference (on a GPU tiled where `xla_gpu_rejects`). On the CPU,
-  where oneDNN runs and is given the shape, every part in oneDNN, except the parts for which the
-  table of this CPU's ISA class measured another lowering clearly faster (`benchmarks/per_op.py`'s
-  `write_auto_table`). Without oneDNN, the table's choices among 'xla' and 'tiled', else the
-  kernel gradients of 1x1 and single-channel kernels tiled (`auto_tiled_parts`) and the rest
-  'xla'.
+  where oneDNN runs and is given the shape, every part in oneDNN, except, in float32, the parts
+  for which the table of this CPU's ISA class measured another lowering clearly faster
+  (`benchmarks/per_op.py`'s `write_auto_table`). Without oneDNN, the table's choices among 'xla'
+  and 'tiled' (float32), else the kernel gradients of 1x1 and single-channel kernels tiled
+  (`auto_tiled_parts`) and the rest 'xla'.
   """
   if platform != "cpu":
     rejected = platform == "gpu" and xla_gpu_rejects(correlation)
     return dict.fromkeys(TILED_PARTS, "tiled" if rejected else "xla")
+  # The table was measured in float32; in bfloat16 XLA:CPU's convolutions are slower still.
   measured = measured_auto_choices().get(cpu_isa(), {}).get(
-      conv_signature(x_shape, kernel_shape, correlation), {})
+      conv_signature(x_shape, kernel_shape, correlation), {}) if all(
+          jnp.dtype(d) == jnp.float32 for d in dtypes) else {}
   if _onednn_given(x_shape, kernel_shape, correlation, dtypes) and onednn_kernels.available():
     return dict.fromkeys(TILED_PARTS, "onednn") | measured
   tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)

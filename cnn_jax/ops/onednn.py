@@ -1,4 +1,5 @@
-"""oneDNN's convolution kernels as three JAX primitives (XLA FFI custom calls, CPU, float32).
+"""oneDNN's convolution kernels as three JAX primitives (XLA FFI custom calls, CPU; float32, and
+bfloat16 where this CPU runs oneDNN's bfloat16 convolutions).
 
 The compiled extension `cnn_jax.ops._onednn_conv` (`csrc/onednn_conv.cc`, built on install on
 Linux x86_64 when it can be) holds three XLA FFI handlers, one per pass of a correlation
@@ -14,7 +15,9 @@ mode transposes the tangent maps `forward_p(dx, w)` and `forward_p(x, dw)` into
 
 Availability (`check_available`, `available`): the extension must import, libdnnl.so.3 (the
 onednn-cpu-gomp wheel) must load, JAX's default backend must be the CPU, and
-`CNN_JAX_ONEDNN=0` must not be set. Nothing is loaded or registered until first asked.
+`CNN_JAX_ONEDNN=0` must not be set. bfloat16 operands also need `bfloat16_supported()`: oneDNN
+creates bfloat16 convolutions on CPUs with AVX-512 (natively with AVX512-BF16 or AMX), not on
+AVX2 alone. Nothing is loaded or registered until first asked.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ from cnn_jax.ops.arithmetic import output_size
 
 # The environment switch: "0" makes oneDNN unavailable (lowering='auto' then never uses it).
 ENVIRONMENT_SWITCH = "CNN_JAX_ONEDNN"
-_TARGETS = {"forward": "cnn_jax_onednn_forward", "backward_data": "cnn_jax_onednn_backward_data",
-            "backward_weights": "cnn_jax_onednn_backward_weights"}
+PASSES = ("forward", "backward_data", "backward_weights")
+# The handlers of the extension (`<pass>`: float32, `<pass>_bf16`: bfloat16) and their targets.
+_HANDLERS = {(name, dtype): name + suffix for name in PASSES
+             for dtype, suffix in ((jnp.dtype(jnp.float32), ""),
+                                   (jnp.dtype(jnp.bfloat16), "_bf16"))}
+_TARGETS = {key: f"cnn_jax_onednn_{handler}" for key, handler in _HANDLERS.items()}
 
 
 class OnednnUnavailable(RuntimeError):
@@ -57,8 +64,8 @@ def _load() -> str | None:
     return (f"the oneDNN extension did not load ({type(error).__name__}: {error}); it is "
             "built on `pip install` on Linux x86_64 with the onednn-cpu-gomp wheel")
   try:
-    for name, target in _TARGETS.items():
-      jax.ffi.register_ffi_target(target, extension.targets[name], platform="cpu")
+    for key, target in _TARGETS.items():
+      jax.ffi.register_ffi_target(target, extension.targets[_HANDLERS[key]], platform="cpu")
   except Exception as error:  # e.g. an XLA FFI API version this jaxlib does not accept
     return f"XLA did not accept the oneDNN handlers ({type(error).__name__}: {error})"
   return None
@@ -89,6 +96,12 @@ def available() -> bool:
   return unavailable_reason() is None
 
 
+@functools.cache
+def bfloat16_supported() -> bool:
+  """Whether oneDNN runs here and creates bfloat16 convolutions (all three passes) on this CPU."""
+  return available() and importlib.import_module("cnn_jax.ops._onednn_conv").bfloat16_supported()
+
+
 def check_available() -> None:
   """Raises `OnednnUnavailable` with the reason where oneDNN cannot run."""
   reason = unavailable_reason()
@@ -101,13 +114,20 @@ def shape_supported(x_shape, kernel_shape, strides, input_dilations, groups: int
                     dtypes) -> bool:
   """Whether oneDNN is given this correlation (after `lowering` resolved circular padding).
 
-  Not given: operands (`dtypes`) other than float32, input dilation, empty arrays, and the
-  strided 1x1 kernels with fewer than 16 input channels per group, for which oneDNN computes
-  intermittently wrong kernel gradients (and can hang) with channels-last input
-  (uxlfoundation/oneDNN#6035: < 8 channels on AVX2, < 16 on AVX-512).
+  Not given: operands (`dtypes`) other than all float32 or all bfloat16 (bfloat16 only where
+  `bfloat16_supported()`), input dilation, empty arrays, and the strided 1x1 kernels with fewer
+  than 16 input channels per group, for which oneDNN computes intermittently wrong kernel
+  gradients (and can hang) with channels-last input (uxlfoundation/oneDNN#6035: < 8 channels on
+  AVX2, < 16 on AVX-512).
   """
   del groups  # any group count: the channels below are per group
-  if any(jnp.dtype(d) != jnp.float32 for d in dtypes) or any(d != 1 for d in input_dilations):
+  dtypes = {jnp.dtype(d) for d in dtypes}
+  if dtypes == {jnp.dtype(jnp.bfloat16)}:
+    if not bfloat16_supported():
+      return False
+  elif dtypes != {jnp.dtype(jnp.float32)}:
+    return False
+  if any(d != 1 for d in input_dilations):
     return False
   if 0 in tuple(x_shape) + tuple(kernel_shape):
     return False
@@ -165,20 +185,19 @@ ad.defbilinear(backward_weights_p,
                lambda ct, x, dy, **p: forward_p.bind(x, ct, **p))
 
 
-def _lowering(target: str):
-  lower = jax.ffi.ffi_lowering(target)
-
+def _lowering(name: str):
+  """The pass's custom call, to the float32 or the bfloat16 handler by the operands' dtype."""
   def rule(ctx, a, b, *, input_spatial, kernel_spatial, strides, pads, dilations, groups):
     as_array = lambda values: np.asarray(values, np.int64)
+    lower = jax.ffi.ffi_lowering(_TARGETS[name, jnp.dtype(ctx.avals_in[0].dtype)])
     return lower(ctx, a, b, strides=as_array(strides), dilations=as_array(dilations),
                  pads_lo=as_array([lo for lo, _ in pads]),
                  pads_hi=as_array([hi for _, hi in pads]), groups=np.int64(groups))
   return rule
 
 
-for _primitive, _name in ((forward_p, "forward"), (backward_data_p, "backward_data"),
-                          (backward_weights_p, "backward_weights")):
-  mlir.register_lowering(_primitive, _lowering(_TARGETS[_name]), platform="cpu")
+for _primitive, _name in zip((forward_p, backward_data_p, backward_weights_p), PASSES):
+  mlir.register_lowering(_primitive, _lowering(_name), platform="cpu")
 
 
 def _batch(primitive: Primitive, folds: int | None):

@@ -227,9 +227,28 @@ def test_auto_runs_unmeasured_shapes_in_onednn_on_cpu_only(monkeypatch):
   assert not lowering.tiled_parts("auto", shape, kernel_shape, correlation, "cpu")
   for platform in ("gpu", "tpu"):
     assert not lowering.onednn_parts("auto", shape, kernel_shape, correlation, dtypes, platform)
-  # Another dtype is not given to oneDNN: the rule without it.
+  # bfloat16 goes to oneDNN where it has optimized bfloat16 kernels; float16 never.
+  bfloat16 = (jnp.bfloat16, jnp.bfloat16)
+  for supported in (True, False):
+    monkeypatch.setattr(lowering.onednn_kernels, "bfloat16_supported", lambda: supported)
+    assert bool(lowering.onednn_parts("auto", shape, kernel_shape, correlation, bfloat16,
+                                      "cpu")) == supported
   assert not lowering.onednn_parts("auto", shape, kernel_shape, correlation,
-                                   (jnp.bfloat16, jnp.bfloat16), "cpu")
+                                   (jnp.float16, jnp.float16), "cpu")
+
+
+def test_the_measured_table_applies_to_float32_only(monkeypatch):
+  _with_onednn(monkeypatch)
+  monkeypatch.setattr(lowering.onednn_kernels, "bfloat16_supported", lambda: True)
+  shape, kernel_shape = (128, 32, 32, 64), (3, 3, 64, 64)
+  correlation = conv.resolve_correlation(shape, kernel_shape, padding="same")
+  monkeypatch.setattr(lowering, "measured_auto_choices", lambda: _table_for(
+      shape, kernel_shape, correlation, {"kernel_gradient": "xla"}))
+  choices = lambda dtype: lowering.auto_choices(shape, kernel_shape, correlation,
+                                                (dtype, dtype), "cpu")
+  assert choices(jnp.float32) == {"forward": "onednn", "input_gradient": "onednn",
+                                  "kernel_gradient": "xla"}
+  assert choices(jnp.bfloat16) == dict.fromkeys(lowering.TILED_PARTS, "onednn")
 
 
 def test_auto_without_onednn_tiles_the_kernel_gradient_of_1x1_convolutions_on_cpu_only(

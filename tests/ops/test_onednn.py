@@ -186,13 +186,55 @@ def test_onednn_runs_every_pass_of_a_supported_shape_as_a_custom_call():
     ((4, 8, 8, 8), (1, 1, 8, 32), dict(stride=2), jnp.float32),  # oneDNN#6035's shapes
     ((4, 8, 8, 15), (1, 1, 15, 32), dict(stride=(1, 2)), jnp.float32),
     ((4, 8, 8, 16), (3, 3, 16, 32), dict(input_dilation=2), jnp.float32),
-    ((4, 8, 8, 16), (3, 3, 16, 32), dict(), jnp.bfloat16),
+    ((4, 8, 8, 16), (3, 3, 16, 32), dict(), jnp.float16),
 ])
 def test_onednn_routes_the_shapes_it_is_not_given_to_xla(x_shape, kernel_shape, options, dtype):
   correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
   assert not lowering.onednn_parts("onednn", x_shape, kernel_shape, correlation,
                                    (dtype, dtype), "cpu")
   assert _custom_calls("onednn", x_shape, kernel_shape, options, dtype) == 0
+
+
+needs_onednn_bfloat16 = pytest.mark.skipif(
+    not onednn.bfloat16_supported(),
+    reason="oneDNN has no optimized bfloat16 convolution on this CPU (or is unavailable)")
+
+
+@needs_onednn_bfloat16
+@settings(max_examples=6, deadline=None)
+@given(problems(), st.integers(0, 2 ** 16))
+def test_onednn_bfloat16_passes_are_the_float32_reference_rounded(problem, seed):
+  x_shape, kernel_shape, options = problem
+  # Circular padding wraps the input before oneDNN and sums the wrapped input gradient after
+  # it, in bfloat16 (further roundings, as under 'xla'): the passes themselves are tested here.
+  assume(options.get("padding") != "circular")
+  arrays = _problem(x_shape, kernel_shape, options, seed)
+  assume(arrays is not None)
+  note(f"x {x_shape}, kernel {kernel_shape}, {options}")
+  x, kernel, dy = (a.astype(jnp.bfloat16) for a in arrays)
+  expected = _passes("xla", options)(*(a.astype(jnp.float32) for a in (x, kernel, dy)))
+  for part, a, e in zip(("y", "dx", "dkernel"), _passes("onednn", options)(x, kernel, dy),
+                        expected):
+    assert a.dtype == jnp.bfloat16, part
+    # oneDNN accumulates in float32 and rounds each result to bfloat16 once: within half a
+    # bfloat16 ulp (2^-8 relative) of the float32 value, whose own summation order moves it
+    # by ~1e-6 of the largest result.
+    np.testing.assert_allclose(np.asarray(a, np.float32), e, err_msg=part, rtol=2 ** -8,
+                               atol=1e-5 * float(np.max(np.abs(e))))
+
+
+@needs_onednn_bfloat16
+def test_onednn_runs_every_bfloat16_pass_as_a_custom_call():
+  assert _custom_calls("onednn", (4, 8, 8, 16), (3, 3, 16, 32), dict(padding="same"),
+                       jnp.bfloat16) == 3
+
+
+def test_bfloat16_is_given_where_onednn_runs_it_and_mixed_dtypes_never():
+  given_dtypes = lambda dtypes: onednn.shape_supported((4, 8, 8, 16), (3, 3, 16, 32), (1, 1),
+                                                       (1, 1), 1, dtypes)
+  assert given_dtypes((jnp.bfloat16, jnp.bfloat16)) == onednn.bfloat16_supported()
+  assert not given_dtypes((jnp.bfloat16, jnp.float32))
+  assert not given_dtypes((jnp.float16, jnp.float16))
 
 
 def test_the_blocklist_keeps_strided_1x1_kernels_with_few_channels_per_group_only():
