@@ -1,8 +1,8 @@
 // oneDNN convolutions as XLA FFI handlers: the three passes of `cnn_jax.ops.correlate`.
 //
 // Layouts are JAX's: activations channels-last `[N, *spatial, C]`, kernels `[*K, C_in / G, C_out]`
-// (HWIO), all float32 or all bfloat16 (accumulated in float32 by oneDNN), row-major. With S the strides, D the kernel dilations and (lo, hi) the
-// paddings per spatial axis:
+// (HWIO), all float32 or all bfloat16 (accumulated in float32 by oneDNN), row-major. With S the
+// strides, D the kernel dilations and (lo, hi) the paddings per spatial axis:
 //   forward           y[n, o]  = sum_{k, c} x_pad[n S + k D, c] w[k, c, o]       (x, w) -> y
 //   backward_data     dx = the adjoint of the forward in x                       (dy, w) -> dx
 //   backward_weights  dw = the adjoint of the forward in w                       (x, dy) -> dw
@@ -268,15 +268,23 @@ ffi::Error RunPass(ffi::Buffer<T> a, ffi::Buffer<T> b, ffi::ResultBuffer<T> out,
   return Run<T>(pass, OnednnType(T), a, b, out, strides, dilations, pads_lo, pads_hi, groups);
 }
 
-// Whether this CPU runs oneDNN's bfloat16 convolutions: all three passes of a small one, each
-// with an optimized kernel (oneDNN's reference kernels, 'ref:any', take any CPU, slowly).
+// Whether a kernel's ISA (oneDNN's name after the last ':', e.g. 'avx512_core_bf16' in
+// 'brgconv:avx512_core_bf16') has bfloat16 instructions: AVX512-BF16 or AMX.
+bool NativeBfloat16(const std::string& implementation) {
+  const std::string isa = implementation.substr(implementation.rfind(':') + 1);
+  return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+}
+
+// Whether this CPU runs oneDNN's bfloat16 convolutions with bfloat16 instructions: all three
+// passes of a small one. Elsewhere oneDNN emulates bfloat16 on AVX-512 ('jit_bf16:avx512_core',
+// slower than XLA's bfloat16 convolutions) or falls back to its reference kernels ('ref:any').
 bool Bfloat16Supported() {
   try {
     const dnnl::memory::data_type bf16 = dnnl::memory::data_type::bf16;
     const Geometry g{{1, 1}, {0, 0}, {1, 1}, {1, 1}, 1, bf16};
     const Dims x = {2, 8, 8, 16}, w = {3, 3, 16, 16};
     for (Pass pass : {kForward, kBackwardData, kBackwardWeights}) {
-      if (MakePlan(pass, x, w, x, g)->implementation.rfind("ref", 0) == 0) return false;
+      if (!NativeBfloat16(MakePlan(pass, x, w, x, g)->implementation)) return false;
     }
     return true;
   } catch (const std::exception&) {
@@ -313,7 +321,8 @@ static PyObject* PyBfloat16Supported(PyObject*, PyObject*) {
 // ('<pass>' for float32, '<pass>_bf16' for bfloat16), and `bfloat16_supported()`.
 static PyMethodDef onednn_methods[] = {
     {"bfloat16_supported", PyBfloat16Supported, METH_NOARGS,
-     "Whether oneDNN runs bfloat16 convolutions (all three passes) on this CPU."},
+     "Whether oneDNN runs bfloat16 convolutions (all three passes) with bfloat16 "
+     "instructions on this CPU."},
     {nullptr, nullptr, 0, nullptr}};
 static PyModuleDef onednn_module = {PyModuleDef_HEAD_INIT, "_onednn_conv",
                                     "oneDNN convolution handlers for jax.ffi.", -1,

@@ -177,10 +177,10 @@ def correlate(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = "
     lowering: how it is computed, same values and gradients up to float rounding (see
       `cnn_jax.ops.lowering`): 'xla' (the reference, `lax.conv_general_dilated`), 'tiled' (tiled
       im2col matrix products for the forward pass and both gradients), 'onednn' (oneDNN's
-      kernels through XLA FFI custom calls, CPU only, float32 and, where oneDNN has optimized
-      kernels for it, bfloat16: `cnn_jax.ops.onednn`; shapes
-      it is not given run as 'xla'; raises `onednn.OnednnUnavailable` where the extension is
-      not built, not loadable or disabled) or 'auto' (per backend, shape and part: on CPU what
+      kernels through XLA FFI custom calls, CPU only, float32 and, on CPUs with bfloat16
+      instructions, bfloat16: `cnn_jax.ops.onednn`; shapes it is not given run as 'xla';
+      raises `onednn.OnednnUnavailable` where the extension is not built, not loadable or
+      disabled) or 'auto' (per backend, shape and part: on CPU what
       the per-op benchmark measured fastest for this CPU's ISA class among 'xla', 'tiled'
       and 'onednn', for unmeasured shapes the tiled kernel gradient of 1x1 and
       single-channel kernels; elsewhere 'xla').

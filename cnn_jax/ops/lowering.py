@@ -21,9 +21,9 @@ by name (`LOWERINGS`); the functions here trust their inputs.
   run tiled ('xla' rejects them); `xla_convolution_failure` is the map
   (`docs/conv_gradients.md`).
 * 'onednn': every part through oneDNN's convolution kernels, XLA FFI custom calls of a compiled
-  extension (`cnn_jax.ops.onednn`; CPU, float32, and bfloat16 where oneDNN has optimized kernels
-  for it), part by part where oneDNN is given the shape (`onednn.shape_supported`), else 'xla'
-  for that part; max pooling as under 'auto'.
+  extension (`cnn_jax.ops.onednn`; CPU, float32, and bfloat16 on CPUs with bfloat16
+  instructions), part by part where oneDNN is given the shape (`onednn.shape_supported`), else
+  'xla' for that part; max pooling as under 'auto'.
 * 'auto': per backend, per shape and per part, what measured fastest (`auto_choices`): on CPU,
   'onednn' wherever oneDNN runs and is given the shape, except the parts for which the per-op
   benchmark's float32 table for this CPU's ISA class (`auto_lowerings.json`, written by

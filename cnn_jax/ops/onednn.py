@@ -15,9 +15,10 @@ mode transposes the tangent maps `forward_p(dx, w)` and `forward_p(x, dw)` into
 
 Availability (`check_available`, `available`): the extension must import, libdnnl.so.3 (the
 onednn-cpu-gomp wheel) must load, JAX's default backend must be the CPU, and
-`CNN_JAX_ONEDNN=0` must not be set. bfloat16 operands also need `bfloat16_supported()`: oneDNN
-creates bfloat16 convolutions on CPUs with AVX-512 (natively with AVX512-BF16 or AMX), not on
-AVX2 alone. Nothing is loaded or registered until first asked.
+`CNN_JAX_ONEDNN=0` must not be set. bfloat16 operands also need `bfloat16_supported()`: a CPU
+with bfloat16 instructions (AVX512-BF16 or AMX). Elsewhere bfloat16 convolutions run in XLA:
+oneDNN emulates bfloat16 on plain AVX-512, slower than XLA, and has no optimized bfloat16 kernel
+on AVX2. Nothing is loaded or registered until first asked.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def available() -> bool:
 
 @functools.cache
 def bfloat16_supported() -> bool:
-  """Whether oneDNN runs here and creates bfloat16 convolutions (all three passes) on this CPU."""
+  """Whether oneDNN runs here with bfloat16 convolution kernels that use this CPU's bfloat16
+  instructions (all three passes of a probe convolution)."""
   return available() and importlib.import_module("cnn_jax.ops._onednn_conv").bfloat16_supported()
 
 

@@ -197,7 +197,7 @@ def test_onednn_routes_the_shapes_it_is_not_given_to_xla(x_shape, kernel_shape, 
 
 needs_onednn_bfloat16 = pytest.mark.skipif(
     not onednn.bfloat16_supported(),
-    reason="oneDNN has no optimized bfloat16 convolution on this CPU (or is unavailable)")
+    reason="this CPU has no bfloat16 instructions for oneDNN (or oneDNN is unavailable)")
 
 
 @needs_onednn_bfloat16
