@@ -88,23 +88,30 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
 
 
 def timing_sentence(timing: dict | None) -> str:
-  """The header's sentence on the wall time of the sweep invocation that ran the runs."""
+  """The header's sentence on the wall time of the sweep invocations that ran the runs."""
   if not timing:
     return ""
-  return (f" Wall time of the last sweep invocation that ran something: "
-          f"{timing['wall_seconds'] / 60:.0f} min for {timing['runs_run']} of the "
-          f"{timing['runs_planned']} planned runs, {timing['processes']} worker processes on "
-          f"{timing['cpu_count']} cores of an {timing['processor']} (load average "
-          f"{timing['load_average_at_start']:.1f} at its start), finished {timing['finished']}.")
+  parts = [f"{r['wall_seconds'] / 60:.0f} min for {r['runs_run']} of {r['runs_planned']} "
+           f"planned runs ({r['processes']} worker processes on {r['cpu_count']} cores of an "
+           f"{r['processor']}, load average {r['load_average_at_start']:.1f} at its start, "
+           f"finished {r['finished']})" for r in timing["invocations"]]
+  if len(parts) == 1:
+    return f" Wall time of the sweep invocation that ran the runs: {parts[0]}."
+  total = sum(r["wall_seconds"] for r in timing["invocations"]) / 60
+  return (f" Wall time of the {len(parts)} sweep invocations that ran runs in this workdir, in "
+          f"order: {'; '.join(parts)}: {total:.0f} min in all (a run done again counts again).")
 
 
 def load_timing(directory: str) -> dict | None:
-  """`directory`'s `TIMING_FILE` (a workdir, or exported results), or None."""
+  """`directory`'s `TIMING_FILE` (a workdir, or exported results), or None: `{'invocations':
+  [record, ...]}`, one record per invocation that ran something (a file holding one record, as
+  written before the history was kept, reads as a history of one)."""
   path = os.path.join(directory, TIMING_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as file:
-    return json.load(file)
+    timing = json.load(file)
+  return timing if "invocations" in timing else {"invocations": [timing]}
 
 
 def exported_directory(report_dir: str) -> str:

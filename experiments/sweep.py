@@ -19,12 +19,12 @@ beside it go the results it was made from, as small JSON (see `experiments.repor
 `--processes=N` runs the sweep in N worker processes (`make sweep`: 2), each taking the next
 unfinished run of the plan that no other has claimed (`runs.claim`: a file in the run's
 directory named for the invocation), so runs of unequal length spread evenly over the workers;
-the parent writes the report once they have all finished. A
-run's small batches leave much of a core idle (XLA:CPU finds little to parallelize in them), so
-two workers on 2 cores finish sooner than one, provided each worker's oneDNN OpenMP team gets
-only its share of the cores (`OMP_NUM_THREADS`, set for the workers unless it is set already).
-The wall time of an invocation that ran something, with its runs, worker count and CPU, goes to
-`<workdir>/sweep_timing.json` and into the report's header, beside each experiment's summed
+the parent writes the report once they have all finished. A run's small batches leave much of
+a core idle (XLA:CPU finds little to parallelize in them), so two workers on 2 cores finish
+sooner than one, provided each worker's oneDNN OpenMP team gets only its share of the cores
+(`OMP_NUM_THREADS`, set for the workers unless it is set already).
+The wall time of every invocation that ran something, with its runs, worker count and CPU, goes
+to `<workdir>/sweep_timing.json` and into the report's header, beside each experiment's summed
 compute.
 
 Experiment 1 also runs on CIFAR-10 when TFDS's 'cifar10' is prepared in `--config.data_dir`
@@ -145,14 +145,19 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
 
 def record_timing(workdir: str, seconds: float, runs_run: int, runs_planned: int,
                   processes: int, load_average: float) -> dict:
-  """Writes `<workdir>/sweep_timing.json`: the wall time of the last invocation that ran
-  something, what it ran and on which machine (the report's header states it)."""
-  timing = {"wall_seconds": seconds, "runs_run": runs_run, "runs_planned": runs_planned,
+  """Adds to `<workdir>/sweep_timing.json` the wall time of an invocation that ran something,
+  what it ran and on which machine (the report's header states every invocation); returns the
+  whole history, `{'invocations': [...]}`."""
+  record = {"wall_seconds": seconds, "runs_run": runs_run, "runs_planned": runs_planned,
             "processes": processes, "processor": runtime.cpu_model(),
             "cpu_count": os.cpu_count(), "load_average_at_start": load_average,
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-  with open(os.path.join(workdir, report.TIMING_FILE), "w") as file:
+  timing = report.load_timing(workdir) or {"invocations": []}
+  timing["invocations"].append(record)
+  path = os.path.join(workdir, report.TIMING_FILE)
+  with open(path + ".tmp", "w") as file:
     json.dump(timing, file, indent=1)
+  os.replace(path + ".tmp", path)
   return timing
 
 

@@ -355,7 +355,7 @@ def test_the_committed_report_is_regenerated_from_its_committed_results(tmp_path
       committed_figures)
 
 
-def test_the_timed_invocation_reaches_the_report_and_its_exported_results(tmp_path, monkeypatch):
+def test_the_timed_invocations_reach_the_report_and_its_exported_results(tmp_path, monkeypatch):
   config = tiny_config()
   monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
   monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
@@ -363,13 +363,30 @@ def test_the_timed_invocation_reaches_the_report_and_its_exported_results(tmp_pa
   sweep.run_sweep(config, workdir, worker="token")
   timing = sweep.record_timing(workdir, 180.0, 1, 1, 2, 0.5)
   sweep.run_sweep(config, workdir, report_only=True, report_dir=report_dir)
-  sentence = "3 min for 1 of the 1 planned runs, 2 worker processes on"
+  sentence = ("the sweep invocation that ran the runs: 3 min for 1 of 1 planned runs (2 worker "
+              "processes on")
   assert sentence in open(os.path.join(report_dir, "README.md")).read()
+  # A second invocation adds to the history; the header states both and their sum.
+  timing = sweep.record_timing(workdir, 420.0, 1, 1, 2, 0.5)
+  assert [r["wall_seconds"] for r in timing["invocations"]] == [180.0, 420.0]
+  sweep.run_sweep(config, workdir, report_only=True, report_dir=report_dir)
+  sentence = "the 2 sweep invocations that ran runs in this workdir, in order: 3 min for 1 of 1"
+  text = open(os.path.join(report_dir, "README.md")).read()
+  assert sentence in text and ": 10 min in all" in text
   with open(os.path.join(report_dir, "runs", sweep.report.TIMING_FILE)) as file:
     assert json.load(file) == timing
   os.remove(os.path.join(report_dir, "README.md"))
   sweep.report.report_from_exported(report_dir, sweep.EXPERIMENTS)
   assert sentence in open(os.path.join(report_dir, "README.md")).read()
+
+
+def test_a_timing_file_of_one_record_reads_as_a_history_of_one(tmp_path):
+  record = {"wall_seconds": 60.0, "runs_run": 2, "runs_planned": 2, "processes": 1,
+            "processor": "cpu", "cpu_count": 2, "load_average_at_start": 0.0,
+            "finished": "2026-01-01 00:00 UTC"}
+  with open(tmp_path / sweep.report.TIMING_FILE, "w") as file:
+    json.dump(record, file)
+  assert sweep.report.load_timing(str(tmp_path)) == {"invocations": [record]}
 
 
 def test_workers_share_the_cores_among_their_openmp_teams_unless_told(monkeypatch):
