@@ -51,7 +51,7 @@ from experiments.model_zoo import check_names, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
-from experiments.seed_statistics import format_p, paired_test, summarize, welch_test
+from experiments.seed_statistics import Comparison, format_p, paired_test, summarize, welch_test
 
 NAME = "rotation"
 MODELS = ("cnn", "cnn_bn", "p4cnn")
@@ -359,7 +359,7 @@ def final_validation_accuracy(metrics: dict) -> float:
   return metrics["validation_accuracy"][-1]
 
 
-def doubling_gain(lengths: dict[float, list[dict]], epochs: float):
+def doubling_gain(lengths: dict[float, list[dict]], epochs: float) -> Comparison | None:
   """The change of the final validation accuracy from `epochs / 2` to `epochs` epochs, paired
   by seed (a `Comparison`), or None without both lengths on at least 2 common seeds."""
   half, full = lengths.get(epochs / 2), lengths.get(epochs)
