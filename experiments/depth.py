@@ -17,6 +17,11 @@ report recomputes the choice from the first seed's runs (`choose_plain_rates`) a
 the config agrees. A run at the sweep's `learning_rate` has no 'learning_rate' option (and the
 name `plain20_seed3`); one at another rate has it (and the name `plain20_lr0.1_seed0`).
 
+Stopping-rule check (`half_length_check`): both headline cells of every depth (the plain net at
+its chosen rate, the residual net) also train for `num_epochs / 2` on every seed (option
+'epochs', name `plain20_e10_seed3`); the report says of each whether `num_epochs` reached its
+plateau (`experiments.stopping_rule`).
+
 He et al.'s observation ("degradation"): a deeper plain network has the higher training error;
 the residual one of the same depth does not.
 """
@@ -36,7 +41,7 @@ import numpy as np
 from cnn_jax.data import get_dataset_info
 from cnn_jax.train.preprocess import normalize, to_unit_interval
 from cnn_jax.train.step import cross_entropy
-from experiments import seed_statistics
+from experiments import seed_statistics, stopping_rule
 from experiments.contrasts import final_train_loss
 from experiments.in_memory_training import (DATASET, InMemoryDataset, plateau_gain, prng_key,
                                             train_classifier, training_config,
@@ -87,11 +92,13 @@ def validate(config) -> None:
                      f"{settings.chosen_plain_rates!r}")
 
 
-def run_name(kind: str, depth: int, learning_rate: float, seed: int, config) -> str:
-  """`plain20_seed3` at the sweep's learning rate, `plain20_lr0.1_seed3` at another."""
-  if learning_rate == config.learning_rate:
-    return f"{kind}{depth}_seed{seed}"
-  return f"{kind}{depth}_lr{learning_rate:g}_seed{seed}"
+def run_name(kind: str, depth: int, learning_rate: float, seed: int, config,
+             epochs: float | None = None) -> str:
+  """`plain20_seed3` at the sweep's learning rate and `num_epochs`, `plain20_lr0.1_seed3` at
+  another rate, `plain20_e10_seed3` for 10 epochs."""
+  rate = "" if learning_rate == config.learning_rate else f"_lr{learning_rate:g}"
+  length = "" if epochs is None else f"_e{epochs:g}"
+  return f"{kind}{depth}{rate}{length}_seed{seed}"
 
 
 def learning_rate_of(options: dict, config) -> float:
@@ -99,23 +106,29 @@ def learning_rate_of(options: dict, config) -> float:
   return options.get("learning_rate", config.learning_rate)
 
 
-def run_options(kind: str, depth: int, learning_rate: float, config) -> dict:
-  """`{'kind', 'depth'}`, and 'learning_rate' when it is not the sweep's."""
+def run_options(kind: str, depth: int, learning_rate: float, config,
+                epochs: float | None = None) -> dict:
+  """`{'kind', 'depth'}`, 'learning_rate' when it is not the sweep's, 'epochs' when it is not
+  `num_epochs`."""
   options = {"kind": kind, "depth": depth}
   if learning_rate != config.learning_rate:
     options["learning_rate"] = learning_rate
+  if epochs is not None:
+    options["epochs"] = epochs
   return options
 
 
-def _run(kind: str, depth: int, learning_rate: float, seed: int, config) -> Run:
-  return Run(NAME, run_name(kind, depth, learning_rate, seed, config), seed,
-             run_options(kind, depth, learning_rate, config))
+def _run(kind: str, depth: int, learning_rate: float, seed: int, config,
+         epochs: float | None = None) -> Run:
+  return Run(NAME, run_name(kind, depth, learning_rate, seed, config, epochs), seed,
+             run_options(kind, depth, learning_rate, config, epochs))
 
 
 def plan(config) -> list[Run]:
   """Per depth and seed: the residual net at the sweep's rate; the plain net at every rate of
   `plain_learning_rates` on `rate_sweep_seeds` (the rate choice), at the depth's
-  `chosen_plain_rates` entry on the other seeds."""
+  `chosen_plain_rates` entry on the other seeds. With `half_length_check`, then both headline
+  cells of every depth and seed for `num_epochs / 2` (option 'epochs')."""
   settings = config.depth
   runs = []
   for seed in settings.seeds:
@@ -123,6 +136,12 @@ def plan(config) -> list[Run]:
       rates = settings.plain_learning_rates if seed in settings.rate_sweep_seeds else (chosen,)
       runs += [_run("plain", depth, rate, seed, config) for rate in rates]
       runs.append(_run("residual", depth, config.learning_rate, seed, config))
+  if settings.half_length_check:
+    half = settings.num_epochs / 2
+    for seed in settings.seeds:
+      for depth, chosen in zip(settings.depths, settings.chosen_plain_rates):
+        runs += [_run("plain", depth, chosen, seed, config, half),
+                 _run("residual", depth, config.learning_rate, seed, config, half)]
   return runs
 
 
@@ -143,9 +162,10 @@ def gradient_norms(model: nn.Module, variables: dict, batch: dict) -> dict:
           for name, subtree in grads.items()}
 
 
-def num_steps(config) -> int:
-  """`ceil(num_epochs * train_size / batch_size)`, at least 1."""
-  return max(1, math.ceil(config.depth.num_epochs * config.depth.train_size / config.batch_size))
+def num_steps(config, epochs: float | None = None) -> int:
+  """`ceil(epochs * train_size / batch_size)` (default epochs: `num_epochs`), at least 1."""
+  epochs = config.depth.num_epochs if epochs is None else epochs
+  return max(1, math.ceil(epochs * config.depth.train_size / config.batch_size))
 
 
 def training_and_validation(images: np.ndarray, labels: np.ndarray, train_size: int,
@@ -185,7 +205,8 @@ def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   (images, labels), validation = training_and_validation(
       digits.train_images, digits.train_labels, settings.train_size, settings.validation_size,
       run.seed)
-  training = training_config(model_name, seed=run.seed, num_steps=num_steps(config),
+  training = training_config(model_name, seed=run.seed,
+                             num_steps=num_steps(config, run.options.get("epochs")),
                              batch_size=config.batch_size,
                              learning_rate=learning_rate_of(run.options, config),
                              record_every=settings.record_every, stage_sizes=(blocks,) * 3,
@@ -219,11 +240,15 @@ def _module_order(names) -> list[str]:
   return sorted((name for name in names if "Norm" not in name), key=rank)
 
 
-def cells(results: list[dict], config) -> dict[tuple[str, int, float], list[dict]]:
-  """The results by `(kind, depth, learning rate)`, each cell's runs ordered by seed."""
+def cells(results: list[dict], config,
+          half_length: bool = False) -> dict[tuple[str, int, float], list[dict]]:
+  """The results by `(kind, depth, learning rate)`, each cell's runs ordered by seed: the runs
+  of `num_epochs`, or with `half_length` those of the stopping-rule check."""
   groups = {}
   for result in sorted(results, key=lambda r: r["run"]["seed"]):
     options = result["run"]["options"]
+    if ("epochs" in options) != half_length:
+      continue
     key = (options["kind"], options["depth"], learning_rate_of(options, config))
     groups.setdefault(key, []).append(result)
   return groups
@@ -466,8 +491,8 @@ def _rate_choice_table(groups: dict, config, chosen: dict) -> str:
                          "lowest", "trained (config)", "agree"], rows)
 
 
-# A cell whose validation accuracy still rose by more than this over the last quarter of
-# training (its mean plateau gain) has not reached its plateau.
+# Without the half-length runs: a cell whose validation accuracy still rose by more than this
+# over the last quarter of training (its mean in-run plateau gain) has not reached its plateau.
 PLATEAU_TOLERANCE = 0.01
 
 
@@ -484,7 +509,39 @@ def early_gradient_norms(group: list[dict]) -> tuple[float, float] | None:
                               for i in range(early)])) for name in (names[0], names[-1]))
 
 
-def _finding(rows: list[dict], groups: dict, config) -> str:
+def _plateau_lines(groups: dict, half_groups: dict, config) -> list[str]:
+  """The stopping-rule check of every headline cell (`experiments.stopping_rule`), from the
+  half-length runs; without them, the cells whose mean in-run plateau gain is above
+  `PLATEAU_TOLERANCE`."""
+  epochs = float(config.depth.num_epochs)
+  if half_groups:
+    # Runs that diverged, or finished before the validation split was recorded, have no curve.
+    trained = lambda group: [r for r in group if "validation_accuracy" in r["metrics"]]
+    lines = [f"- Stopping-rule check (at its plateau at {epochs:g} epochs when the final "
+             f"validation accuracy rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from "
+             f"{epochs / 2:g} epochs, seeds paired; `experiments.stopping_rule`):"]
+    for depth in config.depth.depths:
+      for kind in KINDS:
+        label, group = headline_cell(groups, config, kind, depth)
+        half = headline_cell(half_groups, config, kind, depth)[1]
+        verdict = stopping_rule.plateau_verdict(
+            {epochs / 2: trained(half), epochs: trained(group)}, epochs)
+        lines.append(f"  - {label}: {verdict}")
+    return lines
+  gains = {f"{kind}-{depth}": seed_statistics.summarize(
+      values(headline_cell(groups, config, kind, depth)[1], "plateau_gain")).mean
+      for depth in config.depth.depths for kind in KINDS}
+  rising = {label: gain for label, gain in gains.items() if gain > PLATEAU_TOLERANCE}
+  if not rising:
+    return []
+  return ["- Still improving at the end (mean plateau gain above "
+          f"{PLATEAU_TOLERANCE:g}): " + ", ".join(f"{label} ({gain:+.3f})"
+                                                for label, gain in rising.items())
+          + f": {epochs:g} epochs do not bring these nets to their plateau, so their final "
+          "training error is what this budget reaches, not their floor."]
+
+
+def _finding(rows: list[dict], groups: dict, half_groups: dict, config) -> str:
   """What the runs show, computed: whether every headline net fits its training digits, which
   cells had not reached their plateau, the degradation verdicts, and how much gradient reaches
   the stem of the deepest nets."""
@@ -503,17 +560,7 @@ def _finding(rows: list[dict], groups: dict, config) -> str:
                    "training error does not reproduce at this scale, because every depth "
                    "memorizes this few digits (He et al. trained on CIFAR-10's 50,000 "
                    "images).")
-  gains = {f"{kind}-{depth}": seed_statistics.summarize(
-      values(headline_cell(groups, config, kind, depth)[1], "plateau_gain")).mean
-      for depth in config.depth.depths for kind in KINDS}
-  rising = {label: gain for label, gain in gains.items() if gain > PLATEAU_TOLERANCE}
-  if rising:
-    lines.append("- Still improving at the end (mean plateau gain above "
-                 f"{PLATEAU_TOLERANCE:g}): " + ", ".join(f"{label} ({gain:+.3f})"
-                                                       for label, gain in rising.items())
-                 + f": {config.depth.num_epochs:g} epochs do not bring these nets to their "
-                 "plateau, so their final training error is what this budget reaches, not "
-                 "their floor.")
+  lines += _plateau_lines(groups, half_groups, config)
   for row in rows:
     if row["claim"].startswith("degradation") and row["comparison"] is not None:
       a, b = (seed_statistics.summarize(row[key]) for key in ("values_a", "values_b"))
@@ -593,7 +640,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "Tests (alpha 0.05) of He et al.'s claims on these cells: Welch's t test, and a "
       "permutation test of the difference of means (no normality assumed):", "",
       _tests_table(tests), "",
-      "What the runs show (computed):", "", _finding(tests, groups, config), ""]
+      "What the runs show (computed):", "",
+      _finding(tests, groups, cells(results, config, half_length=True), config), ""]
   if he is not None:
     (theirs_a, theirs_b), (shallow, deep) = he["published"], he["depths"]
     a, b = (seed_statistics.summarize(he[key]) for key in ("values_a", "values_b"))

@@ -10,8 +10,8 @@ sweep's recipe on the training digits less the validation split for `num_epochs`
 check: the conditions of `schedule_epochs` also train for other numbers of epochs (the cosine
 schedule stretched to each length, every seed); a condition has reached its plateau at E epochs
 when doubling the length from E / 2 raised its final validation accuracy by at most
-`PLATEAU_TOLERANCE` (mean over seeds). Measured on the test digits (the [0, 1] scale, black
-background):
+`PLATEAU_TOLERANCE` (`experiments.stopping_rule`). Measured on the test digits (the [0, 1]
+scale, black background):
 
 - clean accuracy, and accuracy against the test angle over the full circle;
 - accuracy on the test digits each rotated by its own angle uniform in [0°, 360°) (one fixed
@@ -51,7 +51,9 @@ from experiments.model_zoo import check_names, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
-from experiments.seed_statistics import Comparison, format_p, paired_test, summarize, welch_test
+from experiments.seed_statistics import format_p, summarize, welch_test
+from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain,
+                                       final_validation_accuracy, plateau_verdict)
 
 NAME = "rotation"
 MODELS = ("cnn", "cnn_bn", "p4cnn")
@@ -60,9 +62,6 @@ AUGMENTATIONS = ("none", "rotate")
 # Errors below this are float32 rounding (a rotated window sums its products in another order):
 # the layer is exactly equivariant; figures say so instead of drawing them on a log axis.
 EXACT_ERROR = 1e-5
-# A condition has reached its plateau at E epochs when training it for E instead of E / 2
-# epochs raised its mean final validation accuracy by at most this (the report's check).
-PLATEAU_TOLERANCE = 0.005
 # The fixed draw of per-digit angles of the randomly rotated test set (the same in every run).
 RANDOM_ROTATION_SEED = 0
 
@@ -353,42 +352,6 @@ def by_length(results: list[dict], config) -> dict[tuple[str, str], dict[float, 
     lengths.setdefault((options["model"], options["augmentation"]), {}).setdefault(
         epochs_of(result, config), []).append(result)
   return {key: dict(sorted(value.items())) for key, value in lengths.items()}
-
-
-def final_validation_accuracy(metrics: dict) -> float:
-  return metrics["validation_accuracy"][-1]
-
-
-def doubling_gain(lengths: dict[float, list[dict]], epochs: float) -> Comparison | None:
-  """The change of the final validation accuracy from `epochs / 2` to `epochs` epochs, paired
-  by seed (a `Comparison`), or None without both lengths on at least 2 common seeds."""
-  half, full = lengths.get(epochs / 2), lengths.get(epochs)
-  if not (half and full):
-    return None
-  half_by_seed = {r["run"]["seed"]: r for r in half}
-  pairs = [(final_validation_accuracy(half_by_seed[r["run"]["seed"]]["metrics"]),
-            final_validation_accuracy(r["metrics"])) for r in full
-           if r["run"]["seed"] in half_by_seed]
-  if len(pairs) < 2:
-    return None
-  return paired_test(*zip(*pairs))
-
-
-def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
-  """Where the condition reached its plateau (`doubling_gain` <= `PLATEAU_TOLERANCE`), from
-  `epochs` on: at `epochs`, at a longer length, not by the longest, or 'not checked'."""
-  checked = [(e, doubling_gain(lengths, e)) for e in lengths if e >= epochs]
-  checked = [(e, gain) for e, gain in checked if gain is not None]
-  if not checked:
-    return f"not checked (no run at {epochs / 2:g} epochs)"
-  describe = lambda e, gain: (f"{e / 2:g} -> {e:g} epochs: {gain.difference:+.4f}, "
-                              f"p {format_p(gain.p_value)}")
-  for e, gain in checked:
-    if gain.difference <= PLATEAU_TOLERANCE:
-      prefix = "" if e == epochs else f"not at {epochs:g} epochs; "
-      return f"{prefix}at its plateau by {e:g} epochs ({describe(e, gain)})"
-  return (f"**not at its plateau** by {checked[-1][0]:g} epochs, the longest trained ("
-          + "; ".join(describe(e, gain) for e, gain in checked) + ")")
 
 
 def _plateau_note(lengths_by_condition, epochs: float) -> str:

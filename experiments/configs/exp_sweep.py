@@ -134,6 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # budget), trained this many epochs.
   config.depth.train_size = 1000
   config.depth.num_epochs = 20.0
+  # The stopping-rule check (`experiments.stopping_rule`): every headline cell (the plain nets at
+  # their chosen rate, the residual nets) also trains for num_epochs / 2 on every seed.
+  config.depth.half_length_check = True
   # Digits of each run's validation split, drawn with its seed from the training digits outside
   # its training subset (never the test set): the plain nets' rate choice and the plateau check.
   config.depth.validation_size = 500
@@ -170,7 +173,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The stopping-rule check: conditions ('<model>_<augmentation>') also trained, on every seed,
   # for these numbers of epochs (the cosine schedule stretched to each). A condition has
   # reached its plateau at E epochs when doubling the length from E / 2 raised its final
-  # validation accuracy by at most rotation.PLATEAU_TOLERANCE. The longer lengths follow the
+  # validation accuracy by at most stopping_rule.PLATEAU_TOLERANCE. The longer lengths follow the
   # rotation-augmented nets, which still gained 0.018 (clean accuracy) from 80 to 120 epochs;
   # the CNN + batch norm at 320 epochs trains a little longer than the P4CNN at 80.
   config.rotation.schedule_epochs = ml_collections.ConfigDict({

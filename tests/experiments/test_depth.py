@@ -50,7 +50,7 @@ def test_every_sweep_config_is_valid(arg):
 
 def test_plan_sweeps_the_plain_rates_on_the_rate_sweep_seeds_only():
   config = _config(depths=(8, 56), plain_learning_rates=(0.1, 0.2, 0.4),
-                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2))
+                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2), half_length_check=False)
   depth.validate(config)
   runs = depth.plan(config)
   names = [run.name for run in runs]
@@ -97,6 +97,19 @@ def test_execute_on_the_smoke_config_measures_training_and_validation():
   json.dumps(metrics)  # the sweep saves it
 
 
+def test_the_half_length_check_trains_both_headline_cells_for_half_the_epochs():
+  config = _config(depths=(8, 56), plain_learning_rates=(0.1, 0.2, 0.4),
+                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2))
+  without = {run.name for run in depth.plan(_config(**{**config.depth.to_dict(),
+                                                       "half_length_check": False}))}
+  extra = [run for run in depth.plan(config) if run.name not in without]
+  assert sorted(run.name for run in extra) == sorted(
+      [f"plain8_lr0.4_e10_seed{s}" for s in range(3)] + [f"plain56_e10_seed{s}" for s in range(3)]
+      + [f"residual{d}_e10_seed{s}" for d in (8, 56) for s in range(3)])
+  assert all(run.options["epochs"] == 10.0 for run in extra)
+  assert depth.num_steps(config, 10.0) == math.ceil(10 * 1000 / 64)
+
+
 def _metrics(error, cross_entropy, loss, validation_loss=None, test_accuracy=0.9):
   """A finished run's metrics; without validation_loss, a run from before the validation split
   was recorded."""
@@ -110,9 +123,10 @@ def _metrics(error, cross_entropy, loss, validation_loss=None, test_accuracy=0.9
   return metrics
 
 
-def _result(kind, depth_, rate, seed, metrics, config):
-  options = depth.run_options(kind, depth_, rate, config)
-  return {"run": {"experiment": "depth", "name": depth.run_name(kind, depth_, rate, seed, config),
+def _result(kind, depth_, rate, seed, metrics, config, epochs=None):
+  options = depth.run_options(kind, depth_, rate, config, epochs)
+  return {"run": {"experiment": "depth", "name": depth.run_name(kind, depth_, rate, seed, config,
+                                                                epochs),
                   "seed": seed, "options": options}, "metrics": metrics}
 
 
@@ -212,3 +226,24 @@ def test_report_names_the_cells_still_improving_and_the_stem_gradients(tmp_path)
   assert "Still improving at the end (mean plateau gain above 0.01): plain-56 (+0.050):" in text
   assert "the stem of plain-56 gets a gradient 0.01 times its head's, that of residual-56 " \
       "0.333 times" in text
+
+
+def test_report_checks_the_stopping_rule_on_the_half_length_runs(tmp_path):
+  config = _config(**SMALL)
+  results = _fixture(config)  # final validation accuracy 0.9 at 20 epochs
+  for seed in config.depth.seeds:
+    for kind, depth_, rate, final in (("plain", 8, 0.2, 0.899), ("plain", 56, 0.1, 0.80),
+                                      ("residual", 56, 0.2, 0.85)):
+      metrics = _metrics(0.0, 0.1, 0.6, 0.3)
+      metrics["validation_accuracy"] = [0.5, final + 0.001 * seed]
+      results.append(_result(kind, depth_, rate, seed, metrics, config, epochs=10.0))
+  text = depth.report(results, config, str(tmp_path))
+  assert "- Stopping-rule check (at its plateau at 20 epochs when the final validation " \
+      "accuracy rose by at most 0.005 from 10 epochs" in text
+  assert "  - plain-8 (rate 0.2): at its plateau by 20 epochs (10 -> 20 epochs: +0.0000" in text
+  assert "  - plain-56 (rate 0.1): **not at its plateau** by 20 epochs" in text
+  # Residual-8's 20-epoch runs have no validation curve: nothing to pair.
+  assert "  - residual-8 (rate 0.2): not checked (no run at 10 epochs)" in text
+  assert "Still improving at the end" not in text
+  # The half-length runs are no cell of their own in the tables.
+  assert text.count("| residual | 56 |") == 1

@@ -13,7 +13,7 @@ import pytest
 from cnn_jax.analysis.intermediates import model_features_fn
 from cnn_jax.data.augment import rotate
 from cnn_jax.models import get_model
-from experiments import rotation
+from experiments import rotation, stopping_rule
 from experiments.configs import exp_sweep
 from experiments.in_memory_training import load_digits, prng_key
 from experiments.published import PUBLISHED
@@ -216,12 +216,12 @@ def test_doubling_gain_pairs_the_seeds_of_half_and_full_length():
                                     160.0: [0.90]})
   lengths = rotation.by_length(results, config)[("cnn", "rotate")]
   assert list(lengths) == [40.0, 80.0, 160.0]
-  gain = rotation.doubling_gain(lengths, 80.0)
+  gain = stopping_rule.doubling_gain(lengths, 80.0)
   # Paired: the seeds' own gains 0.02, 0.03, 0.03 (unpaired, the spread of 0.1 would hide them).
   assert gain.difference == pytest.approx(0.08 / 3)
   assert gain.p_value < 0.05 < welch_test([0.80, 0.90, 0.70], [0.82, 0.93, 0.73]).p_value
-  assert rotation.doubling_gain(lengths, 40.0) is None  # no 20-epoch runs
-  assert rotation.doubling_gain(lengths, 160.0) is None  # one common seed
+  assert stopping_rule.doubling_gain(lengths, 40.0) is None  # no 20-epoch runs
+  assert stopping_rule.doubling_gain(lengths, 160.0) is None  # one common seed
 
 
 def test_plateau_verdicts_say_where_each_condition_stops_rising():
@@ -238,7 +238,7 @@ def test_plateau_verdicts_say_where_each_condition_stops_rising():
           "trained (40 -> 80 epochs: +0.0500") in note and "160 -> 320 epochs: +0.0250" in note
   assert "- CNN + batch norm + rotation augmentation: not checked (no run at 40 epochs)" in note
   results = _length_results("cnn", {40.0: [0.80, 0.81], 80: [0.85, 0.86], 160.0: [0.853, 0.863]})
-  verdict = rotation.plateau_verdict(rotation.by_length(results, config)[("cnn", "rotate")], 80.0)
+  verdict = stopping_rule.plateau_verdict(rotation.by_length(results, config)[("cnn", "rotate")], 80.0)
   assert verdict.startswith("not at 80 epochs; at its plateau by 160 epochs (80 -> 160 epochs: "
                             "+0.0030")
 
