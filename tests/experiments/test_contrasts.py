@@ -44,6 +44,16 @@ def test_verdict_is_computed_from_the_runs(plain8, plain20, expected):
   assert tested["comparison"].difference == pytest.approx(np.mean(plain20) - np.mean(plain8))
 
 
+def test_the_depth_cells_leave_out_the_half_length_runs():
+  results = _depth_results([0.10, 0.11, 0.12], [0.30, 0.31, 0.29])
+  rates = dict(zip(CONFIG.depth.depths, CONFIG.depth.chosen_plain_rates))
+  half = CONFIG.depth.num_epochs / 2
+  results["depth"] += [_result("depth", seed, depth_experiment.run_options(
+      "plain", DEEP, rates[DEEP], CONFIG, half), {"train_loss": [2.0, 5.0, 5.0, 5.0]})
+                       for seed in range(3)]
+  assert contrasts.cell_values(results, DEGRADATION.b) == pytest.approx([0.30, 0.31, 0.29])
+
+
 def test_cells_select_by_options_and_order_by_seed():
   results = {"e": [_result("e", 2, {"m": "a"}, {"v": 2.0}),
                    _result("e", 0, {"m": "a"}, {"v": 0.0}),
