@@ -488,8 +488,7 @@ def _schedule_figure(lengths_by_condition, path: str) -> None:
   epochs (log scale), a line per condition, error bars: sample std over seeds."""
   figure = Figure(figsize=(10.0, 3.8))
   axes = figure.subplots(1, 2)
-  measures = (("final validation accuracy (upright digits)",
-               lambda m: final_validation_accuracy(m)),
+  measures = (("final validation accuracy (upright digits)", final_validation_accuracy),
               ("test accuracy, randomly rotated digits",
                lambda m: m["random_rotation_accuracy"]))
   all_epochs = sorted({e for lengths in lengths_by_condition.values() for e in lengths})

@@ -170,9 +170,10 @@ def auto_choices(x_shape, kernel_shape, correlation: Correlation, dtypes,
     rejected = platform == "gpu" and xla_gpu_rejects(correlation)
     return dict.fromkeys(TILED_PARTS, "tiled" if rejected else "xla")
   # The table was measured in float32; in bfloat16 XLA:CPU's convolutions are slower still.
-  measured = measured_auto_choices().get(cpu_isa(), {}).get(
-      conv_signature(x_shape, kernel_shape, correlation), {}) if all(
-          jnp.dtype(d) == jnp.float32 for d in dtypes) else {}
+  measured = {}
+  if all(jnp.dtype(d) == jnp.float32 for d in dtypes):
+    measured = measured_auto_choices().get(cpu_isa(), {}).get(
+        conv_signature(x_shape, kernel_shape, correlation), {})
   if _onednn_given(x_shape, kernel_shape, correlation, dtypes) and onednn_kernels.available():
     return dict.fromkeys(TILED_PARTS, "onednn") | measured
   tiled = auto_tiled_parts(x_shape, kernel_shape, correlation)

@@ -189,9 +189,12 @@ ad.defbilinear(backward_weights_p,
 
 def _lowering(name: str):
   """The pass's custom call, to the float32 or the bfloat16 handler by the operands' dtype."""
+  lowerings = {dtype: jax.ffi.ffi_lowering(target)
+               for (pass_name, dtype), target in _TARGETS.items() if pass_name == name}
+
   def rule(ctx, a, b, *, input_spatial, kernel_spatial, strides, pads, dilations, groups):
     as_array = lambda values: np.asarray(values, np.int64)
-    lower = jax.ffi.ffi_lowering(_TARGETS[name, jnp.dtype(ctx.avals_in[0].dtype)])
+    lower = lowerings[jnp.dtype(ctx.avals_in[0].dtype)]
     return lower(ctx, a, b, strides=as_array(strides), dilations=as_array(dilations),
                  pads_lo=as_array([lo for lo, _ in pads]),
                  pads_hi=as_array([hi for _, hi in pads]), groups=np.int64(groups))
