@@ -11,6 +11,12 @@ per-layer equivariance error (circular shifts), and the Lie derivative (Gruver e
 the log-probabilities (comparable between models) and of the logits under translation and
 rotation, per layer (in each layer's own feature space) and
 split over the layers that introduce it.
+
+Stopping-rule check: every run on the digits of a model in `half_length_models` (the grid's
+and the dose-response's) also trains for `num_epochs / 2` on the same seed (option 'epochs',
+name `cnn_translate_e7.5_seed3`); the report says of each such cell whether `num_epochs`
+reached its plateau (`experiments.stopping_rule`). The report's tables and every contrast use
+the full-length runs only.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from experiments.in_memory_training import (CANVAS_DATASET, DATASET, IN_MEMORY_D
                                             training_config, validation_split)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
+from experiments.seed_statistics import Comparison, format_p
 from experiments.runs import Run
+from experiments.stopping_rule import PLATEAU_TOLERANCE, doubling_gain
 
 NAME = "augmentation"
 AUGMENTATIONS = ("none", "translate", "rotate", "both")
@@ -100,6 +108,9 @@ def validate(config) -> None:
                 tuple(MODELS))
   if config.augmentation.dose_models:
     check_names(f"config.{NAME}.dose_models", config.augmentation.dose_models, tuple(MODELS))
+  if config.augmentation.half_length_models:
+    check_names(f"config.{NAME}.half_length_models", config.augmentation.half_length_models,
+                tuple(MODELS))
   for kind, values in dose_ranges(config).items():
     if any(not isinstance(v, (int, float)) or v < 0 for v in values):
       raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
@@ -116,14 +127,15 @@ def validate(config) -> None:
                      f"{config.validation_fraction!r}")
 
 
-def num_steps(config, dataset: str, num_train: int) -> int:
+def num_steps(config, dataset: str, num_train: int, epochs: float | None = None) -> int:
   """Training steps of a run on `dataset` with `num_train` training examples: on the digits
-  and the canvas `ceil(num_epochs * num_train / batch_size)` (at least 1; the canvas's own
-  `canvas.num_epochs`), CIFAR-10 `cifar10_num_steps`."""
+  and the canvas `ceil(epochs * num_train / batch_size)` (at least 1; default epochs:
+  `num_epochs`, on the canvas `canvas.num_epochs`), CIFAR-10 `cifar10_num_steps`."""
   settings = config.augmentation
   if dataset == "cifar10":
     return settings.cifar10_num_steps
-  return max(1, math.ceil(_num_epochs(config, dataset) * num_train / config.batch_size))
+  epochs = _num_epochs(config, dataset) if epochs is None else epochs
+  return max(1, math.ceil(epochs * num_train / config.batch_size))
 
 
 def _num_epochs(config, dataset: str) -> float:
@@ -196,7 +208,17 @@ def plan(config) -> list[Run]:
             names.add(name)
             dose.append(Run(NAME, name, seed, {"model": model, "augmentation": augmentation,
                                                "dataset": DATASET}))
-  return grid + dose
+  half = config.augmentation.num_epochs / 2
+  checks = [Run(NAME, f"{run.name.removesuffix(f'_seed{run.seed}')}_e{half:g}_seed{run.seed}",
+                run.seed, {**run.options, "epochs": half})
+            for run in grid + dose if run.options["dataset"] == DATASET
+            and run.options["model"] in config.augmentation.half_length_models]
+  return grid + dose + checks
+
+
+def is_full_length(result: dict) -> bool:
+  """Whether a finished run trained for the configured length (not a stopping-rule check)."""
+  return "epochs" not in result["run"]["options"]
 
 
 def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
@@ -204,7 +226,7 @@ def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
   settings = config.augmentation
   (train_images, train_labels), validation = validation_split(
       dataset.train_images, dataset.train_labels, config.validation_fraction)
-  steps = num_steps(config, dataset.name, len(train_labels))
+  steps = num_steps(config, dataset.name, len(train_labels), run.options.get("epochs"))
   steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
   model_name, fields = MODELS[run.options["model"]]
   # A validation record per epoch (at least 4 per run): the curve that shows the plateau.
@@ -418,22 +440,66 @@ def _layer_plot(groups, config, path: str) -> None:
   figure.savefig(path, dpi=100)
 
 
+def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], Comparison]:
+  """`{(model, augmentation): gain}` on the digits: the change of the final validation accuracy
+  from `num_epochs / 2` to `num_epochs` epochs, seeds paired (`stopping_rule.doubling_gain`),
+  for every cell with both lengths."""
+  full = float(config.augmentation.num_epochs)
+  lengths = {}
+  for result in results:
+    options = result["run"]["options"]
+    if result_dataset(result) == DATASET:
+      lengths.setdefault((options["model"], options["augmentation"]), {}).setdefault(
+          float(options.get("epochs", full)), []).append(result)
+  gains = {key: doubling_gain(by_length, full) for key, by_length in lengths.items()}
+  return {key: gain for key, gain in gains.items() if gain is not None}
+
+
+def gain_cell(gains: dict, key: tuple[str, str]) -> str:
+  """A table cell: the doubling gain and its p value, bold where it exceeds the tolerance (not
+  at the plateau), '–' where the cell was not checked."""
+  gain = gains.get(key)
+  if gain is None:
+    return "–"
+  value = f"{gain.difference:+.4f}"
+  value = value if gain.difference <= PLATEAU_TOLERANCE else f"**{value}**"
+  return f"{value} ({format_p(gain.p_value)})"
+
+
+def plateau_summary(gains: dict, config) -> str:
+  """How many checked cells reached their plateau at `num_epochs`, naming those that did not."""
+  if not gains:
+    return ""
+  full = config.augmentation.num_epochs
+  rising = [f"{model} {augmentation} ({gain.difference:+.4f}, p {format_p(gain.p_value)})"
+            for (model, augmentation), gain in gains.items()
+            if gain.difference > PLATEAU_TOLERANCE]
+  return (f"Stopping-rule check (`experiments.stopping_rule`; column 'gain from {full / 2:g} "
+          f"epochs'): a cell is at its plateau at {full:g} epochs when its final validation "
+          f"accuracy rose by at most {PLATEAU_TOLERANCE:g} from {full / 2:g} epochs, seeds "
+          f"paired. {len(gains) - len(rising)} of {len(gains)} checked cells are; "
+          + ("**not at their plateau**: " + "; ".join(rising) + "." if rising else
+             "none is still rising."))
+
+
 def report(results: list[dict], config, out_dir: str) -> str:
   """One subsection per dataset: its finished runs, or why it was not run (not prepared)."""
+  gains = doubling_gains(results, config)
+  results = [result for result in results if is_full_length(result)]
   by_dataset = {}
   for result in results:
     by_dataset.setdefault(result_dataset(result), []).append(result)
   sections = []
   for dataset in sorted(set(by_dataset) | set(absent_datasets(config)),
                         key=IN_MEMORY_DATASETS.index):
-    body = (_dataset_report(by_dataset[dataset], config, out_dir, dataset)
+    body = (_dataset_report(by_dataset[dataset], config, out_dir, dataset, gains)
             if dataset in by_dataset else
             f"Not run: {not_prepared_message(dataset, config.data_dir)}.")
     note = [DATASET_NOTES[dataset], ""] if dataset in DATASET_NOTES else []
     sections += [f"### {DATASET_TITLES[dataset]}", "", *note, body, ""]
   if config.augmentation.dose_models and by_dataset.get(DATASET):
     sections += ["### Dose-response: invariance against the training range", "",
-                 _dose_report(by_dataset[DATASET], config, out_dir), ""]
+                 _dose_report(by_dataset[DATASET], config, out_dir, gains), ""]
   return "\n".join(sections).rstrip()
 
 
@@ -450,11 +516,14 @@ def _accuracy_at(metrics: dict, kind: str, magnitude: float) -> float:
   return float(np.mean(values)) if values else math.nan
 
 
-def _dose_report(results: list[dict], config, out_dir: str) -> str:
+def _dose_report(results: list[dict], config, out_dir: str, gains: dict) -> str:
   """Per dose model: consistency, P(top-1 change) and accuracy at each test shift / angle
   against the training range (figure `dose_response.png`)."""
   groups = by_option(results, "model", "augmentation")
   ranges = dose_ranges(config)
+  dose_cells = {(model, dose_name(kind, value, config)) for model in config.augmentation.dose_models
+                for kind, values in ranges.items() for value in values}
+  dose_gains = {key: gain for key, gain in gains.items() if key in dose_cells}
   test_levels = {"translate": sorted({abs(t) for t in config.augmentation.translations}),
                  "rotate": sorted({abs(a) for a in config.augmentation.angles})}
   models = config.augmentation.dose_models
@@ -497,6 +566,7 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       for value, group in zip(present, cells):
         rows.append([model, kind, f"±{value:g}{unit}", len(group),
                      cell(_metric(group, "clean_accuracy")),
+                     gain_cell(gains, (model, dose_name(kind, value, config))),
                      cell(_metric(group, "consistency_crop")),
                      cell(_metric(group, "p_top1_change")),
                      cell(_metric(group, "lie_rotation_log_softmax"), 2)]
@@ -512,15 +582,18 @@ def _dose_report(results: list[dict], config, out_dir: str) -> str:
       f"{', '.join(f'{v:g}' for v in ranges['rotate'])}° (0 = no augmentation), measured as "
       "in the grid above; error bars: sample std over seeds.", "",
       markdown_table(["model", "augmentation", "training range", "seeds", "clean acc",
+                      f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)",
                       "consistency (crop)", "P(top-1 change)", "‖L_rotation log p‖",
                       "acc at the largest test shift / angle"], rows), "",
+      *([plateau_summary(dose_gains, config), ""] if dose_gains else []),
       "Figure `dose_response.png`: per dose model and kind (one row each), shift consistency, "
       "P(top-1 change) (translation) or the rotation Lie derivative (rotation), and the test "
       "accuracy at each test shift / angle, against the training range.", "",
       "![dose-response](dose_response.png)"])
 
 
-def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> str:
+def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
+                    gains: dict) -> str:
   """The tables and figures (files `<name_prefix(dataset)>*.png`) of one dataset's runs."""
   prefix = name_prefix(dataset)
   all_groups = by_option(results, "model", "augmentation")
@@ -538,6 +611,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
                for r in group]
     rows.append([model, augmentation_name, len(group), cell(_metric(group, "clean_accuracy")),
                  cell(_metric(group, "final_train_loss")), cell(_metric(group, "plateau_gain")),
+                 gain_cell(gains, (model, augmentation_name)) if dataset == DATASET else "–",
                  cell(_metric(group, "consistency_crop")),
                  cell(_metric(group, "consistency_circular")),
                  cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
@@ -547,7 +621,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
   largest_shift = max(map(abs, config.augmentation.translations))
   table = markdown_table(
       ["model", "augmentation", "seeds", "clean acc", "train loss", "plateau gain",
-       "consistency (crop)",
+       f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)", "consistency (crop)",
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation log p‖", "‖L_rotation log p‖"], rows)
 
@@ -592,7 +666,9 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
       f"training split less a class-stratified {config.validation_fraction:.0%} validation "
       "split (never the test set); stopping rule: a fixed length, checked on the validation "
       "curve: 'plateau gain' = mean validation accuracy over the last quarter of the records "
-      "minus the quarter before (near 0: converged). "
+      "minus the quarter before (under the cosine schedule it also counts what the annealing "
+      "buys, so it can miss under-training); on the digits also by training for half the length "
+      "(column 'gain from ... epochs', below the table). "
       f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
       f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
       f"Metrics on {config.eval_images} test images (clean accuracy on all "
@@ -603,6 +679,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str) -> 
       "log-probabilities `‖L log softmax(f)‖` (per image, then averaged) on "
       f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
       table, "",
+      *([plateau_summary({key: gain for key, gain in gains.items() if key in groups}, config),
+         ""] if dataset == DATASET and gains else []),
       f"Figures `{prefix}accuracy_vs_shift.png` and `{prefix}accuracy_vs_angle.png`: test "
       "accuracy against the horizontal and vertical shift and against the rotation angle of "
       "the test images, one panel per training augmentation (its training range shaded).", "",

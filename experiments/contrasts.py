@@ -54,7 +54,7 @@ def final_train_loss(metrics: dict) -> float:
 
 def _augmentation(model: str, augmentation: str, metric: str, label: str) -> Cell:
   return Cell("augmentation", {"dataset": "mnist_offline", "model": model,
-                               "augmentation": augmentation}, metric, label)
+                               "augmentation": augmentation, "epochs": None}, metric, label)
 
 
 def _learned_invariance(condition: str, classes: int, label: str) -> Cell:
@@ -69,7 +69,8 @@ def circular_minus_crop_consistency(metrics: dict) -> float:
 
 def _canvas(model: str, augmentation: str, metric, label: str) -> Cell:
   return Cell("augmentation", {"dataset": "mnist_canvas", "model": model,
-                               "augmentation": augmentation}, metric, f"{label} (canvas)")
+                               "augmentation": augmentation, "epochs": None}, metric,
+              f"{label} (canvas)")
 
 
 def canvas_contrasts() -> tuple[Contrast, ...]:
@@ -136,11 +137,6 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
                "Zhang 2019; Azulay & Weiss 2019",
                _augmentation("cnn", "none", "p_top1_change", "CNN"),
                _augmentation("cnn_blur", "none", "p_top1_change", "CNN + blur"), -1),
-      Contrast("Circular padding raises consistency under circular shifts",
-               "Chaman & Dokmanić 2021",
-               _augmentation("resnet20", "none", "consistency_circular", "ResNet-20"),
-               _augmentation("resnet20_circular", "none", "consistency_circular",
-                             "ResNet-20 circular"), +1),
       Contrast("Translation augmentation raises shift consistency",
                "seed notes; Biscione & Bowers 2021",
                _augmentation("cnn", "none", "consistency_crop", "CNN"),
@@ -165,11 +161,17 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
                Cell("priors", {"kind": "training", "architecture": "cnn", "pixels": "permuted",
                                "train_size": size}, "test_accuracy", "CNN permuted"), -1),
   )
+  if {"resnet20", "resnet20_circular"} <= set(config.augmentation.models):
+    contrasts += (Contrast("Circular padding raises consistency under circular shifts",
+                           "Chaman & Dokmanić 2021",
+                           _augmentation("resnet20", "none", "consistency_circular", "ResNet-20"),
+                           _augmentation("resnet20_circular", "none", "consistency_circular",
+                                         "ResNet-20 circular"), +1),)
   if {"cnn_stride", "cnn_avg"} <= set(config.augmentation.models):
     contrasts += pooling_contrasts()
   if "mnist_canvas" in config.augmentation.datasets:
     contrasts += canvas_contrasts()
-  if shallow == deep:
+  if shallow == deep or "depth" not in config.experiments:
     return contrasts
   # The plain nets at their chosen rates, for num_epochs; a run at the sweep's rate has no
   # 'learning_rate' option (None matches its absence), a run at another rate names it, and so

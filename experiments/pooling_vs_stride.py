@@ -25,7 +25,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments import model_zoo, priors, published, report_figures, seed_statistics
+from experiments import augmentation, model_zoo, priors, published, report_figures, seed_statistics
 from experiments.report_tables import by_option, cell, markdown_table
 
 BASELINE = "cnn"
@@ -62,7 +62,8 @@ def downsampling_layer(layers: list[dict], stride: int) -> dict | None:
 
 def _groups(results: list[dict], variants) -> dict[str, list[dict]]:
   groups = by_option([r for r in results if r["run"]["options"].get("dataset") == DATASET
-                      and r["run"]["options"]["augmentation"] == "none"], "model")
+                      and r["run"]["options"]["augmentation"] == "none"
+                      and augmentation.is_full_length(r)], "model")
   return {name: sorted(groups[(name,)], key=lambda r: r["run"]["seed"])
           for name in variants if (name,) in groups}
 
@@ -144,6 +145,7 @@ def _figure(groups: dict[str, list[dict]], path: str) -> None:
 def report(results: list[dict], config, out_dir: str) -> str:
   """The section's Markdown (and `FIGURE` in `out_dir`) from experiment 1's results."""
   groups = _groups(results, variants_in(config))
+  gains = augmentation.doubling_gains(results, config)
   if BASELINE not in groups or len(groups) < 2:
     return "No finished runs of the pooling variants (experiment 1, no augmentation)."
   rows = []
@@ -152,12 +154,15 @@ def report(results: list[dict], config, out_dir: str) -> str:
         name, VARIANTS[name], f"{priors.parameter_count(*model_zoo.MODELS[name]):,}",
         len(group), cell(_values(group, "clean_accuracy")),
         cell(_values(group, "final_train_loss")), cell(_values(group, "plateau_gain")),
+        augmentation.gain_cell(gains, (name, "none")),
         cell(_values(group, "consistency_crop")), cell(_values(group, "p_top1_change")),
         _layer_names(group),
         *(cell(_layer_values(group, s, "off_grid")) for s in DOWNSAMPLING_STRIDES),
         cell(_layer_values(group, None, "on_grid"))])
   header = ("variant", "downsampling", "parameters", "seeds", "clean accuracy",
-            "final training loss", "plateau gain", "consistency (crop shifts)",
+            "final training loss", "plateau gain",
+            f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)",
+            "consistency (crop shifts)",
             "P(top-1 change)", "downsampling layers", "off-grid error, stride 2",
             "off-grid error, stride 4", "logits invariance error")
   tests = []
@@ -189,7 +194,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
       f"The small CNN of experiment 1 with each of its two downsampling stages built "
       f"{len(groups)} ways, "
       f"trained on the digits without augmentation ({len(groups[BASELINE])} seeds per variant, "
-      f"the recipe and stopping rule of experiment 1: its plateau gain column). The equivariance "
+      f"the recipe and stopping rule of experiment 1: its plateau gain and half-length gain "
+      f"columns). The equivariance "
       f"errors are those of experiment 1's per-layer table, read at the layer where each "
       f"downsampling ends; 'off grid' means shifts that are not multiples of that layer's "
       f"cumulative stride.", "",

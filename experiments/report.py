@@ -66,7 +66,17 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"batch {config.batch_size}, peak rate "
       f"{optim.peak_learning_rate(config):g} = {config.learning_rate:g} per 256 "
       "examples).", ""]
-  for name in sorted(config.experiments, key=list(SECTION_TITLES).index):
+  if config.budget_cuts:
+    lines += ["Budget cuts (to fit the sweep into 2 hours on 2 CPU cores; the config "
+              "`experiments/configs/exp_sweep.py:gpu` undoes each):", ""]
+    lines += [f"- {SECTION_TITLES[name]}: {cut}." for name, cut in config.budget_cuts.items()]
+    lines.append("")
+  for name in SECTION_TITLES:
+    if name not in config.experiments:
+      if name in config.budget_cuts:
+        lines += [f"## {SECTION_TITLES[name]}", "", "Not run in this sweep (budget cuts above).",
+                  ""]
+      continue
     lines += [f"## {SECTION_TITLES[name]}", ""]
     if results.get(name):
       lines.append(experiments[name].report(results[name], config, report_dir))

@@ -53,7 +53,8 @@ from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
 from experiments.seed_statistics import format_p, summarize, welch_test
 from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain,
-                                       final_validation_accuracy, plateau_verdict)
+                                       final_validation_accuracy, plateau_length,
+                                       plateau_verdict)
 
 NAME = "rotation"
 MODELS = ("cnn", "cnn_bn", "p4cnn")
@@ -302,26 +303,25 @@ def contrasts(config) -> list[tuple]:
   at = lambda angle: (lambda metrics: accuracy_at(metrics, angle))
   off_group = [a for a in config.rotation.test_angles if a % 90][:1] or [45.0]
   clean = lambda metrics: metrics["clean_accuracy"]
-  rows = [
-      ("accuracy at 90°, trained upright", ("cnn", "none"), ("p4cnn", "none"), at(90), +1,
-       "P4CNN is invariant to 90° rotations by construction"),
-      ("accuracy on randomly rotated digits", ("cnn", "rotate"), ("p4cnn", "none"),
-       random_rotation, 0, "90° invariance by construction vs full-circle invariance learned"),
-      ("accuracy on randomly rotated digits", ("cnn", "rotate"), ("p4cnn", "rotate"),
-       random_rotation, +1, "Cohen & Welling 2016: P4CNN beats a CNN on rotated digits"),
-      # The twin with the P4CNN's batch norm: the same comparisons, normalization matched.
-      ("accuracy at 90°, trained upright", ("cnn_bn", "none"), ("p4cnn", "none"), at(90), +1,
-       "P4CNN is invariant to 90° rotations by construction"),
-      ("accuracy on randomly rotated digits", ("cnn_bn", "rotate"), ("p4cnn", "rotate"),
-       random_rotation, +1, "Cohen & Welling 2016, against the CNN with the P4CNN's batch norm"),
-      ("clean accuracy, trained with rotations", ("cnn", "rotate"), ("cnn_bn", "rotate"), clean,
-       0, "does batch norm alone change how well the plain CNN fits rotated digits?"),
-  ]
-  for angle in sorted({45.0, float(off_group[0])}):
-    rows.append((f"accuracy at {angle:g}°, trained upright", ("cnn", "none"), ("p4cnn", "none"),
-                 at(angle), 0, "off the group: no guarantee"))
-    rows.append((f"accuracy at {angle:g}°, trained with rotations", ("cnn", "rotate"),
-                 ("p4cnn", "rotate"), at(angle), 0, "off the group: no guarantee"))
+  rows = []
+  for plain in ("cnn", "cnn_bn"):
+    norm = "" if plain == "cnn" else ", against the CNN with the P4CNN's batch norm"
+    rows += [
+        ("accuracy at 90°, trained upright", (plain, "none"), ("p4cnn", "none"), at(90), +1,
+         "P4CNN is invariant to 90° rotations by construction"),
+        ("accuracy on randomly rotated digits", (plain, "rotate"), ("p4cnn", "none"),
+         random_rotation, 0, "90° invariance by construction vs full-circle invariance learned"),
+        ("accuracy on randomly rotated digits", (plain, "rotate"), ("p4cnn", "rotate"),
+         random_rotation, +1, f"Cohen & Welling 2016: P4CNN beats a CNN on rotated digits{norm}"),
+    ]
+    for angle in sorted({45.0, float(off_group[0])}):
+      rows.append((f"accuracy at {angle:g}°, trained upright", (plain, "none"), ("p4cnn", "none"),
+                   at(angle), 0, "off the group: no guarantee"))
+      rows.append((f"accuracy at {angle:g}°, trained with rotations", (plain, "rotate"),
+                   ("p4cnn", "rotate"), at(angle), 0, "off the group: no guarantee"))
+  rows.append(("clean accuracy, trained with rotations", ("cnn", "rotate"), ("cnn_bn", "rotate"),
+               clean, 0, "does batch norm alone change how well the plain CNN fits rotated "
+               "digits?"))
   return rows
 
 
@@ -364,7 +364,7 @@ def _plateau_note(lengths_by_condition, epochs: float) -> str:
   return "\n".join(lines)
 
 
-def _contrast_table(groups, config) -> str:
+def _contrast_table(groups, reported, config) -> str:
   rows = []
   for question, a, b, metric, sign, why in contrasts(config):
     if not (groups.get(a) and groups.get(b)):
@@ -378,13 +378,14 @@ def _contrast_table(groups, config) -> str:
       comparison = welch_test(values_a, values_b)
       outcome = contrast_result(sign, comparison.difference, comparison.p_value)
       difference, p_value = f"{comparison.difference:+.4f}", format_p(comparison.p_value)
-    rows.append([question, f"{_label(*a)}: {cell(values_a)}", f"{_label(*b)}: {cell(values_b)}",
+    rows.append([question, f"{_label(*a)}, {reported[a]:g} epochs: {cell(values_a)}",
+                 f"{_label(*b)}, {reported[b]:g} epochs: {cell(values_b)}",
                  f"{expected} ({why})", difference, p_value, outcome])
   return markdown_table(["measure", "a", "b", "prediction", "b - a", "p (Welch t)", "result"],
                         rows)
 
 
-def _published_comparison(groups) -> str:
+def _published_comparison(groups, reported) -> str:
   """Our rotated-test errors of the models trained with rotations against Cohen & Welling's."""
   rows = []
   errors = {}
@@ -398,7 +399,8 @@ def _published_comparison(groups) -> str:
     errors[model] = summary.mean
     published = PUBLISHED[key].value
     inside = (summary.n >= 2 and summary.low <= published <= summary.high)
-    rows.append([_label(model, "rotate"), cell(values, 4), f"{published:.4f}",
+    rows.append([f"{_label(model, 'rotate')}, {reported[(model, 'rotate')]:g} epochs",
+                 cell(values, 4), f"{published:.4f}",
                  "yes" if inside else "no", f"{summary.mean / published:.2f}"])
   if not rows:
     return ""
@@ -611,42 +613,62 @@ def _layer_figure(groups, models: list[str], path: str) -> None:
   figure.savefig(path, dpi=100)
 
 
+def reported_lengths(lengths_by_condition) -> dict[tuple[str, str], float]:
+  """Each condition's reported length: the shortest at which it reached its plateau
+  (`stopping_rule.plateau_length`), else the longest it trained for."""
+  return {key: plateau_length(lengths) or max(lengths)
+          for key, lengths in lengths_by_condition.items()}
+
+
+def _plateau_cell(lengths: dict, epochs: float) -> str:
+  gain = doubling_gain(lengths, epochs)
+  if gain is None:
+    return f"not checked (no run at {epochs / 2:g} epochs)"
+  status = "yes" if gain.difference <= PLATEAU_TOLERANCE else "**no**"
+  return f"{status}: {gain.difference:+.4f} ({format_p(gain.p_value)})"
+
+
 def report(results: list[dict], config, out_dir: str) -> str:
-  """The table, the contrasts, the comparison with Cohen & Welling and three figures."""
+  """The table, the contrasts, the comparison with Cohen & Welling and three figures, each
+  condition at its reported length (`reported_lengths`)."""
   settings = config.rotation
   lengths = by_length(results, config)
-  order = [(m, a) for m in MODELS for a in AUGMENTATIONS
-           if lengths.get((m, a), {}).get(float(settings.num_epochs))]
+  order = [(m, a) for m in MODELS for a in AUGMENTATIONS if lengths.get((m, a))]
   lengths = {key: lengths[key] for key in order}
-  groups = {key: lengths[key][float(settings.num_epochs)] for key in order}
+  reported = reported_lengths(lengths)
+  groups = {key: lengths[key][reported[key]] for key in order}
   angles = [a for a in (90.0, 180.0, 45.0) if a in map(float, settings.test_angles)]
   off_layer = [a for a in settings.layer_angles if a % 90]
   logit_angles = [a for a in settings.layer_angles if a % 90 == 0][:1] + off_layer[:1]
   rows = []
   for (model, augmentation), group in groups.items():
+    epochs = reported[(model, augmentation)]
     rows.append([_label(model, augmentation), len(group), group[0]["metrics"]["parameters"],
+                 f"{epochs:g}", _plateau_cell(lengths[(model, augmentation)], epochs),
                  cell(_metric(group, "clean_accuracy")),
                  cell(_metric(group, "final_train_loss")),
-                 _gain_cell(doubling_gain(lengths[(model, augmentation)], settings.num_epochs)),
                  cell(_metric(group, "random_rotation_accuracy"))]
                 + [cell([accuracy_at(r["metrics"], a) for r in group]) for a in angles]
                 + [cell([layer_error(r["metrics"], a, "logits") for r in group], 3, True)
                    for a in logit_angles])
-  table = markdown_table(["condition", "seeds", "parameters", "clean acc", "train loss",
-                          f"val acc gain from {settings.num_epochs / 2:g} epochs (p)",
-                          "acc, randomly rotated"]
+  table = markdown_table(["condition", "seeds", "parameters", "epochs",
+                          "at its plateau: val acc gain from E / 2 (p)", "clean acc",
+                          "train loss", "acc, randomly rotated"]
                          + [f"acc at {a:g}°" for a in angles]
                          + [f"logit invariance error at {a:g}°" for a in logit_angles], rows)
   _validation_figure(groups, os.path.join(out_dir, "rotation_validation.png"))
   _angle_figure(groups, os.path.join(out_dir, "rotation_accuracy_vs_angle.png"))
   models = [m for m in MODELS if any(key[0] == m for key in groups)]
   _layer_figure(groups, models, os.path.join(out_dir, "rotation_layer_equivariance.png"))
-  seconds = {m: np.mean([r["metrics"]["train_seconds"] for key, group in groups.items()
-                         if key[0] == m for r in group]) for m in models}
-  timing = ", ".join(f"{MODEL_TITLES[m]} {seconds[m]:.1f} s" for m in models)
-  if "p4cnn" in seconds and "cnn" in seconds:
-    timing += (f" (the P4CNN trains {seconds['p4cnn'] / seconds['cnn']:.1f}x slower than the "
-               "CNN: its inner layers do 4x the CNN's multiply-adds at the same parameter count)")
+  per_epoch = {m: np.mean([r["metrics"]["train_seconds"] / reported[key]
+                           for key, group in groups.items() if key[0] == m for r in group])
+               for m in models}
+  timing = ", ".join(f"{MODEL_TITLES[m]} {per_epoch[m]:.2f} s" for m in models)
+  plain = next((m for m in ("cnn", "cnn_bn") if m in per_epoch), None)
+  if "p4cnn" in per_epoch and plain:
+    timing += (f" (the P4CNN trains {per_epoch['p4cnn'] / per_epoch[plain]:.1f}x slower than "
+               f"the {MODEL_TITLES[plain]}: its inner layers do 4x the multiply-adds at the same "
+               "parameter count)")
   first = next(iter(groups.values()))[0]["metrics"]
   layer_rows = []
   for (model, augmentation), group in groups.items():
@@ -655,33 +677,38 @@ def report(results: list[dict], config, out_dir: str) -> str:
                          "yes" if name in group[0]["metrics"]["p4_layers"] else "no"]
                         + [cell([layer_error(r["metrics"], a, name) for r in group], 3, True)
                            for a in settings.layer_angles])
-  comparison = _published_comparison(groups)
+  comparison = _published_comparison(groups, reported)
   return "\n".join([
       f"Trained upright on the training digits less the {config.validation_fraction:.0%} "
-      f"validation split ({first['train_steps']} steps of batch {config.batch_size}, "
-      f"{settings.num_epochs:g} epochs, peak rate {settings.learning_rate:g} per 256 examples; "
-      "stopping rule: a fixed length, checked by training each condition for half of it and "
-      "more, below), then tested rotated. 'Rotation augmentation': "
+      f"validation split (batch {config.batch_size}, peak rate {settings.learning_rate:g} per "
+      f"256 examples, {settings.num_epochs:g} epochs and the other lengths below), then tested "
+      "rotated. Stopping rule: each condition is reported at the shortest length at which it "
+      f"reached its plateau (the final validation accuracy rose by at most {PLATEAU_TOLERANCE:g} "
+      "from half that length, seeds paired; `experiments.stopping_rule`), a condition that "
+      "reached it at none at its longest (column 'at its plateau': **no**). "
+      "'Rotation augmentation': "
       f"an angle uniform in ±{settings.max_degrees:g}° per training digit. CNN: "
       "`get_model('cnn', **MATCHED_CNN)` (three 3x3 convs of "
       f"{'-'.join(map(str, settings.cnn_features))} channels, global average pooling, no "
       "normalization); CNN + batch norm: the same with batch norm after every conv (no conv "
       "bias), as the P4CNN's; P4CNN: `get_model('p4cnn')` (three 3x3 p4 convs of "
       f"{'-'.join(map(str, settings.p4cnn_features))} p4 channels, group batch norm, max over "
-      "rotations, global average pooling); parameter counts in the table. 'Randomly rotated': the "
-      f"{first['test_examples']:,} test digits, each rotated by its own angle "
+      "rotations, global average pooling); models trained here: "
+      f"{', '.join(MODEL_TITLES[m] for m in models)}; parameter counts in the table. 'Randomly "
+      f"rotated': the {first['test_examples']:,} test digits, each rotated by its own angle "
       "uniform in [0°, 360°) (one draw for all runs); accuracy at a test angle: "
       f"{first['angle_images']:,} test digits rotated by it (exact at multiples of 90°, bilinear "
-      "otherwise). Mean training time per "
-      f"run (compilation and validation included): {timing}.", "",
+      "otherwise). Mean training time per epoch (compilation and validation included): "
+      f"{timing}.", "",
       table, "",
       _plateau_note(lengths, float(settings.num_epochs)), "",
       _schedule_section(lengths, config, out_dir), "",
       "Validation curves: ![validation](rotation_validation.png)", "",
       "Accuracy against the test angle: "
       "![accuracy vs angle](rotation_accuracy_vs_angle.png)", "",
-      "Tests (Welch's t on the per-seed values; alpha = 0.05):", "",
-      _contrast_table(groups, config), "",
+      "Tests (Welch's t on the per-seed values, each condition at its reported length; "
+      "alpha = 0.05):", "",
+      _contrast_table(groups, reported, config), "",
       "Per-layer equivariance error inside the inscribed disk of each map (module docstring "
       "of `experiments/rotation.py`; p4 maps: rotation of space and cyclic shift of the "
       f"rotation axis; {config.layer_images} test digits; off the group, the best neighbouring "

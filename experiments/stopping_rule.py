@@ -35,6 +35,16 @@ def doubling_gain(lengths: dict[float, list[dict]], epochs: float) -> Comparison
   return paired_test(*zip(*pairs))
 
 
+def plateau_length(lengths: dict[float, list[dict]]) -> float | None:
+  """The shortest trained length E at which the condition is at its plateau (`doubling_gain`
+  from E / 2 at most `PLATEAU_TOLERANCE`), or None where no length is."""
+  for epochs in sorted(lengths):
+    gain = doubling_gain(lengths, epochs)
+    if gain is not None and gain.difference <= PLATEAU_TOLERANCE:
+      return epochs
+  return None
+
+
 def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
   """Where the condition reached its plateau (`doubling_gain` <= `PLATEAU_TOLERANCE`), from
   `epochs` on: at `epochs`, at a longer length, not by the longest, or 'not checked'."""

@@ -12,7 +12,7 @@ def _result(experiment, seed, options, metrics):
                   "options": options}, "metrics": metrics}
 
 
-CONFIG = exp_sweep.get_config()
+CONFIG = exp_sweep.get_config("gpu")  # the CPU sweep does not run depth (its budget cuts)
 SHALLOW, DEEP = min(CONFIG.depth.depths), max(CONFIG.depth.depths)
 
 
@@ -86,9 +86,27 @@ def test_paired_contrast_uses_the_paired_test():
   assert tested["comparison"].method == "paired t" and tested["verdict"] == "supported"
 
 
-def test_one_depth_has_no_depth_contrasts():
-  config = exp_sweep.get_config("smoke")
-  assert not any(c.a.experiment == "depth" for c in contrasts.contrasts_for(config))
+def test_one_depth_or_no_depth_experiment_has_no_depth_contrasts():
+  for config in (exp_sweep.get_config("smoke"), exp_sweep.get_config()):
+    assert not any(c.a.experiment == "depth" for c in contrasts.contrasts_for(config))
+
+
+def test_the_augmentation_cells_leave_out_the_half_length_runs():
+  options = {"dataset": "mnist_offline", "model": "cnn", "augmentation": "none"}
+  results = {"augmentation": [_result("augmentation", seed, options, {"clean_accuracy": 0.9})
+                              for seed in range(3)]
+             + [_result("augmentation", seed, options | {"epochs": 7.5}, {"clean_accuracy": 0.5})
+                for seed in range(3)]}
+  blur = next(c for c in CONTRASTS if c.claim.startswith("Blur before subsampling raises"))
+  assert blur.a.options["epochs"] is None
+  assert contrasts.cell_values(results, contrasts._augmentation(
+      "cnn", "none", "clean_accuracy", "CNN")) == [0.9] * 3
+
+
+def test_the_digits_resnet_contrast_comes_with_the_digits_resnets():
+  claim = "Circular padding raises consistency under circular shifts"
+  assert claim in [c.claim for c in CONTRASTS]
+  assert claim not in [c.claim for c in contrasts.contrasts_for(exp_sweep.get_config())]
 
 
 def test_pooling_contrasts_come_with_the_pooling_variants_of_the_grid():

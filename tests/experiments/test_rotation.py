@@ -20,15 +20,15 @@ from experiments.published import PUBLISHED
 from experiments.seed_statistics import welch_test
 
 
-def test_default_plan_has_six_conditions_at_five_seeds_then_the_other_lengths():
+def test_default_plan_has_four_conditions_at_five_seeds_then_the_other_lengths():
   config = exp_sweep.get_config()
   runs = rotation.plan(config)
-  main, lengths = runs[:30], runs[30:]
+  main, lengths = runs[:20], runs[20:]
   assert len({run.name for run in runs}) == len(runs)
   assert {(r.options["model"], r.options["augmentation"]) for r in main} == {
-      (model, augmentation) for model in ("cnn", "cnn_bn", "p4cnn")
+      (model, augmentation) for model in ("cnn_bn", "p4cnn")
       for augmentation in ("none", "rotate")}
-  assert main[0].name == "cnn_none_seed0" and main[2].name == "cnn_bn_none_seed0"
+  assert main[0].name == "cnn_bn_none_seed0" and main[2].name == "p4cnn_none_seed0"
   assert all("epochs" not in run.options for run in main)
   # Every seed of every condition of schedule_epochs at each of its lengths.
   expected = {(f"{r.options['model']}_{r.options['augmentation']}", r.options["epochs"], r.seed)
@@ -37,7 +37,10 @@ def test_default_plan_has_six_conditions_at_five_seeds_then_the_other_lengths():
                       for condition, values in config.rotation.schedule_epochs.items()
                       for epochs in values for seed in config.rotation.seeds}
   assert len(lengths) == len(expected)
-  assert "cnn_bn_rotate_e320_seed4" in {run.name for run in lengths}
+  assert "cnn_bn_rotate_e640_seed4" in {run.name for run in lengths}
+  # 'gpu' adds the CNN without batch norm, with its own lengths.
+  gpu = exp_sweep.get_config("gpu")
+  assert {"cnn_none_seed9", "cnn_rotate_e1280_seed9"} <= {r.name for r in rotation.plan(gpu)}
 
 
 def test_a_run_trains_for_its_own_number_of_epochs():
@@ -58,9 +61,10 @@ def test_a_run_trains_for_its_own_number_of_epochs():
     ("schedule_epochs", {"cnn_flip": (40.0,)},
      r"schedule_epochs keys must be '<model>_<augmentation>' .* got 'cnn_flip'"),
     ("schedule_epochs", {"vgg_none": (40.0,)}, r"keys must be .* got 'vgg_none'"),
-    ("schedule_epochs", {"cnn_none": (80.0,)},
-     r"schedule_epochs.cnn_none must be numbers of epochs > 0 other than num_epochs \(80\)"),
-    ("schedule_epochs", {"cnn_none": (-1.0,)}, r"schedule_epochs.cnn_none must be numbers"),
+    ("schedule_epochs", {"cnn_bn_none": (80.0,)},
+     r"schedule_epochs.cnn_bn_none must be numbers of epochs > 0 other than num_epochs \(80\)"),
+    ("schedule_epochs", {"cnn_bn_none": (-1.0,)}, r"schedule_epochs.cnn_bn_none must be numbers"),
+    ("schedule_epochs", {"cnn_none": (40.0,)}, r"keys must be .* got 'cnn_none'"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
   config = exp_sweep.get_config()
@@ -243,8 +247,27 @@ def test_plateau_verdicts_say_where_each_condition_stops_rising():
                             "+0.0030")
 
 
+def test_each_condition_is_reported_at_the_shortest_length_that_reached_its_plateau():
+  config = exp_sweep.get_config()
+  results = (_length_results("cnn_bn", {40.0: [0.80, 0.81], 80: [0.85, 0.86],
+                                        160.0: [0.853, 0.864], 320.0: [0.86, 0.87]})
+             + _length_results("p4cnn", {40.0: [0.90, 0.91], 80: [0.95, 0.96]}))
+  lengths = rotation.by_length(results, config)
+  assert stopping_rule.plateau_length(lengths[("cnn_bn", "rotate")]) == 160.0
+  assert stopping_rule.plateau_length(lengths[("p4cnn", "rotate")]) is None
+  # Without a plateau, the longest length: the best the sweep has, reported as not converged.
+  assert rotation.reported_lengths(lengths) == {("cnn_bn", "rotate"): 160.0,
+                                                ("p4cnn", "rotate"): 80.0}
+  assert rotation._plateau_cell(lengths[("p4cnn", "rotate")], 80.0).startswith("**no**: +0.0500")
+  assert rotation._plateau_cell(lengths[("cnn_bn", "rotate")], 40.0) == (
+      "not checked (no run at 20 epochs)")
+
+
 def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   config = exp_sweep.get_config()
+  config.rotation.models = ("cnn", "cnn_bn", "p4cnn")  # as 'gpu': both CNNs
+  config.rotation.schedule_epochs.cnn_none = (40.0,)
+  config.rotation.schedule_epochs.cnn_rotate = (40.0,)
   config.rotation.test_angles = (0.0, 45.0, 90.0, 180.0, 270.0)
   config.rotation.layer_angles = (90.0, 45.0)
   results = [{"run": run._asdict(), "metrics": _fake_metrics(
@@ -257,25 +280,29 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   assert "| P4CNN + rotation augmentation | 5 | 23554 |" in text
   # P4CNN at 90° (0.97) against either CNN (0.2), 5 seeds each: a clear, tested difference.
   rows = [line for line in text.splitlines() if line.startswith("| accuracy at 90°")]
-  assert len(rows) == 2 and "| CNN: " in rows[0] and "| CNN + batch norm: " in rows[1]
+  assert (len(rows) == 2 and "| CNN, 80 epochs: " in rows[0]
+          and "| CNN + batch norm, 80 epochs: " in rows[1])
   assert all(row.endswith("| supported |") and "< 1e-4" in row for row in rows)
   assert "P4CNN trains 4.0x slower" in text
   # The fixtures' final validation accuracy is 0.95 at every length: no gain from 40 epochs.
   assert text.count(": at its plateau by 80 epochs (40 -> 80 epochs: +0.0000") == 6
-  # The CNN + batch norm at its longest length (320 epochs; 0.93 on rotated digits) against
-  # the P4CNN at 80 epochs and at its longest, 160 (0.95), 5 seeds each, sd 0.01.
+  # Every condition is reported at its plateau, 80 epochs here.
+  assert "| CNN + batch norm + rotation augmentation | 5 | 24058 | 80 | yes: +0.0000 (" in text
+  # The CNN + batch norm at its longest length (640 epochs; 0.93 on rotated digits) against
+  # the P4CNN at 80 epochs and at its longest, 320 (0.95), 5 seeds each, sd 0.01.
   rows = [line for line in text.splitlines()
-          if line.startswith("| CNN + batch norm + rotation augmentation, 320 epochs:")]
+          if line.startswith("| CNN + batch norm + rotation augmentation, 640 epochs:")]
   assert [row.split("|")[2].split(":")[0].strip() for row in rows] == [
-      "P4CNN + rotation augmentation, 80 epochs", "P4CNN + rotation augmentation, 160 epochs"]
+      "P4CNN + rotation augmentation, 80 epochs", "P4CNN + rotation augmentation, 320 epochs"]
   assert all(row.endswith("| supported |") for row in rows)
   assert "| CNN + batch norm + rotation augmentation | 320 | 5 |" in text
   # Against the twin with batch norm: P4CNN 0.95 vs 0.93 on rotated digits, sd 0.01, 5 seeds.
   (row,) = [line for line in text.splitlines() if line.startswith(
-      "| accuracy on randomly rotated digits | CNN + batch norm + rotation augmentation")]
+      "| accuracy on randomly rotated digits | CNN + batch norm + rotation augmentation")
+            and "| P4CNN + rotation augmentation, " in line]
   assert row.endswith("| supported |")
   (row,) = [line for line in text.splitlines() if line.startswith("| clean accuracy, trained")]
-  assert "CNN + rotation augmentation:" in row and "| none (" in row
+  assert "CNN + rotation augmentation, 80 epochs:" in row and "| none (" in row
   # Our rotated-test errors against the published ones, computed from the constants.
   cnn_error = 1 - np.mean([r["metrics"]["random_rotation_accuracy"] for r in results
                            if r["run"]["options"] == {"model": "cnn", "augmentation": "rotate"}])

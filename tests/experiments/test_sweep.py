@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 import os
 
 import jax
@@ -59,7 +60,7 @@ def tiny_config():
     ("depth.depths", (9,), "config.depth.depths must be a non-empty list of depths 6n"),
 ])
 def test_bad_sweep_specifications_are_rejected(field, value, message):
-  config = exp_sweep.get_config()
+  config = exp_sweep.get_config("gpu")  # every experiment
   section, _, name = field.rpartition(".")
   (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=message):
@@ -76,11 +77,14 @@ def test_bad_config_argument_is_rejected():
 
 
 def test_runs_go_seed_by_seed_and_have_unique_names():
-  runs = sweep.plan_sweep(exp_sweep.get_config())
-  seeds = [run.seed for run in runs]
-  assert seeds == sorted(seeds)
-  assert len({(run.experiment, run.name) for run in runs}) == len(runs)
-  assert {run.experiment for run in runs if run.seed == 0} == set(exp_sweep.EXPERIMENT_NAMES)
+  for config in (exp_sweep.get_config(), exp_sweep.get_config("gpu")):
+    runs = sweep.plan_sweep(config)
+    seeds = [run.seed for run in runs]
+    assert seeds == sorted(seeds)
+    assert len({(run.experiment, run.name) for run in runs}) == len(runs)
+    assert {run.experiment for run in runs if run.seed == 0} == set(config.experiments)
+  assert "depth" not in exp_sweep.get_config().experiments  # a budget cut, said in the report
+  assert exp_sweep.get_config("gpu").experiments == exp_sweep.EXPERIMENT_NAMES
 
 
 @pytest.mark.slow
@@ -333,8 +337,11 @@ def test_dose_response_plans_each_range_once_and_reports_it(tmp_path, monkeypatc
 def test_budget_cut_models_get_only_the_first_augmentation():
   full, gpu = exp_sweep.get_config(), exp_sweep.get_config("gpu")
   seed0 = lambda config: [run.name for run in augmentation.plan(config) if run.seed == 0]
-  assert "resnet20_none_seed0" in seed0(full) and "resnet20_rotate_seed0" not in seed0(full)
-  assert "resnet20_rotate_seed0" in seed0(gpu) and "cnn_rotate_seed0" in seed0(full)
+  assert "cnn_blur_none_seed0" in seed0(full) and "cnn_blur_rotate_seed0" not in seed0(full)
+  assert "cnn_blur_rotate_seed0" in seed0(gpu) and "cnn_rotate_seed0" in seed0(full)
+  # The ResNets: on the canvas only (its padding contrasts), on the digits too in 'gpu'.
+  assert "mnist_canvas_resnet20_circular_none_seed0" in seed0(full)
+  assert "resnet20_none_seed0" not in seed0(full) and "resnet20_rotate_seed0" in seed0(gpu)
   assert len(gpu.augmentation.seeds) >= len(full.augmentation.seeds) >= 5
 
 
@@ -396,3 +403,64 @@ def test_workers_share_the_cores_among_their_openmp_teams_unless_told(monkeypatc
   assert sweep.worker_environment(16)["OMP_NUM_THREADS"] == "1"
   monkeypatch.setenv("OMP_NUM_THREADS", "3")
   assert sweep.worker_environment(2)["OMP_NUM_THREADS"] == "3"
+
+
+def test_the_stopping_rule_check_trains_the_digits_runs_of_its_models_for_half_as_long():
+  config = exp_sweep.get_config()
+  runs = augmentation.plan(config)
+  checks = [run for run in runs if "epochs" in run.options]
+  full = {run.name: run for run in runs if "epochs" not in run.options}
+  assert checks and all(run.options["epochs"] == config.augmentation.num_epochs / 2
+                        for run in checks)
+  for run in checks:
+    twin = full[run.name.replace(f"_e{run.options['epochs']:g}_", "_")]
+    assert {k: v for k, v in run.options.items() if k != "epochs"} == twin.options
+    assert run.seed == twin.seed and twin.options["dataset"] == "mnist_offline"
+  assert {run.options["model"] for run in checks} == set(config.augmentation.half_length_models)
+  # Every digits run of those models, the dose-response's included, and nothing else.
+  assert len(checks) == sum(run.options["dataset"] == "mnist_offline" and run.options["model"]
+                            in config.augmentation.half_length_models for run in full.values())
+  assert "cnn_rotate90_e7.5_seed4" in {run.name for run in checks}
+  steps = lambda epochs: augmentation.num_steps(config, "mnist_offline", 3600, epochs)
+  assert steps(7.5) == math.ceil(7.5 * 3600 / 64) and steps(None) == math.ceil(15 * 3600 / 64)
+
+
+def test_the_report_checks_the_plateau_on_the_half_length_runs_and_tables_the_rest(tmp_path,
+                                                                                    monkeypatch):
+  config = tiny_config()
+  config.augmentation.seeds = (0, 1, 2)
+  config.augmentation.augmentations = ("none", "translate")
+  config.augmentation.half_length_models = ("mlp",)
+  half = config.augmentation.num_epochs / 2
+  # Full length: final validation accuracy 0.40 (none) and 0.90 (translate); half length: 0.399
+  # (none: at its plateau) and 0.80 (translate: still rising), seed by seed.
+  final = {("none", False): 0.40, ("none", True): 0.399, ("translate", False): 0.90,
+           ("translate", True): 0.80}
+
+  def execute(run, config, digits):
+    accuracy = final[(run.options["augmentation"], "epochs" in run.options)] + 0.001 * run.seed
+    return dict(FAKE_METRICS, validation_accuracy=[0.1, accuracy],
+                clean_accuracy=0.1 if "epochs" in run.options else 0.5)
+
+  monkeypatch.setattr(augmentation, "execute", execute)
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  sweep.run_sweep(config, str(tmp_path))
+  readme = open(os.path.join(tmp_path, "report", "README.md")).read()
+  # The tables hold the full-length runs only (3 seeds, clean accuracy 0.5).
+  assert "| mlp | none | 3 | 0.500 ± 0.000 [0.500, 0.500] |" in readme
+  assert f"gain from {half:g} epochs (p)" in readme
+  assert "| +0.0010 (" in readme and "| **+0.1000** (" in readme
+  assert ("1 of 2 checked cells are; **not at their plateau**: mlp translate (+0.1000, p "
+          in readme)
+
+
+def test_the_report_states_the_budget_cuts_and_the_sections_they_leave_out(tmp_path):
+  config = exp_sweep.get_config()
+  path = sweep.report.write_report({}, config, str(tmp_path), sweep.EXPERIMENTS)
+  readme = open(path).read()
+  assert "Budget cuts (to fit the sweep into 2 hours on 2 CPU cores;" in readme
+  assert f"- 5. Depth: plain vs residual: {config.budget_cuts.depth}." in readme
+  assert "## 5. Depth: plain vs residual\n\nNot run in this sweep (budget cuts above)." in readme
+  gpu = sweep.report.write_report({}, exp_sweep.get_config("gpu"), str(tmp_path / "gpu"),
+                                  sweep.EXPERIMENTS)
+  assert "Budget cuts" not in open(gpu).read()
