@@ -12,11 +12,13 @@ the log-probabilities (comparable between models) and of the logits under transl
 rotation, per layer (in each layer's own feature space) and
 split over the layers that introduce it.
 
-Stopping-rule check: every run on the digits of a model in `half_length_models` (the grid's
-and the dose-response's) also trains for `num_epochs / 2` on the same seed (option 'epochs',
-name `cnn_translate_e7.5_seed3`); the report says of each such cell whether `num_epochs`
-reached its plateau (`experiments.stopping_rule`). The report's tables and every contrast use
-the full-length runs only.
+Stopping rule: `num_epochs`, checked. Every run on the digits of a model in
+`half_length_models` (the grid's and the dose-response's) also trains for `num_epochs / 2` on
+the same seed (option 'epochs', name `cnn_translate_e7.5_seed3`), and the digits cells of
+`schedule_epochs` ('<model>_<augmentation>') for longer. Each digits cell is reported at the
+shortest length at which it reached its plateau, else at its longest
+(`experiments.stopping_rule.reported_length`): its tables and contrasts use those runs
+(`reported_runs`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.seed_statistics import Comparison, format_p
 from experiments.runs import Run
-from experiments.stopping_rule import PLATEAU_TOLERANCE, doubling_gain
+from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain, reached_plateau,
+                                       reported_length)
 
 NAME = "augmentation"
 AUGMENTATIONS = ("none", "translate", "rotate", "both")
@@ -111,6 +114,17 @@ def validate(config) -> None:
   if config.augmentation.half_length_models:
     check_names(f"config.{NAME}.half_length_models", config.augmentation.half_length_models,
                 tuple(MODELS))
+  cells = {f"{run.options['model']}_{run.options['augmentation']}" for run in _full_runs(config)
+           if run.options["dataset"] == DATASET}
+  for cell_name, lengths in config.augmentation.schedule_epochs.items():
+    if cell_name not in cells:
+      raise ValueError(f"config.{NAME}.schedule_epochs keys must be '<model>_<augmentation>' "
+                       f"cells of the digits grid or dose-response, got {cell_name!r}")
+    if not lengths or any(not isinstance(e, (int, float)) or isinstance(e, bool) or e <= 0
+                          or e == config.augmentation.num_epochs for e in lengths):
+      raise ValueError(f"config.{NAME}.schedule_epochs.{cell_name} must be numbers of epochs "
+                       f"> 0 other than num_epochs ({config.augmentation.num_epochs:g}), got "
+                       f"{tuple(lengths)!r}")
   for kind, values in dose_ranges(config).items():
     if any(not isinstance(v, (int, float)) or v < 0 for v in values):
       raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
@@ -154,6 +168,11 @@ def name_prefix(dataset: str) -> str:
   return "" if dataset == DATASET else f"{dataset}_"
 
 
+def _epochs_of(result: dict, config) -> float:
+  """The number of epochs a run trained for (its 'epochs' option, else its dataset's)."""
+  return float(result["run"]["options"].get("epochs", _num_epochs(config, result_dataset(result))))
+
+
 def result_dataset(result: dict) -> str:
   """The dataset of a finished run (results written before CIFAR-10 runs name none: digits)."""
   return result["run"]["options"].get("dataset", DATASET)
@@ -187,8 +206,24 @@ def model_augmentations(config, model: str, dataset: str = DATASET) -> tuple[str
 
 def plan(config) -> list[Run]:
   """Every (dataset, model, augmentation) at every seed (on the canvas its own models and
-  augmentations, `config.augmentation.canvas`), datasets that are not prepared left out;
-  then on the digits the dose-response levels of each dose model the grid does not have."""
+  augmentations, `config.augmentation.canvas`), datasets that are not prepared left out; then
+  on the digits the dose-response levels of each dose model the grid does not have; then the
+  stopping rule's runs at other lengths (option 'epochs'): `num_epochs / 2` of every digits run
+  of `half_length_models`, and each length of `schedule_epochs`."""
+  runs = _full_runs(config)
+  half = config.augmentation.num_epochs / 2
+  lengths = lambda run: (
+      ((half,) if run.options["model"] in config.augmentation.half_length_models else ())
+      + tuple(config.augmentation.schedule_epochs.get(
+          f"{run.options['model']}_{run.options['augmentation']}", ())))
+  return runs + [Run(NAME, f"{run.name.removesuffix(f'_seed{run.seed}')}_e{epochs:g}_seed"
+                     f"{run.seed}", run.seed, {**run.options, "epochs": float(epochs)})
+                 for run in runs if run.options["dataset"] == DATASET
+                 for epochs in lengths(run)]
+
+
+def _full_runs(config) -> list[Run]:
+  """The grid's and the dose-response's runs at the configured length."""
   absent = absent_datasets(config)
   grid = [Run(NAME, f"{name_prefix(dataset)}{model}_{augmentation}_seed{seed}", seed,
               {"model": model, "augmentation": augmentation, "dataset": dataset})
@@ -208,17 +243,7 @@ def plan(config) -> list[Run]:
             names.add(name)
             dose.append(Run(NAME, name, seed, {"model": model, "augmentation": augmentation,
                                                "dataset": DATASET}))
-  half = config.augmentation.num_epochs / 2
-  checks = [Run(NAME, f"{run.name.removesuffix(f'_seed{run.seed}')}_e{half:g}_seed{run.seed}",
-                run.seed, {**run.options, "epochs": half})
-            for run in grid + dose if run.options["dataset"] == DATASET
-            and run.options["model"] in config.augmentation.half_length_models]
-  return grid + dose + checks
-
-
-def is_full_length(result: dict) -> bool:
-  """Whether a finished run trained for the configured length (not a stopping-rule check)."""
-  return "epochs" not in result["run"]["options"]
+  return grid + dose
 
 
 def execute(run: Run, config, dataset: InMemoryDataset) -> dict:
@@ -440,10 +465,8 @@ def _layer_plot(groups, config, path: str) -> None:
   figure.savefig(path, dpi=100)
 
 
-def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], Comparison]:
-  """`{(model, augmentation): gain}` on the digits: the change of the final validation accuracy
-  from `num_epochs / 2` to `num_epochs` epochs, seeds paired (`stopping_rule.doubling_gain`),
-  for every cell with both lengths."""
+def digits_lengths(results: list[dict], config) -> dict[tuple[str, str], dict[float, list]]:
+  """`{(model, augmentation): {epochs: results}}` of the runs on the digits."""
   full = float(config.augmentation.num_epochs)
   lengths = {}
   for result in results:
@@ -451,41 +474,66 @@ def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], Compari
     if result_dataset(result) == DATASET:
       lengths.setdefault((options["model"], options["augmentation"]), {}).setdefault(
           float(options.get("epochs", full)), []).append(result)
-  gains = {key: doubling_gain(by_length, full) for key, by_length in lengths.items()}
-  return {key: gain for key, gain in gains.items() if gain is not None}
+  return {key: dict(sorted(value.items())) for key, value in lengths.items()}
+
+
+def reported_runs(results: list[dict], config) -> list[dict]:
+  """The runs the tables and contrasts use: each digits cell at its reported length
+  (`stopping_rule.reported_length`), the other datasets' runs at their configured length."""
+  lengths = digits_lengths(results, config)
+  chosen = {key: reported_length(by_length) for key, by_length in lengths.items()}
+  return [result for result in results
+          if (result_dataset(result) != DATASET and "epochs" not in result["run"]["options"])
+          or (result_dataset(result) == DATASET and float(result["run"]["options"].get(
+              "epochs", config.augmentation.num_epochs)) == chosen[
+                  (result["run"]["options"]["model"], result["run"]["options"]["augmentation"])])]
+
+
+def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], tuple[float,
+                                                                                Comparison]]:
+  """`{(model, augmentation): (epochs, gain)}` on the digits: the cell's reported length and the
+  change of its final validation accuracy from half that length, seeds paired
+  (`stopping_rule.doubling_gain`), for every cell with both lengths."""
+  gains = {}
+  for key, by_length in digits_lengths(results, config).items():
+    epochs = reported_length(by_length)
+    gain = doubling_gain(by_length, epochs)
+    if gain is not None:
+      gains[key] = (epochs, gain)
+  return gains
 
 
 def gain_cell(gains: dict, key: tuple[str, str]) -> str:
-  """A table cell: the doubling gain and its p value, bold where it exceeds the tolerance (not
-  at the plateau), '–' where the cell was not checked."""
-  gain = gains.get(key)
-  if gain is None:
+  """A table cell: the doubling gain at the reported length and its p value, bold where it
+  exceeds the tolerance (not at the plateau), '–' where the cell was not checked."""
+  if key not in gains:
     return "–"
+  _, gain = gains[key]
   value = f"{gain.difference:+.4f}"
-  value = value if gain.difference <= PLATEAU_TOLERANCE else f"**{value}**"
+  value = value if reached_plateau(gain) else f"**{value}**"
   return f"{value} ({format_p(gain.p_value)})"
 
 
-def plateau_summary(gains: dict, config) -> str:
-  """How many checked cells reached their plateau at `num_epochs`, naming those that did not."""
+def plateau_summary(gains: dict) -> str:
+  """How many checked cells reached their plateau, naming those that did not."""
   if not gains:
     return ""
-  full = config.augmentation.num_epochs
-  rising = [f"{model} {augmentation} ({gain.difference:+.4f}, p {format_p(gain.p_value)})"
-            for (model, augmentation), gain in gains.items()
-            if gain.difference > PLATEAU_TOLERANCE]
-  return (f"Stopping-rule check (`experiments.stopping_rule`; column 'gain from {full / 2:g} "
-          f"epochs'): a cell is at its plateau at {full:g} epochs when its final validation "
-          f"accuracy rose by at most {PLATEAU_TOLERANCE:g} from {full / 2:g} epochs, seeds "
-          f"paired. {len(gains) - len(rising)} of {len(gains)} checked cells are; "
-          + ("**not at their plateau**: " + "; ".join(rising) + "." if rising else
-             "none is still rising."))
+  rising = [f"{model} {augmentation} at {epochs:g} epochs ({gain.difference:+.4f} from "
+            f"{epochs / 2:g}, p {format_p(gain.p_value)})"
+            for (model, augmentation), (epochs, gain) in gains.items()
+            if not reached_plateau(gain)]
+  return (f"Stopping-rule check (`experiments.stopping_rule`; columns 'epochs' and 'gain from "
+          f"E / 2'): a cell is at its plateau at E epochs when its final validation accuracy "
+          f"rose by at most {PLATEAU_TOLERANCE:g} from E / 2 epochs, seeds paired; each cell "
+          "is reported at the shortest such length trained, else at its longest. "
+          f"{len(gains) - len(rising)} of {len(gains)} checked cells reached it"
+          + ("; **not at their plateau**: " + "; ".join(rising) + "." if rising else "."))
 
 
 def report(results: list[dict], config, out_dir: str) -> str:
   """One subsection per dataset: its finished runs, or why it was not run (not prepared)."""
   gains = doubling_gains(results, config)
-  results = [result for result in results if is_full_length(result)]
+  results = reported_runs(results, config)
   by_dataset = {}
   for result in results:
     by_dataset.setdefault(result_dataset(result), []).append(result)
@@ -565,7 +613,7 @@ def _dose_report(results: list[dict], config, out_dir: str, gains: dict) -> str:
         axis.grid(alpha=0.3)
       for value, group in zip(present, cells):
         rows.append([model, kind, f"±{value:g}{unit}", len(group),
-                     cell(_metric(group, "clean_accuracy")),
+                     f"{_epochs_of(group[0], config):g}", cell(_metric(group, "clean_accuracy")),
                      gain_cell(gains, (model, dose_name(kind, value, config))),
                      cell(_metric(group, "consistency_crop")),
                      cell(_metric(group, "p_top1_change")),
@@ -581,11 +629,11 @@ def _dose_report(results: list[dict], config, out_dir: str, gains: dict) -> str:
       f"{', '.join(f'{v:g}' for v in ranges['translate'])} px and rotation ranges "
       f"{', '.join(f'{v:g}' for v in ranges['rotate'])}° (0 = no augmentation), measured as "
       "in the grid above; error bars: sample std over seeds.", "",
-      markdown_table(["model", "augmentation", "training range", "seeds", "clean acc",
-                      f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)",
+      markdown_table(["model", "augmentation", "training range", "seeds", "epochs", "clean acc",
+                      "gain from E / 2 (p)",
                       "consistency (crop)", "P(top-1 change)", "‖L_rotation log p‖",
                       "acc at the largest test shift / angle"], rows), "",
-      *([plateau_summary(dose_gains, config), ""] if dose_gains else []),
+      *([plateau_summary(dose_gains), ""] if dose_gains else []),
       "Figure `dose_response.png`: per dose model and kind (one row each), shift consistency, "
       "P(top-1 change) (translation) or the rotation Lie derivative (rotation), and the test "
       "accuracy at each test shift / angle, against the training range.", "",
@@ -609,7 +657,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
                                               r["metrics"]["accuracy_vs_translation"][axis])
                         if abs(shift) == max(map(abs, r["metrics"]["translations"]))])
                for r in group]
-    rows.append([model, augmentation_name, len(group), cell(_metric(group, "clean_accuracy")),
+    rows.append([model, augmentation_name, len(group), f"{_epochs_of(group[0], config):g}",
+                 cell(_metric(group, "clean_accuracy")),
                  cell(_metric(group, "final_train_loss")), cell(_metric(group, "plateau_gain")),
                  gain_cell(gains, (model, augmentation_name)) if dataset == DATASET else "–",
                  cell(_metric(group, "consistency_crop")),
@@ -620,8 +669,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
                  cell(_metric(group, "lie_rotation_log_softmax"), 2)])
   largest_shift = max(map(abs, config.augmentation.translations))
   table = markdown_table(
-      ["model", "augmentation", "seeds", "clean acc", "train loss", "plateau gain",
-       f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)", "consistency (crop)",
+      ["model", "augmentation", "seeds", "epochs", "clean acc", "train loss", "plateau gain",
+       "gain from E / 2 (p)", "consistency (crop)",
        "consistency (circular)", "P(top-1 change)", "MAC", f"acc at ±{largest_shift} px",
        "acc at ±90°", "‖L_translation log p‖", "‖L_rotation log p‖"], rows)
 
@@ -668,7 +717,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
       "curve: 'plateau gain' = mean validation accuracy over the last quarter of the records "
       "minus the quarter before (under the cosine schedule it also counts what the annealing "
       "buys, so it can miss under-training); on the digits also by training for half the length "
-      "(column 'gain from ... epochs', below the table). "
+      "and, where that still gained, for longer (columns 'epochs' and 'gain from E / 2', below "
+      "the table). "
       f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
       f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
       f"Metrics on {config.eval_images} test images (clean accuracy on all "
@@ -679,8 +729,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
       "log-probabilities `‖L log softmax(f)‖` (per image, then averaged) on "
       f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
       table, "",
-      *([plateau_summary({key: gain for key, gain in gains.items() if key in groups}, config),
-         ""] if dataset == DATASET and gains else []),
+      *([plateau_summary({key: gain for key, gain in gains.items() if key in groups}), ""]
+        if dataset == DATASET and gains else []),
       f"Figures `{prefix}accuracy_vs_shift.png` and `{prefix}accuracy_vs_angle.png`: test "
       "accuracy against the horizontal and vertical shift and against the rotation angle of "
       "the test images, one panel per training augmentation (its training range shaded).", "",

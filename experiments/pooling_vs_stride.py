@@ -62,8 +62,7 @@ def downsampling_layer(layers: list[dict], stride: int) -> dict | None:
 
 def _groups(results: list[dict], variants) -> dict[str, list[dict]]:
   groups = by_option([r for r in results if r["run"]["options"].get("dataset") == DATASET
-                      and r["run"]["options"]["augmentation"] == "none"
-                      and augmentation.is_full_length(r)], "model")
+                      and r["run"]["options"]["augmentation"] == "none"], "model")
   return {name: sorted(groups[(name,)], key=lambda r: r["run"]["seed"])
           for name in variants if (name,) in groups}
 
@@ -144,8 +143,8 @@ def _figure(groups: dict[str, list[dict]], path: str) -> None:
 
 def report(results: list[dict], config, out_dir: str) -> str:
   """The section's Markdown (and `FIGURE` in `out_dir`) from experiment 1's results."""
-  groups = _groups(results, variants_in(config))
   gains = augmentation.doubling_gains(results, config)
+  groups = _groups(augmentation.reported_runs(results, config), variants_in(config))
   if BASELINE not in groups or len(groups) < 2:
     return "No finished runs of the pooling variants (experiment 1, no augmentation)."
   rows = []
@@ -161,7 +160,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
         cell(_layer_values(group, None, "on_grid"))])
   header = ("variant", "downsampling", "parameters", "seeds", "clean accuracy",
             "final training loss", "plateau gain",
-            f"gain from {config.augmentation.num_epochs / 2:g} epochs (p)",
+            "gain from E / 2 (p)",
             "consistency (crop shifts)",
             "P(top-1 change)", "downsampling layers", "off-grid error, stride 2",
             "off-grid error, stride 4", "logits invariance error")

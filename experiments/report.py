@@ -16,7 +16,7 @@ import ml_collections
 
 from cnn_jax.train import optim
 
-from experiments import contrasts, pooling_vs_stride, published
+from experiments import augmentation, contrasts, pooling_vs_stride, published
 
 SECTION_TITLES = {  # in the report's order
     "augmentation": "1. Augmentation x model grid",
@@ -51,7 +51,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       "# cnn-jax experiments: invariance, equivariance, priors, depth", "",
       f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
       f"{sum(len(group) for group in results.values())} finished runs (compute "
-      f"{sum(minutes.values()):.1f} min in total). Runs per experiment (finished / planned): "
+      f"{sum(minutes.values()):.1f} min in total: about {sum(minutes.values()) / 2:.0f} min of "
+      "wall time for `make sweep`'s 2 worker processes). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned.items()) + ". Compute per experiment (the runs' "
       "wall times summed): " + ", ".join(f"{name} {value:.1f} min"
@@ -69,7 +70,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   if config.budget_cuts:
     lines += ["Budget cuts (to fit the sweep into 2 hours on 2 CPU cores; the config "
               "`experiments/configs/exp_sweep.py:gpu` undoes each):", ""]
-    lines += [f"- {SECTION_TITLES[name]}: {cut}." for name, cut in config.budget_cuts.items()]
+    lines += [f"- {SECTION_TITLES[name]}: {config.budget_cuts[name]}."
+              for name in SECTION_TITLES if name in config.budget_cuts]
     lines.append("")
   for name in SECTION_TITLES:
     if name not in config.experiments:
@@ -86,8 +88,12 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   if results.get("augmentation") and len(pooling_vs_stride.variants_in(config)) > 1:
     lines += [f"## {POOLING_TITLE}", "",
               pooling_vs_stride.report(results["augmentation"], config, report_dir), ""]
+  # Each digits cell of experiment 1 at its reported length (its stopping rule), as its tables.
+  reported = (dict(results, augmentation=augmentation.reported_runs(results["augmentation"],
+                                                                    config))
+              if results.get("augmentation") else results)
   lines += ["## Agreement with the papers (computed)", "",
-            contrasts.contrast_section(results, contrasts.contrasts_for(config)), "",
+            contrasts.contrast_section(reported, contrasts.contrasts_for(config)), "",
             "Published numbers these experiments are compared with (other datasets and scales: "
             "the contrasts above test the direction of each effect, not its size):", "",
             published.published_table(), ""]

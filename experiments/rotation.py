@@ -53,8 +53,8 @@ from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
 from experiments.seed_statistics import format_p, summarize, welch_test
 from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain,
-                                       final_validation_accuracy, plateau_length,
-                                       plateau_verdict)
+                                       final_validation_accuracy, plateau_verdict,
+                                       reached_plateau, reported_length)
 
 NAME = "rotation"
 MODELS = ("cnn", "cnn_bn", "p4cnn")
@@ -616,15 +616,14 @@ def _layer_figure(groups, models: list[str], path: str) -> None:
 def reported_lengths(lengths_by_condition) -> dict[tuple[str, str], float]:
   """Each condition's reported length: the shortest at which it reached its plateau
   (`stopping_rule.plateau_length`), else the longest it trained for."""
-  return {key: plateau_length(lengths) or max(lengths)
-          for key, lengths in lengths_by_condition.items()}
+  return {key: reported_length(lengths) for key, lengths in lengths_by_condition.items()}
 
 
 def _plateau_cell(lengths: dict, epochs: float) -> str:
   gain = doubling_gain(lengths, epochs)
   if gain is None:
     return f"not checked (no run at {epochs / 2:g} epochs)"
-  status = "yes" if gain.difference <= PLATEAU_TOLERANCE else "**no**"
+  status = "yes" if reached_plateau(gain) else "**no**"
   return f"{status}: {gain.difference:+.4f} ({format_p(gain.p_value)})"
 
 

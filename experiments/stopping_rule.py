@@ -14,6 +14,15 @@ from __future__ import annotations
 from experiments.seed_statistics import Comparison, format_p, paired_test
 
 PLATEAU_TOLERANCE = 0.005
+# Accuracies are fractions of a finite split (multiples of 1 / 360 on the digits' validation
+# split), so a mean gain can equal the tolerance exactly; the float32 rounding of the stored
+# accuracies (about 1e-8) must not decide the verdict.
+_ROUNDING = 1e-6
+
+
+def reached_plateau(gain: Comparison) -> bool:
+  """Whether a doubling gain is within `PLATEAU_TOLERANCE`."""
+  return gain.difference <= PLATEAU_TOLERANCE + _ROUNDING
 
 
 def final_validation_accuracy(metrics: dict) -> float:
@@ -40,9 +49,15 @@ def plateau_length(lengths: dict[float, list[dict]]) -> float | None:
   from E / 2 at most `PLATEAU_TOLERANCE`), or None where no length is."""
   for epochs in sorted(lengths):
     gain = doubling_gain(lengths, epochs)
-    if gain is not None and gain.difference <= PLATEAU_TOLERANCE:
+    if gain is not None and reached_plateau(gain):
       return epochs
   return None
+
+
+def reported_length(lengths: dict[float, list[dict]]) -> float:
+  """The length a condition is reported at: the shortest at which it reached its plateau
+  (`plateau_length`), else the longest it trained for."""
+  return plateau_length(lengths) or max(lengths)
 
 
 def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
@@ -55,7 +70,7 @@ def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
   describe = lambda e, gain: (f"{e / 2:g} -> {e:g} epochs: {gain.difference:+.4f}, "
                               f"p {format_p(gain.p_value)}")
   for e, gain in checked:
-    if gain.difference <= PLATEAU_TOLERANCE:
+    if reached_plateau(gain):
       prefix = "" if e == epochs else f"not at {epochs:g} epochs; "
       return f"{prefix}at its plateau by {e:g} epochs ({describe(e, gain)})"
   return (f"**not at its plateau** by {checked[-1][0]:g} epochs, the longest trained ("

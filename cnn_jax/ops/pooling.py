@@ -274,10 +274,11 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
     filter_size: F in 1..7 (F = 1 is plain subsampling).
     padding: 'reflect' (mirror without repeating the edge, as torch's ReflectionPad), 'circular'
       (periodic: exactly equivariant to circular shifts by multiples of S) or 'zeros'.
-    lowering: 'xla' and 'auto': a depthwise `correlate` (`groups=C`) with B, lowered by XLA's
-      own convolution (correlate's CPU 'auto' forms, made for learned kernels, cost the blurred
-      CNN's train step several times that of the plain one); 'tiled': the separable strided
-      slices (same values up to rounding; `models.inspect` does not trace a field through them).
+    lowering: 'xla': a depthwise `correlate` (`groups=C`) with B, lowered by XLA's own
+      convolution; 'tiled': the separable strided slices (same values up to rounding;
+      `models.inspect` does not trace a field through them, and counts with 'xla'); 'auto':
+      'tiled' on CPU, where XLA's depthwise convolution and its gradient are several times
+      slower than the slices, else 'xla'.
   Returns:
     `[N, *ceil(spatial / S), C]`.
   """
@@ -293,7 +294,7 @@ def blur_pool(x: jax.Array, stride=2, filter_size: int = 3, padding: str = "refl
   lo, hi = (filter_size - 1) // 2, filter_size // 2
   x_padded = jnp.pad(x, ((0, 0),) + ((lo, hi),) * ndim + ((0, 0),),
                      mode=_JNP_PAD_MODES[padding])
-  if lowering == "tiled":
+  if lowering == "tiled" or (lowering == "auto" and jax.default_backend() == "cpu"):
     return _separable_blur(x_padded, strides, filter_size)
   channels = x.shape[-1]
   kernel = jnp.broadcast_to(jnp.asarray(blur, x.dtype)[..., None, None],

@@ -17,6 +17,7 @@ def one_seed_config(data_dir: str):
   config.augmentation.dose_models = ()  # the grid only, every model with every augmentation
   config.augmentation.reduced_models = ()
   config.augmentation.half_length_models = ()
+  config.augmentation.schedule_epochs = {}
   config.augmentation.datasets = ("mnist_offline", "cifar10")  # the canvas: its own tests
   config.data_dir = data_dir
   return config

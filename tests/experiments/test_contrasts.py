@@ -91,16 +91,18 @@ def test_one_depth_or_no_depth_experiment_has_no_depth_contrasts():
     assert not any(c.a.experiment == "depth" for c in contrasts.contrasts_for(config))
 
 
-def test_the_augmentation_cells_leave_out_the_half_length_runs():
-  options = {"dataset": "mnist_offline", "model": "cnn", "augmentation": "none"}
-  results = {"augmentation": [_result("augmentation", seed, options, {"clean_accuracy": 0.9})
-                              for seed in range(3)]
-             + [_result("augmentation", seed, options | {"epochs": 7.5}, {"clean_accuracy": 0.5})
-                for seed in range(3)]}
-  blur = next(c for c in CONTRASTS if c.claim.startswith("Blur before subsampling raises"))
-  assert blur.a.options["epochs"] is None
-  assert contrasts.cell_values(results, contrasts._augmentation(
-      "cnn", "none", "clean_accuracy", "CNN")) == [0.9] * 3
+def test_the_augmentation_cells_read_each_cell_at_its_reported_length():
+  from experiments import augmentation
+  options = {"dataset": "mnist_offline", "model": "cnn", "augmentation": "translate"}
+  # Final validation accuracy 0.80 at 7.5 epochs, 0.90 at 15 (still rising), 0.901 at 30.
+  results = [_result("augmentation", seed, options | extra,
+                     {"clean_accuracy": accuracy, "validation_accuracy": [0.1, final]})
+             for seed in range(3)
+             for extra, accuracy, final in (({"epochs": 7.5}, 0.5, 0.80), ({}, 0.6, 0.90),
+                                            ({"epochs": 30.0}, 0.7, 0.901))]
+  reported = {"augmentation": augmentation.reported_runs(results, CONFIG)}
+  assert contrasts.cell_values(reported, contrasts._augmentation(
+      "cnn", "translate", "clean_accuracy", "CNN")) == [0.7] * 3
 
 
 def test_the_digits_resnet_contrast_comes_with_the_digits_resnets():

@@ -167,7 +167,7 @@ def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch
   assert [r["metrics"]["clean_accuracy"] for r in results["augmentation"]] == [0.25, 0.5]
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
   # sample std (ddof=1) of 0.25, 0.5; t interval with 1 degree of freedom.
-  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in readme
+  assert "| mlp | none | 2 | 0.03 | 0.375 ± 0.177 [-1.213, 1.963] |" in readme
 
 
 def test_absent_cifar10_is_logged_and_reported(tmp_path, caplog):
@@ -305,7 +305,7 @@ def test_report_only_rewrites_the_report_from_exported_results(tmp_path, monkeyp
   without_date = lambda text: [line for line in text.splitlines()
                                if not line.startswith("Generated ")]
   assert without_date(second) == without_date(first)
-  assert "| mlp | none | 2 | 0.375 ± 0.177 [-1.213, 1.963] |" in second
+  assert "| mlp | none | 2 | 0.03 | 0.375 ± 0.177 [-1.213, 1.963] |" in second
   assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == figures
 
 
@@ -405,53 +405,76 @@ def test_workers_share_the_cores_among_their_openmp_teams_unless_told(monkeypatc
   assert sweep.worker_environment(2)["OMP_NUM_THREADS"] == "3"
 
 
-def test_the_stopping_rule_check_trains_the_digits_runs_of_its_models_for_half_as_long():
+def test_the_stopping_rule_trains_digits_cells_for_half_as_long_and_listed_ones_longer():
   config = exp_sweep.get_config()
+  half = config.augmentation.num_epochs / 2
   runs = augmentation.plan(config)
-  checks = [run for run in runs if "epochs" in run.options]
+  other = [run for run in runs if "epochs" in run.options]
   full = {run.name: run for run in runs if "epochs" not in run.options}
-  assert checks and all(run.options["epochs"] == config.augmentation.num_epochs / 2
-                        for run in checks)
-  for run in checks:
+  for run in other:
     twin = full[run.name.replace(f"_e{run.options['epochs']:g}_", "_")]
     assert {k: v for k, v in run.options.items() if k != "epochs"} == twin.options
     assert run.seed == twin.seed and twin.options["dataset"] == "mnist_offline"
+  checks = [run for run in other if run.options["epochs"] == half]
   assert {run.options["model"] for run in checks} == set(config.augmentation.half_length_models)
-  # Every digits run of those models, the dose-response's included, and nothing else.
+  # Every digits run of those models, the dose-response's included.
   assert len(checks) == sum(run.options["dataset"] == "mnist_offline" and run.options["model"]
                             in config.augmentation.half_length_models for run in full.values())
   assert "cnn_rotate90_e7.5_seed4" in {run.name for run in checks}
+  longer = {(f"{run.options['model']}_{run.options['augmentation']}", run.options["epochs"])
+            for run in other if run.options["epochs"] != half}
+  assert longer == {(cell, epochs) for cell, lengths in config.augmentation.schedule_epochs.items()
+                    for epochs in lengths}
+  assert len(other) == len(checks) + len(longer) * len(config.augmentation.seeds)
   steps = lambda epochs: augmentation.num_steps(config, "mnist_offline", 3600, epochs)
   assert steps(7.5) == math.ceil(7.5 * 3600 / 64) and steps(None) == math.ceil(15 * 3600 / 64)
 
 
-def test_the_report_checks_the_plateau_on_the_half_length_runs_and_tables_the_rest(tmp_path,
-                                                                                    monkeypatch):
+@pytest.mark.parametrize("cells, message", [
+    ({"cnn_flip": (30.0,)}, "keys must be '<model>_<augmentation>' cells .* got 'cnn_flip'"),
+    ({"cnn_translate": (15.0,)}, r"cnn_translate must be numbers of epochs > 0 other than "
+                                 r"num_epochs \(15\)"),
+])
+def test_bad_schedule_epochs_are_rejected(cells, message):
+  config = exp_sweep.get_config()
+  config.augmentation.schedule_epochs = cells
+  with pytest.raises(ValueError, match=message):
+    augmentation.validate(config)
+
+
+def test_the_report_gives_each_cell_at_its_plateau_length_and_says_which_are_not(tmp_path,
+                                                                                 monkeypatch):
   config = tiny_config()
   config.augmentation.seeds = (0, 1, 2)
-  config.augmentation.augmentations = ("none", "translate")
+  config.augmentation.augmentations = ("none", "translate", "rotate")
   config.augmentation.half_length_models = ("mlp",)
-  half = config.augmentation.num_epochs / 2
-  # Full length: final validation accuracy 0.40 (none) and 0.90 (translate); half length: 0.399
-  # (none: at its plateau) and 0.80 (translate: still rising), seed by seed.
-  final = {("none", False): 0.40, ("none", True): 0.399, ("translate", False): 0.90,
-           ("translate", True): 0.80}
+  config.augmentation.schedule_epochs = {"mlp_rotate": (2 * config.augmentation.num_epochs,)}
+  full = config.augmentation.num_epochs
+  # Final validation accuracy by (augmentation, length in units of num_epochs): 'none' is at its
+  # plateau at num_epochs (+0.001), 'translate' still rises at its longest (+0.1), 'rotate'
+  # rises to num_epochs (+0.1) and is at its plateau at twice that (+0.002).
+  final = {("none", 0.5): 0.399, ("none", 1): 0.40, ("translate", 0.5): 0.80,
+           ("translate", 1): 0.90, ("rotate", 0.5): 0.70, ("rotate", 1): 0.80,
+           ("rotate", 2): 0.802}
 
   def execute(run, config, digits):
-    accuracy = final[(run.options["augmentation"], "epochs" in run.options)] + 0.001 * run.seed
-    return dict(FAKE_METRICS, validation_accuracy=[0.1, accuracy],
-                clean_accuracy=0.1 if "epochs" in run.options else 0.5)
+    length = run.options.get("epochs", full) / full
+    return dict(FAKE_METRICS, clean_accuracy=0.1 * length + 0.3 * (run.options["augmentation"]
+                                                                   == "rotate"),
+                validation_accuracy=[0.1, final[(run.options["augmentation"], length)]
+                                     + 0.001 * run.seed])
 
   monkeypatch.setattr(augmentation, "execute", execute)
   monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
   sweep.run_sweep(config, str(tmp_path))
   readme = open(os.path.join(tmp_path, "report", "README.md")).read()
-  # The tables hold the full-length runs only (3 seeds, clean accuracy 0.5).
-  assert "| mlp | none | 3 | 0.500 ± 0.000 [0.500, 0.500] |" in readme
-  assert f"gain from {half:g} epochs (p)" in readme
-  assert "| +0.0010 (" in readme and "| **+0.1000** (" in readme
-  assert ("1 of 2 checked cells are; **not at their plateau**: mlp translate (+0.1000, p "
-          in readme)
+  # The tables hold each cell at its reported length only (3 seeds each).
+  assert f"| mlp | none | 3 | {full:g} | 0.100 ± 0.000 [0.100, 0.100] |" in readme
+  assert f"| mlp | translate | 3 | {full:g} | 0.100 ± 0.000 [0.100, 0.100] |" in readme
+  assert f"| mlp | rotate | 3 | {2 * full:g} | 0.500 ± 0.000 [0.500, 0.500] |" in readme
+  assert "| +0.0010 (" in readme and "| **+0.1000** (" in readme and "| +0.0020 (" in readme
+  assert ("2 of 3 checked cells reached it; **not at their plateau**: mlp translate at "
+          f"{full:g} epochs (+0.1000 from {full / 2:g}, p ") in readme
 
 
 def test_the_report_states_the_budget_cuts_and_the_sections_they_leave_out(tmp_path):

@@ -306,7 +306,8 @@ def test_binomial_filter_is_the_normalized_pascal_row(size):
 
 @settings(max_examples=20)
 @given(st.integers(2, 9), st.integers(2, 9), st.integers(1, 3), st.integers(1, 7),
-       st.sampled_from(["reflect", "circular", "zeros"]), st.sampled_from(["xla", "tiled"]),
+       st.sampled_from(["reflect", "circular", "zeros"]),
+       st.sampled_from(["xla", "tiled", "auto"]),
        st.integers(0, 2**16))
 def test_blur_pool_equals_the_numpy_reference(h, w, stride, size, padding, lowering, seed):
   assume(padding != "reflect" or (size // 2 < h and size // 2 < w))
