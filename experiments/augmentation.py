@@ -645,8 +645,11 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
   """The tables and figures (files `<name_prefix(dataset)>*.png`) of one dataset's runs."""
   prefix = name_prefix(dataset)
   all_groups = by_option(results, "model", "augmentation")
-  groups = {key: group for key, group in all_groups.items() if key[1] in AUGMENTATIONS
-            and key[0] in dataset_models(config, dataset)}
+  models = dataset_models(config, dataset)
+  # In the grid's order (runs at other lengths finish after the rest).
+  groups = {key: all_groups[key] for key in sorted(
+      (key for key in all_groups if key[1] in AUGMENTATIONS and key[0] in models),
+      key=lambda key: (models.index(key[0]), AUGMENTATIONS.index(key[1])))}
   rows = []
   for (model, augmentation_name), group in groups.items():
     rotation_90 = [np.mean([acc for angle, acc in zip(r["metrics"]["angles"],
