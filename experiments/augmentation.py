@@ -35,7 +35,7 @@ from cnn_jax import analysis
 from cnn_jax.data import get_dataset_info
 from cnn_jax.data.augment import rotate
 from cnn_jax.train.preprocess import to_unit_interval
-from experiments import report_figures
+from experiments import report_figures, stopping_rule
 from experiments.in_memory_training import (CANVAS_DATASET, DATASET, IN_MEMORY_DATASETS,
                                             InMemoryDataset,
                                             evaluation_subset, is_prepared, not_prepared_message,
@@ -43,8 +43,8 @@ from experiments.in_memory_training import (CANVAS_DATASET, DATASET, IN_MEMORY_D
                                             training_config, validation_split)
 from experiments.model_zoo import MODELS, check_names, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
-from experiments.seed_statistics import Comparison, format_p
 from experiments.runs import Run
+from experiments.seed_statistics import Comparison, format_p
 from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain, reached_plateau,
                                        reported_length)
 
@@ -120,11 +120,8 @@ def validate(config) -> None:
     if cell_name not in cells:
       raise ValueError(f"config.{NAME}.schedule_epochs keys must be '<model>_<augmentation>' "
                        f"cells of the digits grid or dose-response, got {cell_name!r}")
-    if not lengths or any(not isinstance(e, (int, float)) or isinstance(e, bool) or e <= 0
-                          or e == config.augmentation.num_epochs for e in lengths):
-      raise ValueError(f"config.{NAME}.schedule_epochs.{cell_name} must be numbers of epochs "
-                       f"> 0 other than num_epochs ({config.augmentation.num_epochs:g}), got "
-                       f"{tuple(lengths)!r}")
+    stopping_rule.check_lengths(f"config.{NAME}.schedule_epochs.{cell_name}", lengths,
+                                config.augmentation.num_epochs)
   for kind, values in dose_ranges(config).items():
     if any(not isinstance(v, (int, float)) or v < 0 for v in values):
       raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
@@ -467,26 +464,20 @@ def _layer_plot(groups, config, path: str) -> None:
 
 def digits_lengths(results: list[dict], config) -> dict[tuple[str, str], dict[float, list]]:
   """`{(model, augmentation): {epochs: results}}` of the runs on the digits."""
-  full = float(config.augmentation.num_epochs)
-  lengths = {}
-  for result in results:
-    options = result["run"]["options"]
-    if result_dataset(result) == DATASET:
-      lengths.setdefault((options["model"], options["augmentation"]), {}).setdefault(
-          float(options.get("epochs", full)), []).append(result)
-  return {key: dict(sorted(value.items())) for key, value in lengths.items()}
+  return stopping_rule.by_length(
+      [result for result in results if result_dataset(result) == DATASET],
+      lambda result: (result["run"]["options"]["model"], result["run"]["options"]["augmentation"]),
+      config.augmentation.num_epochs)
 
 
 def reported_runs(results: list[dict], config) -> list[dict]:
   """The runs the tables and contrasts use: each digits cell at its reported length
   (`stopping_rule.reported_length`), the other datasets' runs at their configured length."""
-  lengths = digits_lengths(results, config)
-  chosen = {key: reported_length(by_length) for key, by_length in lengths.items()}
-  return [result for result in results
-          if (result_dataset(result) != DATASET and "epochs" not in result["run"]["options"])
-          or (result_dataset(result) == DATASET and float(result["run"]["options"].get(
-              "epochs", config.augmentation.num_epochs)) == chosen[
-                  (result["run"]["options"]["model"], result["run"]["options"]["augmentation"])])]
+  digits = [result for by_length in digits_lengths(results, config).values()
+            for result in by_length[reported_length(by_length)]]
+  others = [result for result in results
+            if result_dataset(result) != DATASET and "epochs" not in result["run"]["options"]]
+  return digits + others
 
 
 def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], tuple[float,

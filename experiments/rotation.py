@@ -43,6 +43,7 @@ from cnn_jax import analysis
 from cnn_jax.data.augment import rotate
 from cnn_jax.models.p4cnn import rotate_images, rotate_p4
 from cnn_jax.train.preprocess import to_unit_interval
+from experiments import stopping_rule
 from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, plateau_gain,
                                             prng_key,
                                             train_classifier, training_config, validation_split)
@@ -87,11 +88,8 @@ def validate(config) -> None:
       raise ValueError(f"config.{NAME}.schedule_epochs keys must be '<model>_<augmentation>' of "
                        f"the configured models {tuple(settings.models)!r} and augmentations "
                        f"{tuple(settings.augmentations)!r}, got {condition!r}")
-    lengths = tuple(lengths)
-    if not lengths or any(not isinstance(e, (int, float)) or isinstance(e, bool) or e <= 0
-                          or e == settings.num_epochs for e in lengths):
-      raise ValueError(f"config.{NAME}.schedule_epochs.{condition} must be numbers of epochs "
-                       f"> 0 other than num_epochs ({settings.num_epochs:g}), got {lengths!r}")
+    stopping_rule.check_lengths(f"config.{NAME}.schedule_epochs.{condition}", lengths,
+                                settings.num_epochs)
   for field in ("test_angles", "layer_angles"):
     angles = tuple(settings[field])
     if not angles or any(not isinstance(a, (int, float)) or isinstance(a, bool)
@@ -339,19 +337,13 @@ def contrast_result(expected_sign: int, difference: float, p_value: float,
   return "supported" if np.sign(difference) == expected_sign else "opposite"
 
 
-def epochs_of(result: dict, config) -> float:
-  """The number of epochs a run trained for (option 'epochs', else `num_epochs`)."""
-  return float(result["run"]["options"].get("epochs", config.rotation.num_epochs))
+def condition_of(result: dict) -> tuple[str, str]:
+  return result["run"]["options"]["model"], result["run"]["options"]["augmentation"]
 
 
 def by_length(results: list[dict], config) -> dict[tuple[str, str], dict[float, list[dict]]]:
   """`{(model, augmentation): {epochs: results}}`, lengths in increasing order."""
-  lengths = {}
-  for result in results:
-    options = result["run"]["options"]
-    lengths.setdefault((options["model"], options["augmentation"]), {}).setdefault(
-        epochs_of(result, config), []).append(result)
-  return {key: dict(sorted(value.items())) for key, value in lengths.items()}
+  return stopping_rule.by_length(results, condition_of, config.rotation.num_epochs)
 
 
 def _plateau_note(lengths_by_condition, epochs: float) -> str:

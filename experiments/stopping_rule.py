@@ -20,6 +20,26 @@ PLATEAU_TOLERANCE = 0.005
 _ROUNDING = 1e-6
 
 
+def check_lengths(field: str, lengths, num_epochs: float) -> None:
+  """Raises a ValueError naming config `field` unless `lengths` are numbers of epochs > 0 other
+  than the configured `num_epochs` (a schedule's other lengths)."""
+  lengths = tuple(lengths)
+  if not lengths or any(not isinstance(e, (int, float)) or isinstance(e, bool) or e <= 0
+                        or e == num_epochs for e in lengths):
+    raise ValueError(f"{field} must be numbers of epochs > 0 other than num_epochs "
+                     f"({num_epochs:g}), got {lengths!r}")
+
+
+def by_length(results: list[dict], key, num_epochs: float) -> dict:
+  """`{key(result): {epochs: results}}`, lengths in increasing order; a run's length is its
+  'epochs' option, else `num_epochs`."""
+  lengths = {}
+  for result in results:
+    epochs = float(result["run"]["options"].get("epochs", num_epochs))
+    lengths.setdefault(key(result), {}).setdefault(epochs, []).append(result)
+  return {cell: dict(sorted(by_epochs.items())) for cell, by_epochs in lengths.items()}
+
+
 def reached_plateau(gain: Comparison) -> bool:
   """Whether a doubling gain is within `PLATEAU_TOLERANCE`."""
   return gain.difference <= PLATEAU_TOLERANCE + _ROUNDING
