@@ -12,13 +12,14 @@ the log-probabilities (comparable between models) and of the logits under transl
 rotation, per layer (in each layer's own feature space) and
 split over the layers that introduce it.
 
-Stopping rule: `num_epochs`, checked. Every run on the digits of a model in
-`half_length_models` (the grid's and the dose-response's) also trains for `num_epochs / 2` on
-the same seed (option 'epochs', name `cnn_translate_e7.5_seed3`), and the digits cells of
-`schedule_epochs` ('<model>_<augmentation>') for longer. Each digits cell is reported at the
-shortest length at which it reached its plateau, else at its longest
+Stopping rule: `num_epochs` (on the canvas `canvas.num_epochs`), checked. Every run on the
+digits of a model in `half_length_models` (the grid's and the dose-response's; on the canvas
+`canvas.half_length_models`) also trains for half that length on the same seed (option
+'epochs', name `cnn_translate_e7.5_seed3`), and the cells of `schedule_epochs`
+('<model>_<augmentation>'; on the canvas `canvas.schedule_epochs`) for longer. Each cell is
+reported at the shortest length at which it reached its plateau, else at its longest
 (`experiments.stopping_rule.reported_length`): its tables and contrasts use those runs
-(`reported_runs`).
+(`reported_runs`). CIFAR-10's runs, counted in steps, are not checked this way.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from experiments.stopping_rule import (PLATEAU_TOLERANCE, doubling_gain, reached
 
 NAME = "augmentation"
 AUGMENTATIONS = ("none", "translate", "rotate", "both")
+# The datasets whose runs are counted in epochs and checked by the stopping rule.
+EPOCH_DATASETS = (DATASET, CANVAS_DATASET)
 # Dose-response: the kinds of augmentation trained over a range of strengths, and their specs.
 DOSE_KINDS = {"translate": "crop", "rotate": "rotate"}
 DATASET_TITLES = {"mnist_offline": "Offline MNIST digits ('mnist_offline')",
@@ -111,17 +114,6 @@ def validate(config) -> None:
                 tuple(MODELS))
   if config.augmentation.dose_models:
     check_names(f"config.{NAME}.dose_models", config.augmentation.dose_models, tuple(MODELS))
-  if config.augmentation.half_length_models:
-    check_names(f"config.{NAME}.half_length_models", config.augmentation.half_length_models,
-                tuple(MODELS))
-  cells = {f"{run.options['model']}_{run.options['augmentation']}" for run in _full_runs(config)
-           if run.options["dataset"] == DATASET}
-  for cell_name, lengths in config.augmentation.schedule_epochs.items():
-    if cell_name not in cells:
-      raise ValueError(f"config.{NAME}.schedule_epochs keys must be '<model>_<augmentation>' "
-                       f"cells of the digits grid or dose-response, got {cell_name!r}")
-    stopping_rule.check_lengths(f"config.{NAME}.schedule_epochs.{cell_name}", lengths,
-                                config.augmentation.num_epochs)
   for kind, values in dose_ranges(config).items():
     if any(not isinstance(v, (int, float)) or v < 0 for v in values):
       raise ValueError(f"config.{NAME} {kind} ranges must be numbers >= 0, got {values!r}")
@@ -133,9 +125,28 @@ def validate(config) -> None:
   if not isinstance(canvas.num_epochs, (int, float)) or canvas.num_epochs <= 0:
     raise ValueError(f"config.{NAME}.canvas.num_epochs must be a number > 0, got "
                      f"{canvas.num_epochs!r}")
+  for dataset, field in ((DATASET, f"config.{NAME}"), (CANVAS_DATASET, f"config.{NAME}.canvas")):
+    _validate_lengths(config, dataset, field)
   if not 0.0 < config.validation_fraction < 1.0:
     raise ValueError(f"config.validation_fraction must be in (0, 1), got "
                      f"{config.validation_fraction!r}")
+
+
+def _validate_lengths(config, dataset: str, field: str) -> None:
+  """Checks the stopping rule's settings of `dataset` (`half_length_models`, `schedule_epochs`
+  of its grid's settings, named from `field`)."""
+  settings = _grid_settings(config, dataset)
+  if settings.half_length_models:
+    check_names(f"{field}.half_length_models", settings.half_length_models, tuple(MODELS))
+  cells = {f"{run.options['model']}_{run.options['augmentation']}" for run in _full_runs(config)
+           if run.options["dataset"] == dataset}
+  what = "the digits grid or dose-response" if dataset == DATASET else "the canvas grid"
+  for cell_name, lengths in settings.schedule_epochs.items():
+    if cell_name not in cells:
+      raise ValueError(f"{field}.schedule_epochs keys must be '<model>_<augmentation>' cells of "
+                       f"{what}, got {cell_name!r}")
+    stopping_rule.check_lengths(f"{field}.schedule_epochs.{cell_name}", lengths,
+                                _num_epochs(config, dataset))
 
 
 def num_steps(config, dataset: str, num_train: int, epochs: float | None = None) -> int:
@@ -205,18 +216,24 @@ def plan(config) -> list[Run]:
   """Every (dataset, model, augmentation) at every seed (on the canvas its own models and
   augmentations, `config.augmentation.canvas`), datasets that are not prepared left out; then
   on the digits the dose-response levels of each dose model the grid does not have; then the
-  stopping rule's runs at other lengths (option 'epochs'): `num_epochs / 2` of every digits run
-  of `half_length_models`, and each length of `schedule_epochs`."""
+  stopping rule's runs at other lengths (option 'epochs'), on the digits and the canvas: half
+  the length of every run of `half_length_models`, and each length of `schedule_epochs`
+  (the canvas's: `canvas.half_length_models`, `canvas.schedule_epochs`)."""
   runs = _full_runs(config)
-  half = config.augmentation.num_epochs / 2
-  lengths = lambda run: (
-      ((half,) if run.options["model"] in config.augmentation.half_length_models else ())
-      + tuple(config.augmentation.schedule_epochs.get(
-          f"{run.options['model']}_{run.options['augmentation']}", ())))
+
+  def lengths(run: Run) -> tuple[float, ...]:
+    dataset = run.options["dataset"]
+    if dataset not in EPOCH_DATASETS:
+      return ()
+    settings = _grid_settings(config, dataset)
+    half = ((_num_epochs(config, dataset) / 2,)
+            if run.options["model"] in settings.half_length_models else ())
+    return half + tuple(settings.schedule_epochs.get(
+        f"{run.options['model']}_{run.options['augmentation']}", ()))
+
   return runs + [Run(NAME, f"{run.name.removesuffix(f'_seed{run.seed}')}_e{epochs:g}_seed"
                      f"{run.seed}", run.seed, {**run.options, "epochs": float(epochs)})
-                 for run in runs if run.options["dataset"] == DATASET
-                 for epochs in lengths(run)]
+                 for run in runs for epochs in lengths(run)]
 
 
 def _full_runs(config) -> list[Run]:
@@ -462,31 +479,35 @@ def _layer_plot(groups, config, path: str) -> None:
   figure.savefig(path, dpi=100)
 
 
-def digits_lengths(results: list[dict], config) -> dict[tuple[str, str], dict[float, list]]:
-  """`{(model, augmentation): {epochs: results}}` of the runs on the digits."""
-  return stopping_rule.by_length(
-      [result for result in results if result_dataset(result) == DATASET],
-      lambda result: (result["run"]["options"]["model"], result["run"]["options"]["augmentation"]),
-      config.augmentation.num_epochs)
+def cell_lengths(results: list[dict], config) -> dict[tuple[str, str, str], dict[float, list]]:
+  """`{(dataset, model, augmentation): {epochs: results}}` of the runs on the datasets whose
+  length is counted in epochs (the digits and the canvas)."""
+  cells = {}
+  for dataset in EPOCH_DATASETS:
+    cells |= stopping_rule.by_length(
+        [result for result in results if result_dataset(result) == dataset],
+        lambda result: (result_dataset(result), result["run"]["options"]["model"],
+                        result["run"]["options"]["augmentation"]),
+        _num_epochs(config, dataset))
+  return cells
 
 
 def reported_runs(results: list[dict], config) -> list[dict]:
-  """The runs the tables and contrasts use: each digits cell at its reported length
-  (`stopping_rule.reported_length`), the other datasets' runs at their configured length."""
-  digits = [result for by_length in digits_lengths(results, config).values()
-            for result in by_length[reported_length(by_length)]]
-  others = [result for result in results
-            if result_dataset(result) != DATASET and "epochs" not in result["run"]["options"]]
-  return digits + others
+  """The runs the tables and contrasts use: each cell of the digits and the canvas at its
+  reported length (`stopping_rule.reported_length`), CIFAR-10's runs as configured."""
+  checked = [result for by_length in cell_lengths(results, config).values()
+             for result in by_length[reported_length(by_length)]]
+  others = [result for result in results if result_dataset(result) not in EPOCH_DATASETS]
+  return checked + others
 
 
-def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], tuple[float,
-                                                                                Comparison]]:
-  """`{(model, augmentation): (epochs, gain)}` on the digits: the cell's reported length and the
-  change of its final validation accuracy from half that length, seeds paired
-  (`stopping_rule.doubling_gain`), for every cell with both lengths."""
+def doubling_gains(results: list[dict], config) -> dict[tuple[str, str, str],
+                                                        tuple[float, Comparison]]:
+  """`{(dataset, model, augmentation): (epochs, gain)}` on the digits and the canvas: the cell's
+  reported length and the change of its final validation accuracy from half that length, seeds
+  paired (`stopping_rule.doubling_gain`), for every cell with both lengths."""
   gains = {}
-  for key, by_length in digits_lengths(results, config).items():
+  for key, by_length in cell_lengths(results, config).items():
     epochs = reported_length(by_length)
     gain = doubling_gain(by_length, epochs)
     if gain is not None:
@@ -494,15 +515,9 @@ def doubling_gains(results: list[dict], config) -> dict[tuple[str, str], tuple[f
   return gains
 
 
-def gain_cell(gains: dict, key: tuple[str, str]) -> str:
-  """A table cell: the doubling gain at the reported length and its p value, bold where it
-  exceeds the tolerance (not at the plateau), '–' where the cell was not checked."""
-  if key not in gains:
-    return "–"
-  _, gain = gains[key]
-  value = f"{gain.difference:+.4f}"
-  value = value if reached_plateau(gain) else f"**{value}**"
-  return f"{value} ({format_p(gain.p_value)})"
+def gain_cell(gains: dict, key: tuple[str, str, str]) -> str:
+  """`stopping_rule.gain_cell` of a cell's doubling gain at its reported length."""
+  return stopping_rule.gain_cell(gains[key][1] if key in gains else None)
 
 
 def plateau_summary(gains: dict) -> str:
@@ -511,14 +526,13 @@ def plateau_summary(gains: dict) -> str:
     return ""
   rising = [f"{model} {augmentation} at {epochs:g} epochs ({gain.difference:+.4f} from "
             f"{epochs / 2:g}, p {format_p(gain.p_value)})"
-            for (model, augmentation), (epochs, gain) in gains.items()
+            for (_, model, augmentation), (epochs, gain) in gains.items()
             if not reached_plateau(gain)]
   return (f"Stopping-rule check (`experiments.stopping_rule`; columns 'epochs' and 'gain from "
           f"E / 2'): a cell is at its plateau at E epochs when its final validation accuracy "
           f"rose by at most {PLATEAU_TOLERANCE:g} from E / 2 epochs, seeds paired; each cell "
           "is reported at the shortest such length trained, else at its longest. "
-          f"{len(gains) - len(rising)} of {len(gains)} checked cells reached it"
-          + ("; **not at their plateau**: " + "; ".join(rising) + "." if rising else "."))
+          + stopping_rule.checked_count(rising, len(gains)))
 
 
 def report(results: list[dict], config, out_dir: str) -> str:
@@ -560,7 +574,8 @@ def _dose_report(results: list[dict], config, out_dir: str, gains: dict) -> str:
   against the training range (figure `dose_response.png`)."""
   groups = by_option(results, "model", "augmentation")
   ranges = dose_ranges(config)
-  dose_cells = {(model, dose_name(kind, value, config)) for model in config.augmentation.dose_models
+  dose_cells = {(DATASET, model, dose_name(kind, value, config))
+                for model in config.augmentation.dose_models
                 for kind, values in ranges.items() for value in values}
   dose_gains = {key: gain for key, gain in gains.items() if key in dose_cells}
   test_levels = {"translate": sorted({abs(t) for t in config.augmentation.translations}),
@@ -605,7 +620,7 @@ def _dose_report(results: list[dict], config, out_dir: str, gains: dict) -> str:
       for value, group in zip(present, cells):
         rows.append([model, kind, f"±{value:g}{unit}", len(group),
                      f"{_epochs_of(group[0], config):g}", cell(_metric(group, "clean_accuracy")),
-                     gain_cell(gains, (model, dose_name(kind, value, config))),
+                     gain_cell(gains, (DATASET, model, dose_name(kind, value, config))),
                      cell(_metric(group, "consistency_crop")),
                      cell(_metric(group, "p_top1_change")),
                      cell(_metric(group, "lie_rotation_log_softmax"), 2)]
@@ -654,7 +669,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
     rows.append([model, augmentation_name, len(group), f"{_epochs_of(group[0], config):g}",
                  cell(_metric(group, "clean_accuracy")),
                  cell(_metric(group, "final_train_loss")), cell(_metric(group, "plateau_gain")),
-                 gain_cell(gains, (model, augmentation_name)) if dataset == DATASET else "–",
+                 gain_cell(gains, (dataset, model, augmentation_name)),
                  cell(_metric(group, "consistency_crop")),
                  cell(_metric(group, "consistency_circular")),
                  cell(_metric(group, "p_top1_change")), cell(_metric(group, "mean_abs_change")),
@@ -685,6 +700,8 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
                                             for r in group]))], angle_trained)
   _consistency_plot(groups, config, os.path.join(out_dir, f"{prefix}consistency.png"))
   _layer_plot(groups, config, os.path.join(out_dir, f"{prefix}layer_equivariance.png"))
+  dataset_gains = {key: gain for key, gain in gains.items()
+                   if key[0] == dataset and key[1:] in groups}
   equal_consistency = [r["metrics"]["consistency_crop"] == r["metrics"]["consistency_circular"]
                        for group in groups.values() for r in group]
 
@@ -710,9 +727,10 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
       "split (never the test set); stopping rule: a fixed length, checked on the validation "
       "curve: 'plateau gain' = mean validation accuracy over the last quarter of the records "
       "minus the quarter before (under the cosine schedule it also counts what the annealing "
-      "buys, so it can miss under-training); on the digits also by training for half the length "
-      "and, where that still gained, for longer (columns 'epochs' and 'gain from E / 2', below "
-      "the table). "
+      "buys, so it can miss under-training)"
+      + ("" if dataset not in EPOCH_DATASETS else
+         "; also by training for half the length and, where that still gained, for longer "
+         "(columns 'epochs' and 'gain from E / 2', below the table)") + ". "
       f"augmentation 'translate' = random crop of the {settings.max_shift}-pixel zero-padded "
       f"image, 'rotate' = uniform in ±{settings.max_degrees}°, 'both' = the two in turn. "
       f"Metrics on {config.eval_images} test images (clean accuracy on all "
@@ -723,8 +741,7 @@ def _dataset_report(results: list[dict], config, out_dir: str, dataset: str,
       "log-probabilities `‖L log softmax(f)‖` (per image, then averaged) on "
       f"{config.layer_images} images, per pixel (translation) and per radian (rotation).", "",
       table, "",
-      *([plateau_summary({key: gain for key, gain in gains.items() if key in groups}), ""]
-        if dataset == DATASET and gains else []),
+      *([plateau_summary(dataset_gains), ""] if dataset_gains else []),
       f"Figures `{prefix}accuracy_vs_shift.png` and `{prefix}accuracy_vs_angle.png`: test "
       "accuracy against the horizontal and vertical shift and against the rotation angle of "
       "the test images, one panel per training augmentation (its training range shaded).", "",

@@ -153,7 +153,7 @@ def report(results: list[dict], config, out_dir: str) -> str:
         name, VARIANTS[name], f"{priors.parameter_count(*model_zoo.MODELS[name]):,}",
         len(group), cell(_values(group, "clean_accuracy")),
         cell(_values(group, "final_train_loss")), cell(_values(group, "plateau_gain")),
-        augmentation.gain_cell(gains, (name, "none")),
+        augmentation.gain_cell(gains, (DATASET, name, "none")),
         cell(_values(group, "consistency_crop")), cell(_values(group, "p_top1_change")),
         _layer_names(group),
         *(cell(_layer_values(group, s, "off_grid")) for s in DOWNSAMPLING_STRIDES),

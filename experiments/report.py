@@ -16,7 +16,7 @@ import ml_collections
 
 from cnn_jax.train import optim
 
-from experiments import augmentation, contrasts, pooling_vs_stride, published
+from experiments import contrasts, pooling_vs_stride, published
 
 SECTION_TITLES = {  # in the report's order
     "augmentation": "1. Augmentation x model grid",
@@ -88,10 +88,11 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   if results.get("augmentation") and len(pooling_vs_stride.variants_in(config)) > 1:
     lines += [f"## {POOLING_TITLE}", "",
               pooling_vs_stride.report(results["augmentation"], config, report_dir), ""]
-  # Each digits cell of experiment 1 at its reported length (its stopping rule), as its tables.
-  reported = (dict(results, augmentation=augmentation.reported_runs(results["augmentation"],
-                                                                    config))
-              if results.get("augmentation") else results)
+  # Each cell at its reported length (its experiment's stopping rule, `reported_runs` where the
+  # experiment trains cells at several lengths), as in its tables.
+  reported = {name: (experiments[name].reported_runs(runs, config)
+                     if hasattr(experiments.get(name), "reported_runs") else runs)
+              for name, runs in results.items()}
   lines += ["## Agreement with the papers (computed)", "",
             contrasts.contrast_section(reported, contrasts.contrasts_for(config)), "",
             "Published numbers these experiments are compared with (other datasets and scales: "

@@ -410,10 +410,6 @@ def _published_comparison(groups, reported) -> str:
   return "\n".join(lines)
 
 
-def _gain_cell(gain) -> str:
-  return "–" if gain is None else f"{gain.difference:+.4f} ({format_p(gain.p_value)})"
-
-
 def _longest_against_p4cnn(lengths_by_condition, config) -> list[list[str]]:
   """Each plain CNN trained with rotations at its longest length (beyond `num_epochs`) against
   the P4CNN trained with rotations at `num_epochs` and at its own longest length, on randomly
@@ -457,7 +453,7 @@ def _schedule_section(lengths_by_condition, config, out_dir: str) -> str:
                    cell([final_validation_accuracy(r["metrics"]) for r in group]),
                    cell(_metric(group, "random_rotation_accuracy")),
                    cell(_metric(group, "final_train_loss")),
-                   _gain_cell(doubling_gain(lengths, epochs)),
+                   stopping_rule.gain_cell(doubling_gain(lengths, epochs)),
                    f"{np.mean(_metric(group, 'train_seconds')):.0f}"])
   _schedule_figure(multiple, os.path.join(out_dir, "rotation_training_length.png"))
   lines = ["Training length: each condition also trained for other numbers of epochs (the "

@@ -6,7 +6,9 @@ validation accuracy at most `PLATEAU_TOLERANCE` lower, the seeds paired. One run
 cannot tell: under a cosine schedule the last stretch of any run gains as the rate anneals.
 
 `lengths` below is one condition's runs by length, `{epochs: [result, ...]}`, each result
-`{'run': {'seed', ...}, 'metrics': {'validation_accuracy': [..., final], ...}}`.
+`{'run': {'seed', ...}, 'metrics': {'validation_accuracy': [..., final], ...}}`. A length may
+also be relative to an experiment's own rule (option 'length': 1 = the rule, 0.5 = half its
+steps); the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ def check_lengths(field: str, lengths, num_epochs: float) -> None:
                      f"({num_epochs:g}), got {lengths!r}")
 
 
-def by_length(results: list[dict], key, num_epochs: float) -> dict:
+def by_length(results: list[dict], key, num_epochs: float, option: str = "epochs") -> dict:
   """`{key(result): {epochs: results}}`, lengths in increasing order; a run's length is its
-  'epochs' option, else `num_epochs`."""
+  `option` ('epochs', or 'length' relative to a rule), else `num_epochs`."""
   lengths = {}
   for result in results:
-    epochs = float(result["run"]["options"].get("epochs", num_epochs))
+    epochs = float(result["run"]["options"].get(option, num_epochs))
     lengths.setdefault(key(result), {}).setdefault(epochs, []).append(result)
   return {cell: dict(sorted(by_epochs.items())) for cell, by_epochs in lengths.items()}
 
@@ -45,39 +47,59 @@ def reached_plateau(gain: Comparison) -> bool:
   return gain.difference <= PLATEAU_TOLERANCE + _ROUNDING
 
 
+def gain_cell(gain: Comparison | None) -> str:
+  """A table cell: a doubling gain and its p value, bold where it exceeds the tolerance (not at
+  the plateau), '–' where there is none (not checked)."""
+  if gain is None:
+    return "–"
+  value = f"{gain.difference:+.4f}"
+  return f"{value if reached_plateau(gain) else f'**{value}**'} ({format_p(gain.p_value)})"
+
+
+def checked_count(rising: list[str], checked: int) -> str:
+  """'k of n checked cells reached it', naming the `rising` ones (not at their plateau)."""
+  return (f"{checked - len(rising)} of {checked} checked cells reached it"
+          + ("; **not at their plateau**: " + "; ".join(rising) + "." if rising else "."))
+
+
 def final_validation_accuracy(metrics: dict) -> float:
   return metrics["validation_accuracy"][-1]
 
 
-def doubling_gain(lengths: dict[float, list[dict]], epochs: float) -> Comparison | None:
-  """The change of the final validation accuracy from `epochs / 2` to `epochs` epochs, paired
-  by seed, or None without both lengths on at least 2 common seeds."""
+def doubling_gain(lengths: dict[float, list[dict]], epochs: float,
+                  accuracy=final_validation_accuracy) -> Comparison | None:
+  """The change of `accuracy(metrics)` (default: the final validation accuracy) from
+  `epochs / 2` to `epochs` epochs, paired by seed, or None without both lengths on at least 2
+  common seeds."""
   half, full = lengths.get(epochs / 2), lengths.get(epochs)
   if not (half and full):
     return None
   half_by_seed = {r["run"]["seed"]: r for r in half}
-  pairs = [(final_validation_accuracy(half_by_seed[r["run"]["seed"]]["metrics"]),
-            final_validation_accuracy(r["metrics"])) for r in full
+  pairs = [(accuracy(half_by_seed[r["run"]["seed"]]["metrics"]), accuracy(r["metrics"]))
+           for r in full
            if r["run"]["seed"] in half_by_seed]
   if len(pairs) < 2:
     return None
   return paired_test(*zip(*pairs))
 
 
-def plateau_length(lengths: dict[float, list[dict]]) -> float | None:
+def plateau_length(lengths: dict[float, list[dict]],
+                   accuracies=(final_validation_accuracy,)) -> float | None:
   """The shortest trained length E at which the condition is at its plateau (`doubling_gain`
-  from E / 2 at most `PLATEAU_TOLERANCE`), or None where no length is."""
+  from E / 2 at most `PLATEAU_TOLERANCE`, of each of `accuracies`: a run in phases checks each
+  phase's curve), or None where no length is."""
   for epochs in sorted(lengths):
-    gain = doubling_gain(lengths, epochs)
-    if gain is not None and reached_plateau(gain):
+    gains = [doubling_gain(lengths, epochs, accuracy) for accuracy in accuracies]
+    if all(gain is not None and reached_plateau(gain) for gain in gains):
       return epochs
   return None
 
 
-def reported_length(lengths: dict[float, list[dict]]) -> float:
+def reported_length(lengths: dict[float, list[dict]],
+                    accuracies=(final_validation_accuracy,)) -> float:
   """The length a condition is reported at: the shortest at which it reached its plateau
   (`plateau_length`), else the longest it trained for."""
-  return plateau_length(lengths) or max(lengths)
+  return plateau_length(lengths, accuracies) or max(lengths)
 
 
 def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:

@@ -16,7 +16,9 @@ from test_sweep import FAKE_METRICS  # pytest puts this directory on sys.path
 def test_canvas_runs_have_their_own_grid_and_prefix_and_the_digits_keep_theirs():
   config = exp_sweep.get_config()
   runs = augmentation.plan(config)
-  canvas = [run for run in runs if run.options["dataset"] == "mnist_canvas"]
+  # The configured length (the stopping rule's other lengths: test_sweep).
+  canvas = [run for run in runs
+            if run.options["dataset"] == "mnist_canvas" and "epochs" not in run.options]
   settings = config.augmentation.canvas
   expected = {f"mnist_canvas_{model}_{name}_seed{seed}" for seed in config.augmentation.seeds
               for model in settings.models
@@ -53,6 +55,8 @@ def test_canvas_trains_for_its_own_number_of_epochs():
     ("augmentations", ("flip",), r"config.augmentation.canvas.augmentations .* \['flip'\]"),
     ("reduced_models", ("vgg",), r"config.augmentation.canvas.reduced_models .* \['vgg'\]"),
     ("num_epochs", 0, "config.augmentation.canvas.num_epochs must be a number > 0, got 0"),
+    ("half_length_models", ("vgg",),
+     r"config.augmentation.canvas.half_length_models .* \['vgg'\]"),
 ])
 def test_bad_canvas_settings_are_rejected(field, value, message):
   config = exp_sweep.get_config()

@@ -405,29 +405,42 @@ def test_workers_share_the_cores_among_their_openmp_teams_unless_told(monkeypatc
   assert sweep.worker_environment(2)["OMP_NUM_THREADS"] == "3"
 
 
-def test_the_stopping_rule_trains_digits_cells_for_half_as_long_and_listed_ones_longer():
+@pytest.mark.parametrize("dataset", ["mnist_offline", "mnist_canvas"])
+def test_the_stopping_rule_trains_cells_for_half_as_long_and_listed_ones_longer(dataset):
   config = exp_sweep.get_config()
-  half = config.augmentation.num_epochs / 2
-  runs = augmentation.plan(config)
+  settings = config.augmentation.canvas if dataset == "mnist_canvas" else config.augmentation
+  half = settings.num_epochs / 2
+  runs = [run for run in augmentation.plan(config) if run.options["dataset"] == dataset]
   other = [run for run in runs if "epochs" in run.options]
   full = {run.name: run for run in runs if "epochs" not in run.options}
   for run in other:
     twin = full[run.name.replace(f"_e{run.options['epochs']:g}_", "_")]
     assert {k: v for k, v in run.options.items() if k != "epochs"} == twin.options
-    assert run.seed == twin.seed and twin.options["dataset"] == "mnist_offline"
+    assert run.seed == twin.seed
   checks = [run for run in other if run.options["epochs"] == half]
-  assert {run.options["model"] for run in checks} == set(config.augmentation.half_length_models)
-  # Every digits run of those models, the dose-response's included.
-  assert len(checks) == sum(run.options["dataset"] == "mnist_offline" and run.options["model"]
-                            in config.augmentation.half_length_models for run in full.values())
-  assert "cnn_rotate90_e7.5_seed4" in {run.name for run in checks}
+  assert {run.options["model"] for run in checks} == set(settings.half_length_models)
+  # Every run of those models on the dataset, the dose-response's included.
+  assert len(checks) == sum(run.options["model"] in settings.half_length_models
+                            for run in full.values())
   longer = {(f"{run.options['model']}_{run.options['augmentation']}", run.options["epochs"])
             for run in other if run.options["epochs"] != half}
-  assert longer == {(cell, epochs) for cell, lengths in config.augmentation.schedule_epochs.items()
+  assert longer == {(cell, epochs) for cell, lengths in settings.schedule_epochs.items()
                     for epochs in lengths}
   assert len(other) == len(checks) + len(longer) * len(config.augmentation.seeds)
-  steps = lambda epochs: augmentation.num_steps(config, "mnist_offline", 3600, epochs)
-  assert steps(7.5) == math.ceil(7.5 * 3600 / 64) and steps(None) == math.ceil(15 * 3600 / 64)
+  steps = lambda epochs: augmentation.num_steps(config, dataset, 3600, epochs)
+  assert steps(7.5) == math.ceil(7.5 * 3600 / 64)
+  assert steps(None) == math.ceil(settings.num_epochs * 3600 / 64)
+
+
+def test_the_stopping_rule_leaves_cifar10_at_its_steps(monkeypatch):
+  config = exp_sweep.get_config()
+  config.augmentation.canvas.half_length_models = ()
+  monkeypatch.setattr(augmentation, "absent_datasets", lambda config: ())
+  runs = augmentation.plan(config)
+  assert any(run.options["dataset"] == "cifar10" for run in runs)
+  assert not any(run.options["dataset"] == "cifar10" and "epochs" in run.options for run in runs)
+  assert "mnist_canvas_cnn_none_e24_seed4" in {run.name for run in runs}
+  assert "cnn_rotate90_e7.5_seed4" in {run.name for run in runs}
 
 
 @pytest.mark.parametrize("cells, message", [
@@ -442,6 +455,19 @@ def test_bad_schedule_epochs_are_rejected(cells, message):
     augmentation.validate(config)
 
 
+@pytest.mark.parametrize("cells, message", [
+    ({"cnn_rotate": (12.0,)}, r"canvas.schedule_epochs keys must be .* of the canvas grid, got "
+                              "'cnn_rotate'"),
+    ({"cnn_none": (6.0,)}, r"canvas.schedule_epochs.cnn_none must be numbers of epochs > 0 "
+                           r"other than num_epochs \(6\)"),
+])
+def test_bad_canvas_schedule_epochs_are_rejected(cells, message):
+  config = exp_sweep.get_config()
+  config.augmentation.canvas.schedule_epochs = cells
+  with pytest.raises(ValueError, match=message):
+    augmentation.validate(config)
+
+
 def test_the_report_gives_each_cell_at_its_plateau_length_and_says_which_are_not(tmp_path,
                                                                                  monkeypatch):
   config = tiny_config()
@@ -449,6 +475,12 @@ def test_the_report_gives_each_cell_at_its_plateau_length_and_says_which_are_not
   config.augmentation.augmentations = ("none", "translate", "rotate")
   config.augmentation.half_length_models = ("mlp",)
   config.augmentation.schedule_epochs = {"mlp_rotate": (2 * config.augmentation.num_epochs,)}
+  # The canvas: checked the same way ('none' at its plateau at its length).
+  config.augmentation.datasets = ("mnist_offline", "mnist_canvas")
+  config.augmentation.canvas.models = ("mlp",)
+  config.augmentation.canvas.augmentations = ("none",)
+  config.augmentation.canvas.num_epochs = config.augmentation.num_epochs
+  config.augmentation.canvas.half_length_models = ("mlp",)
   full = config.augmentation.num_epochs
   # Final validation accuracy by (augmentation, length in units of num_epochs): 'none' is at its
   # plateau at num_epochs (+0.001), 'translate' still rises at its longest (+0.1), 'rotate'
@@ -475,6 +507,9 @@ def test_the_report_gives_each_cell_at_its_plateau_length_and_says_which_are_not
   assert "| +0.0010 (" in readme and "| **+0.1000** (" in readme and "| +0.0020 (" in readme
   assert ("2 of 3 checked cells reached it; **not at their plateau**: mlp translate at "
           f"{full:g} epochs (+0.1000 from {full / 2:g}, p ") in readme
+  canvas = readme[readme.index("### Offline MNIST digits on a 40 x 40 canvas"):]
+  assert f"| mlp | none | 3 | {full:g} | 0.100 ± 0.000 [0.100, 0.100] |" in canvas
+  assert "1 of 1 checked cells reached it." in canvas
 
 
 def test_the_report_states_the_budget_cuts_and_the_sections_they_leave_out(tmp_path):
