@@ -31,6 +31,14 @@ Internal representations (their analysis): the cosine similarity of the dense la
 ('fc1', the penultimate layer) of the same digit at the trained location and at each grid
 location, against the same similarity between different digits at the trained location.
 
+Stopping rule: `pretrain_steps` and `train_steps`, checked (`experiments.stopping_rule`): with
+`half_length_check` every run also trains both phases for half their steps on its seed (option
+'length' 0.5, name `pretrained_classes5_x0.5_seed3`), and the cells of `schedule_lengths`
+('<condition>_classes<k>') for these multiples. A cell is at its plateau at a length when the
+final validation accuracy of each of its phases rose by at most `PLATEAU_TOLERANCE` from half
+that length; each cell is reported at the shortest such length, else at its longest
+(`reported_runs`).
+
 Head-only fine-tuning because fine-tuning all pretrained weights at the one location (an earlier
 protocol of this experiment) gave no transfer at all, also at peak rates 0.01 and 0.005, and so
 did training the dense layer with the head: the one-location training overwrites what made the
@@ -51,7 +59,7 @@ import numpy as np
 from cnn_jax.data.augment import translate
 from cnn_jax.train.preprocess import to_unit_interval
 from cnn_jax.train.step import identity
-from experiments import seed_statistics
+from experiments import seed_statistics, stopping_rule
 from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, plateau_gain,
                                             train_classifier, training_config, validation_split)
 from experiments.model_zoo import SMALL_CNN, check_names, check_seeds
@@ -132,6 +140,12 @@ def validate(config) -> None:
   check_names(f"config.{NAME}.conditions", settings.conditions, CONDITIONS)
   check_names(f"config.{NAME}.class_sweep_conditions", settings.class_sweep_conditions,
               SWEEP_CONDITIONS)
+  cells = {cell_name(run) for run in _rule_runs(config)}
+  for name, lengths in settings.schedule_lengths.items():
+    if name not in cells:
+      raise ValueError(f"config.{NAME}.schedule_lengths keys must be '<condition>_classes<k>' "
+                       f"cells of the plan, got {name!r}")
+    stopping_rule.check_lengths(f"config.{NAME}.schedule_lengths.{name}", lengths, 1.0)
   features = tuple(settings.conv_features)
   if len(features) != 2 or any(not isinstance(f, int) or f < 1 for f in features):
     raise ValueError(f"config.{NAME}.conv_features must be two ints >= 1 (the CNN's two conv "
@@ -140,7 +154,30 @@ def validate(config) -> None:
 
 def plan(config) -> list[Run]:
   """The headline count's `conditions` on `seeds`; the other counts' `class_sweep_conditions`
-  on `class_sweep_seeds` (the budget cut; 'gpu' runs them all on every seed)."""
+  on `class_sweep_seeds` (the budget cut; 'gpu' runs them all on every seed); then the stopping
+  rule's runs at other lengths (option 'length'): half of every run with `half_length_check`,
+  and each length of `schedule_lengths`."""
+  settings = config.learned_invariance
+  runs = _rule_runs(config)
+  lengths = lambda run: (((0.5,) if settings.half_length_check else ())
+                         + tuple(settings.schedule_lengths.get(cell_name(run), ())))
+  return runs + [Run(NAME, f"{cell_name(run)}_x{length:g}_seed{run.seed}", run.seed,
+                     {**run.options, "length": float(length)})
+                 for run in runs for length in lengths(run)]
+
+
+def cell_name(run: Run) -> str:
+  """'<condition>_classes<k>', the key of `schedule_lengths`."""
+  return f"{run.options['condition']}_classes{run.options['pretrain_classes']}"
+
+
+def scaled_steps(steps: int, length: float) -> int:
+  """A phase's steps at `length` times its configured `steps` (rounded up, at least 1)."""
+  return steps if length == 1.0 else max(1, math.ceil(length * steps))
+
+
+def _rule_runs(config) -> list[Run]:
+  """The runs at the configured steps, seed by seed."""
   settings = config.learned_invariance
   runs = []
   for classes in settings.pretrain_class_counts:
@@ -193,6 +230,7 @@ def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   settings = config.learned_invariance
   canvas = settings.canvas
   condition = run.options["condition"]
+  length = run.options.get("length", 1.0)
   old_classes, new_classes = class_split(run.options["pretrain_classes"])
   at_corner = lambda x: place_on_canvas(x, canvas)
   (train_images, train_labels), validation = validation_split(
@@ -216,14 +254,14 @@ def execute(run: Run, config, digits: InMemoryDataset) -> dict:
     else:
       placement = {"input_transform": at_corner}
     pretrained, pretrain_records = train_classifier(
-        training(run.seed, settings.pretrain_steps), images, labels,
+        training(run.seed, scaled_steps(settings.pretrain_steps, length)), images, labels,
         validation=(val_images, val_labels), **placement)
     variables = pretrained.variables
     metrics.update({f"pretrain_{k}": v for k, v in _training_record(pretrain_records).items()})
     # Its own test distribution: random locations for 'pretrained', (0, 0) for 'fixed'.
     metrics["pretrain_clean_accuracy"] = pretrained.accuracy(test_images, test_labels)
   images, labels = _classes(train_images, train_labels, new_classes)
-  one_location = training(run.seed + 1000, settings.train_steps)
+  one_location = training(run.seed + 1000, scaled_steps(settings.train_steps, length))
   if condition != "scratch":
     one_location.frozen_modules = FEATURE_MODULES
   trained, records = train_classifier(one_location, images, labels, input_transform=at_corner,
@@ -412,8 +450,52 @@ def _similarity_figure(groups, offsets, out_dir) -> None:
   figure.savefig(os.path.join(out_dir, "feature_similarity.png"), dpi=100)
 
 
+def pretrain_validation_accuracy(metrics: dict) -> float:
+  """The final validation accuracy of the pretraining phase."""
+  return metrics["pretrain_validation_accuracy"][-1]
+
+
+def phase_accuracies(condition: str) -> tuple:
+  """The curves the stopping rule checks: the pretraining's (where there is one) and the new
+  classes' (`stopping_rule.final_validation_accuracy`)."""
+  return ((pretrain_validation_accuracy,) if condition in PRETRAINED_CONDITIONS
+          else ()) + (stopping_rule.final_validation_accuracy,)
+
+
+def cell_lengths(results: list[dict]) -> dict[tuple[str, int], dict[float, list[dict]]]:
+  """`{(condition, pretrain_classes): {length: results}}` (1 = the configured steps)."""
+  return stopping_rule.by_length(
+      results,
+      lambda r: (r["run"]["options"]["condition"], r["run"]["options"]["pretrain_classes"]),
+      1.0, option="length")
+
+
+def reported_runs(results: list[dict], config) -> list[dict]:
+  """Each cell at its reported length: the shortest at which every phase reached its plateau,
+  else the longest (`stopping_rule.reported_length`)."""
+  del config  # the lengths are in the runs' options
+  return [result for (condition, _), lengths in cell_lengths(results).items()
+          for result in lengths[stopping_rule.reported_length(lengths,
+                                                              phase_accuracies(condition))]]
+
+
+def _plateau_checks(results: list[dict]) -> dict[tuple[str, int], tuple[float, list]]:
+  """`{cell: (reported length, [(phase, doubling gain or None), ...])}`."""
+  checks = {}
+  for (condition, classes), lengths in cell_lengths(results).items():
+    accuracies = phase_accuracies(condition)
+    length = stopping_rule.reported_length(lengths, accuracies)
+    phases = ("pretraining", "new classes")[-len(accuracies):]
+    checks[(condition, classes)] = (length, [
+        (phase, stopping_rule.doubling_gain(lengths, length, accuracy))
+        for phase, accuracy in zip(phases, accuracies)])
+  return checks
+
+
 def report(results: list[dict], config, out_dir: str) -> str:
   settings = config.learned_invariance
+  checks = _plateau_checks(results)
+  results = reported_runs(results, config)
   headline = settings.headline_classes
   order = lambda key: (key[1] != headline, key[1], CONDITIONS.index(key[0]))
   groups = by_option(results, "condition", "pretrain_classes")
@@ -429,13 +511,16 @@ def report(results: list[dict], config, out_dir: str) -> str:
   training_rows, location_rows = [], []
   for (condition, classes), group in groups.items():
     pretrained = condition in PRETRAINED_CONDITIONS
+    length, gains = checks[(condition, classes)]
+    gains = dict(gains)
     training_rows.append([
-        condition, classes, len(group),
+        condition, classes, len(group), f"{length:g}",
         cell(_values(group, "pretrain_clean_accuracy")) if pretrained else "–",
         cell(_values(group, "pretrain_final_train_loss")) if pretrained else "–",
         cell(_values(group, "pretrain_plateau_gain")) if pretrained else "–",
+        stopping_rule.gain_cell(gains["pretraining"]) if pretrained else "–",
         cell(_values(group, "clean_accuracy")), cell(_values(group, "final_train_loss")),
-        cell(_values(group, "plateau_gain"))])
+        cell(_values(group, "plateau_gain")), stopping_rule.gain_cell(gains["new classes"])])
     maps = [np.asarray(r["metrics"]["accuracy"]) for r in group]
     neighbours = [np.mean([m[0, 1], m[1, 0]]) if len(offsets) > 1 else np.nan for m in maps]
     location_rows.append([
@@ -444,6 +529,14 @@ def report(results: list[dict], config, out_dir: str) -> str:
         cell(_values(group, transfer_ratio)), cell(_values(group, untrained_similarity)),
         cell(_values(group, "different_digit_similarity"))])
 
+  checked = [(cell_key, length, gains) for cell_key, (length, gains) in checks.items()
+             if all(gain is not None for _, gain in gains)]
+  rising = [f"{_label(*cell_key)} at {length:g}x ("
+            + ", ".join(f"{phase} {gain.difference:+.4f}, p "
+                        f"{seed_statistics.format_p(gain.p_value)}"
+                        for phase, gain in gains if not stopping_rule.reached_plateau(gain))
+            + ")" for cell_key, length, gains in checked
+            if not all(stopping_rule.reached_plateau(gain) for _, gain in gains)]
   tested = computed_contrasts(results, config)
   contrast_rows = [[
       t["claim"], _label(*t["a"]), _label(*t["b"]), t["metric"],
@@ -471,15 +564,21 @@ def report(results: list[dict], config, out_dir: str) -> str:
       f"lengths, checked on a class-stratified {config.validation_fraction:.0%} validation split "
       "of the training digits (never the test set), placed as in that training: 'plateau gain' "
       "= mean validation accuracy over the last quarter of the 8 records minus the quarter "
-      "before (near 0: converged). Test: the new classes among a fixed subset of "
+      "before; and by training both phases for half their steps: a cell is at its plateau at a "
+      "length (column 'length', 1 = the steps above) when the final validation accuracy of each "
+      f"phase rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from half that length "
+      "(columns 'gain from half', seeds paired); each cell is reported at the shortest such "
+      "length trained, else at its longest. Test: the new classes among a fixed subset of "
       f"{2 * config.eval_images} test digits, at every offset in {offsets}^2; top-1 among the "
       "new classes.", "",
       "Training (clean accuracy: pretraining on its own test placement; new classes at the "
       "trained location):", "",
-      markdown_table(["condition", "pretraining classes", "seeds", "pretrain clean acc",
-                      "pretrain train loss", "pretrain plateau gain",
-                      "clean acc (trained location)", "train loss", "plateau gain"],
-                     training_rows), "",
+      markdown_table(["condition", "pretraining classes", "seeds", "length",
+                      "pretrain clean acc", "pretrain train loss", "pretrain plateau gain",
+                      "pretrain gain from half (p)", "clean acc (trained location)",
+                      "train loss", "plateau gain", "gain from half (p)"], training_rows), "",
+      *([f"Stopping-rule check: {stopping_rule.checked_count(rising, len(checked))}", ""]
+        if checked else []),
       "Accuracy away from the trained location, and the cosine similarity of the same digit's "
       "'fc1' features at the trained vs the untrained locations (reference: different digits "
       "at the trained location):", "",

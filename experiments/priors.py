@@ -14,8 +14,13 @@
   steps (`training_steps`): a fixed number of epochs for large sets, a floor of steps for small
   ones (100 digits are 2 batches: 10 epochs would be 16 steps, far from the plateau). The
   validation curve (accuracy on the validation split, one record per epoch or at most
-  `MAX_RECORDS` per run) and its `plateau_gain` are stored per run: the evidence that the rule
-  reached the plateau.
+  `MAX_RECORDS` per run) and its `plateau_gain` are stored per run. Checked
+  (`experiments.stopping_rule`): with `half_length_check` every training run also trains for
+  half the rule's steps on its seed (option 'length' 0.5, name `cnn_natural_100_x0.5_seed3`),
+  and the cells of `schedule_lengths` ('<architecture>_<pixels>_<size>') for these multiples of
+  it. Each cell is reported at the shortest length at which its final validation accuracy rose
+  by at most `stopping_rule.PLATEAU_TOLERANCE` from half that length, else at its longest
+  (`reported_runs`).
 * Self-similarity (`cnn_jax.analysis.self_similarity_ratio`) of the scikit-image photos, grey
   and resized to 128x128, against three controls per photo: its pixels shuffled, Gaussian noise
   of its mean and standard deviation (both destroy smoothness and self-similarity together),
@@ -38,6 +43,7 @@ import numpy as np
 from cnn_jax import models
 from cnn_jax.analysis.self_similarity import self_similarity_ratio
 from cnn_jax.train.step import identity
+from experiments import stopping_rule
 from experiments.in_memory_training import (InMemoryDataset, plateau_gain, train_classifier,
                                             training_config, validation_split)
 from experiments.model_zoo import SMALL_CNN, check_seeds
@@ -102,26 +108,53 @@ def validate(config) -> None:
   if not isinstance(settings.control_draws, int) or settings.control_draws < 1:
     raise ValueError(f"config.{NAME}.control_draws must be an int >= 1, got "
                      f"{settings.control_draws!r}")
+  cells = {cell_name(run) for run in _rule_runs(config)}
+  for name, lengths in settings.schedule_lengths.items():
+    if name not in cells:
+      raise ValueError(f"config.{NAME}.schedule_lengths keys must be "
+                       f"'<architecture>_<pixels>_<size>' cells of the data-size curve, got "
+                       f"{name!r}")
+    stopping_rule.check_lengths(f"config.{NAME}.schedule_lengths.{name}", lengths, 1.0)
 
 
 def plan(config) -> list[Run]:
   """Both architectures with natural pixels at every training size, with permuted pixels at
-  `permuted_train_sizes`, at every seed; then one self-similarity run."""
+  `permuted_train_sizes`, at every seed; then one self-similarity run; then the stopping rule's
+  runs at other lengths (option 'length'): half of every training run with
+  `half_length_check`, and each length of `schedule_lengths`."""
   settings = config.priors
-  runs = [Run(NAME, f"{arch}_{order}_{size}_seed{seed}", seed,
+  runs = _rule_runs(config)
+  lengths = lambda run: (((0.5,) if settings.half_length_check else ())
+                         + tuple(settings.schedule_lengths.get(cell_name(run), ())))
+  return (runs + [Run(NAME, "self_similarity", settings.seeds[0], {"kind": "self_similarity"})]
+          + [Run(NAME, f"{cell_name(run)}_x{length:g}_seed{run.seed}", run.seed,
+                 {**run.options, "length": float(length)})
+             for run in runs for length in lengths(run)])
+
+
+def _rule_runs(config) -> list[Run]:
+  """The data-size curve's training runs at the stopping rule's length."""
+  settings = config.priors
+  return [Run(NAME, f"{arch}_{order}_{size}_seed{seed}", seed,
               {"kind": "training", "architecture": arch, "pixels": order, "train_size": size})
           for seed in settings.seeds for size in settings.train_sizes
           for order in PIXEL_ORDERS for arch in ARCHITECTURES
           if order == "natural" or size in settings.permuted_train_sizes]
-  return runs + [Run(NAME, "self_similarity", settings.seeds[0], {"kind": "self_similarity"})]
 
 
-def training_steps(config, architecture: str, train_size: int) -> int:
+def cell_name(run: Run) -> str:
+  """'<architecture>_<pixels>_<size>', the key of `schedule_lengths`."""
+  options = run.options
+  return f"{options['architecture']}_{options['pixels']}_{options['train_size']}"
+
+
+def training_steps(config, architecture: str, train_size: int, length: float = 1.0) -> int:
   """The stopping rule: `max(min_steps, ceil(num_epochs[architecture] * train_size /
-  batch_size))` steps."""
+  batch_size))` steps, times `length` (rounded up; the stopping-rule check's other lengths)."""
   settings = config.priors
-  return max(settings.min_steps, math.ceil(settings.num_epochs[architecture] * train_size
-                                           / config.batch_size))
+  steps = max(settings.min_steps, math.ceil(settings.num_epochs[architecture] * train_size
+                                            / config.batch_size))
+  return steps if length == 1.0 else max(1, math.ceil(length * steps))
 
 
 def parameter_count(model_name: str, overrides: dict) -> int:
@@ -225,7 +258,7 @@ def execute(run: Run, config, digits: InMemoryDataset) -> dict:
   size = run.options["train_size"]
   (images, labels), validation = training_and_validation(
       digits.train_images, digits.train_labels, size, run.seed, config.validation_fraction)
-  steps = training_steps(config, architecture, size)
+  steps = training_steps(config, architecture, size, run.options.get("length", 1.0))
   steps_per_epoch = math.ceil(size / config.batch_size)
   transform = pixel_permutation if run.options["pixels"] == "permuted" else identity
   classifier, records = train_classifier(
@@ -383,16 +416,48 @@ def _similarity_figure(ratios: dict, path: str) -> None:
   figure.savefig(path, dpi=100)
 
 
-def _training_report(training: list[dict], config, out_dir: str) -> list[str]:
+def cell_lengths(results: list[dict]) -> dict[tuple[str, str, int], dict[float, list[dict]]]:
+  """`{(architecture, pixels, size): {length: results}}` of the training runs (length relative
+  to the stopping rule, 1 = the rule)."""
+  options = lambda result: result["run"]["options"]
+  return stopping_rule.by_length(
+      [result for result in results if options(result)["kind"] == "training"],
+      lambda result: (options(result)["architecture"], options(result)["pixels"],
+                      options(result)["train_size"]), 1.0, option="length")
+
+
+def reported_runs(results: list[dict], config) -> list[dict]:
+  """The runs the tables and contrasts use: each training cell at its reported length
+  (`stopping_rule.reported_length`), and the self-similarity run."""
+  del config  # the lengths are in the runs' options
+  training = [result for lengths in cell_lengths(results).values()
+              for result in lengths[stopping_rule.reported_length(lengths)]]
+  return training + [result for result in results
+                     if result["run"]["options"]["kind"] != "training"]
+
+
+def _training_report(results: list[dict], config, out_dir: str) -> list[str]:
   settings = config.priors
+  lengths = cell_lengths(results)
+  gains = {key: stopping_rule.doubling_gain(by_length, stopping_rule.reported_length(by_length))
+           for key, by_length in lengths.items()}
+  training = [r for r in reported_runs(results, config) if r["run"]["options"]["kind"]
+              == "training"]
   groups = by_option(training, "architecture", "pixels", "train_size")
   rows = []
   for (arch, pixels, size), group in sorted(groups.items()):
     first = group[0]["metrics"]
     rows.append([arch, pixels, size, first["parameters"], f"{first['train_steps']}",
-                 f"{first['epochs']:.3g}", len(group), cell(_values(group, "test_accuracy")),
+                 f"{first['epochs']:.3g}",
+                 f"{group[0]['run']['options'].get('length', 1.0):g}", len(group),
+                 cell(_values(group, "test_accuracy")),
                  cell(_values(group, "final_train_loss")),
-                 cell(_values(group, "plateau_gain"))])
+                 cell(_values(group, "plateau_gain")),
+                 stopping_rule.gain_cell(gains[(arch, pixels, size)])])
+  checked = {key: gain for key, gain in gains.items() if gain is not None}
+  rising = [f"{' '.join(map(str, key))} at {stopping_rule.reported_length(lengths[key]):g}x "
+            f"the rule ({gain.difference:+.4f} from half, p {format_p(gain.p_value)})"
+            for key, gain in checked.items() if not stopping_rule.reached_plateau(gain)]
   _data_size_figure(groups, os.path.join(out_dir, "priors_data_size.png"))
   _validation_figure(groups, os.path.join(out_dir, "priors_validation_curves.png"))
   contrast_rows = [
@@ -417,9 +482,17 @@ def _training_report(training: list[dict], config, out_dir: str) -> list[str]:
       + " and ".join(f"{settings.num_epochs[arch]:g} epochs for the {arch.upper()}"
                      for arch in ARCHITECTURES) + ", "
       "checked on the validation curve: 'plateau gain' = mean validation accuracy over the "
-      "last quarter of the records minus the quarter before (near 0: converged).", "",
+      "last quarter of the records minus the quarter before (under the cosine schedule it also "
+      "counts what the annealing buys), and by training for half the steps: a cell is at its "
+      "plateau at a length (column 'length', 1 = the rule) when its final validation accuracy "
+      f"rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from half that length (column 'gain "
+      "from half', seeds paired); each cell is reported at the shortest such length trained, "
+      "else at its longest.", "",
       markdown_table(["model", "pixels", "train digits", "parameters", "steps", "epochs",
-                      "seeds", "test accuracy", "final train loss", "plateau gain"], rows), "",
+                      "length", "seeds", "test accuracy", "final train loss", "plateau gain",
+                      "gain from half (p)"], rows), "",
+      *([f"Stopping-rule check: {stopping_rule.checked_count(rising, len(checked))}", ""]
+        if checked else []),
       "![accuracy vs training-set size](priors_data_size.png)", "",
       "![validation curves](priors_validation_curves.png)", "",
       f"Contrasts (Welch t test on test accuracy over seeds, alpha = {ALPHA:g}; a and b as "

@@ -136,6 +136,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # still rising (plateau gains 0.017 and 0.059).
   config.learned_invariance.pretrain_steps = 600  # the pretraining classes, random or fixed place
   config.learned_invariance.train_steps = 200  # the new classes at the top-left location only
+  # The stopping-rule check: every run also with both phases at half their steps, and the cells
+  # listed ('<condition>_classes<k>') at these multiples of them.
+  config.learned_invariance.half_length_check = True
+  config.learned_invariance.schedule_lengths = ml_collections.ConfigDict()
 
   # 3. Equivariance by construction, at random initialization (no training).
   config.equivariance = ml_collections.ConfigDict()
@@ -155,6 +159,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # steps; the MLP's steps cost a tenth of the CNN's and it keeps improving for longer.
   config.priors.num_epochs = ml_collections.ConfigDict({"cnn": 10.0, "mlp": 30.0})
   config.priors.min_steps = 100  # small sets: many epochs, but few steps
+  # The stopping-rule check (`experiments.stopping_rule`): every training run also for half the
+  # rule's steps on its seed, and the cells listed ('<architecture>_<pixels>_<size>') for these
+  # multiples of the rule.
+  config.priors.half_length_check = True
+  config.priors.schedule_lengths = ml_collections.ConfigDict()
   config.priors.patch_size = 8  # self-similarity patches, on photos resized to 128 x 128
   config.priors.patch_stride = 4
   config.priors.control_draws = 4  # random draws of each self-similarity control, averaged
@@ -292,6 +301,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.priors.train_sizes = (100,)
     config.priors.permuted_train_sizes = (100,)
     config.priors.num_epochs = ml_collections.ConfigDict({"cnn": 0.5, "mlp": 0.5})
+    config.priors.half_length_check = False  # tested on fixtures
+    config.learned_invariance.half_length_check = False  # tested on fixtures
     config.priors.min_steps = 4
     config.priors.control_draws = 1
     config.depth.seeds = (0,)

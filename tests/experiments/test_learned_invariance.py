@@ -38,7 +38,7 @@ def test_default_and_gpu_configs_are_valid():
 def test_plan_runs_every_condition_at_the_headline_and_the_sweep_on_its_seeds():
   config = exp_sweep.get_config()
   settings = config.learned_invariance
-  runs = learned_invariance.plan(config)
+  runs = [run for run in learned_invariance.plan(config) if "length" not in run.options]
   assert len({run.name for run in runs}) == len(runs)
   cells = {(r.options["condition"], r.options["pretrain_classes"], r.seed) for r in runs}
   assert {cell for cell in cells if cell[1] == settings.headline_classes} == {
@@ -48,6 +48,31 @@ def test_plan_runs_every_condition_at_the_headline_and_the_sweep_on_its_seeds():
                     for s in settings.class_sweep_seeds}
   assert {cell for cell in cells if cell[1] != settings.headline_classes} == expected_other
   assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # seed by seed (resumable)
+
+
+def test_plan_checks_every_run_at_half_length_and_listed_cells_longer():
+  config = exp_sweep.get_config()
+  config.learned_invariance.schedule_lengths = {"pretrained_classes2": (2.0,)}
+  runs = learned_invariance.plan(config)
+  assert len({run.name for run in runs}) == len(runs)
+  rule = {run.name: run for run in runs if "length" not in run.options}
+  other = [run for run in runs if "length" in run.options]
+  for run in other:
+    twin = rule[run.name.replace(f"_x{run.options['length']:g}_", "_")]
+    assert {k: v for k, v in run.options.items() if k != "length"} == twin.options
+  assert sum(run.options["length"] == 0.5 for run in other) == len(rule)
+  assert {run.name for run in other if run.options["length"] == 2.0} == {
+      f"pretrained_classes2_x2_seed{seed}" for seed in config.learned_invariance.class_sweep_seeds}
+  assert learned_invariance.scaled_steps(600, 0.5) == 300
+  assert learned_invariance.scaled_steps(5, 0.5) == 3 and learned_invariance.scaled_steps(1, 0.1) == 1
+
+
+def test_bad_schedule_lengths_are_rejected():
+  config = exp_sweep.get_config()
+  config.learned_invariance.schedule_lengths = {"pretrained_classes4": (2.0,)}
+  with pytest.raises(ValueError, match=r"schedule_lengths keys must be '<condition>_classes<k>' "
+                                       r"cells of the plan, got 'pretrained_classes4'"):
+    learned_invariance.validate(config)
 
 
 def test_class_split_covers_every_digit_once():
@@ -111,8 +136,11 @@ def test_fixed_location_pretraining_runs_on_the_smoke_config():
   assert 0.0 <= metrics["pretrain_clean_accuracy"] <= 1.0
 
 
-def _fixture_results(transfer: dict, seeds=(0, 1, 2, 3, 4), counts=(2, 5, 8)):
-  """Results with untrained-location accuracy `transfer[condition] + seed noise`."""
+def _fixture_results(transfer: dict, seeds=(0, 1, 2, 3, 4), counts=(2, 5, 8), length=None,
+                     final=(0.9, 0.9)):
+  """Results with untrained-location accuracy `transfer[condition] + seed noise`, at `length`
+  (None: the configured steps) with final validation accuracies `final` (pretraining, new
+  classes) plus 0.001 x seed."""
   results = []
   for k in counts:
     for condition, level in transfer.items():
@@ -129,14 +157,18 @@ def _fixture_results(transfer: dict, seeds=(0, 1, 2, 3, 4), counts=(2, 5, 8)):
         metrics = {"offsets": [0, 4, 8], "accuracy": grid, "feature_similarity": grid,
                    "different_digit_similarity": 0.3, "clean_accuracy": 0.95,
                    "chance": chance, "test_digits": 50, "final_train_loss": 0.5,
-                   "plateau_gain": 0.0, "record_steps": [1, 2], "validation_accuracy": [0.9, 0.9],
+                   "plateau_gain": 0.0, "record_steps": [1, 2],
+                   "validation_accuracy": [0.9, final[1] + 0.001 * seed],
                    "validation_loss": [0.4, 0.4]}
         if condition in learned_invariance.PRETRAINED_CONDITIONS:
           metrics.update(pretrain_clean_accuracy=0.97, pretrain_final_train_loss=0.6,
-                         pretrain_plateau_gain=0.001)
+                         pretrain_plateau_gain=0.001,
+                         pretrain_validation_accuracy=[0.8, final[0] + 0.001 * seed])
+        options = {"condition": condition, "pretrain_classes": k}
         results.append({"run": {"experiment": learned_invariance.NAME, "seed": seed,
                                 "name": f"{condition}_classes{k}_seed{seed}",
-                                "options": {"condition": condition, "pretrain_classes": k}},
+                                "options": options if length is None else {**options,
+                                                                           "length": length}},
                         "metrics": metrics})
   return results
 
@@ -154,6 +186,33 @@ def test_report_computes_the_contrasts_and_draws_the_figures(tmp_path):
   tested = learned_invariance.computed_contrasts(results, config)
   assert [t["verdict"] for t in tested] == ["supported"] * len(tested) and len(tested) == 5
   assert "Budget cut" not in text
+
+
+def test_report_checks_each_phase_and_gives_each_cell_at_its_plateau_length(tmp_path):
+  config = exp_sweep.get_config()
+  config.learned_invariance.pretrain_class_counts = (5,)
+  transfer = {"scratch": 0.2, "pretrained": 0.7, "fixed_pretrained": 0.25}
+  rule = _fixture_results(transfer, counts=(5,))
+  # Half length: scratch and fixed_pretrained at their plateau (0.9 in each phase, seeds 0.002
+  # apart from the rule's); pretrained's pretraining 0.1 lower (not at its plateau) and its
+  # transfer from the half-length runs (0.1) different from the rule's.
+  half = _fixture_results({"scratch": 0.2, "fixed_pretrained": 0.25}, counts=(5,), length=0.5,
+                          final=(0.898, 0.898))
+  half += _fixture_results({"pretrained": 0.1}, counts=(5,), length=0.5, final=(0.8, 0.9))
+  text = learned_invariance.report(rule + half, config, str(tmp_path))
+  assert "| scratch | 5 | 5 | 1 | – | – | – | – | 0.950 ± 0.000" in text
+  assert "| **+0.1000** (" in text and text.count("| +0.0020 (") == 3
+  assert ("Stopping-rule check: 2 of 3 checked cells reached it; **not at their plateau**: "
+          "pretrained, 5 classes at 1x (pretraining +0.1000, p ") in text
+  reported = learned_invariance.reported_runs(rule + half, config)
+  assert sorted(r["run"]["name"] for r in reported) == sorted(r["run"]["name"] for r in rule)
+  assert all("length" not in r["run"]["options"] for r in reported)
+  # Scratch at its plateau at half length: reported there.
+  only_scratch = [r for r in rule + half if r["run"]["options"]["condition"] == "scratch"]
+  half_only = _fixture_results({"scratch": 0.2}, counts=(5,), length=0.25, final=(0.898, 0.898))
+  lengths = {r["run"]["options"].get("length", 1.0)
+             for r in learned_invariance.reported_runs(only_scratch + half_only, config)}
+  assert lengths == {0.5}
 
 
 def test_no_difference_is_reported_as_not_reproduced(tmp_path):

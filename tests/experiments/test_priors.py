@@ -139,14 +139,16 @@ def test_smoke_runs_train_with_a_validation_curve_and_measure_self_similarity():
     assert all(0.0 < v <= 1.0 for v in values.values())
 
 
-def _training_result(arch, pixels, size, seed, accuracy):
+def _training_result(arch, pixels, size, seed, accuracy, length=None, final=0.8):
+  options = {"kind": "training", "architecture": arch, "pixels": pixels, "train_size": size}
   return {"run": {"experiment": "priors", "name": f"{arch}_{pixels}_{size}_seed{seed}",
-                  "seed": seed, "options": {"kind": "training", "architecture": arch,
-                                            "pixels": pixels, "train_size": size}},
+                  "seed": seed,
+                  "options": options if length is None else {**options, "length": length}},
           "metrics": {"test_accuracy": accuracy, "final_train_loss": 0.5, "parameters": 1000,
-                      "train_steps": 8, "epochs": 5.0, "record_steps": [2, 4, 6, 8],
+                      "train_steps": 8 if length is None else math.ceil(8 * length),
+                      "epochs": 5.0, "record_steps": [2, 4, 6, 8],
                       "train_loss": [1.0, 0.8, 0.6, 0.5],
-                      "validation_accuracy": [0.5, 0.7, 0.8, 0.8],
+                      "validation_accuracy": [0.5, 0.7, 0.8, final],
                       "validation_loss": [1.5, 1.0, 0.8, 0.8], "plateau_gain": 0.0,
                       "wall_time_seconds": 1.0}}
 
@@ -211,13 +213,71 @@ def test_report_draws_the_curves_and_tables_from_fixture_results(tmp_path):
   for figure in ("priors_data_size.png", "priors_validation_curves.png",
                  "priors_self_similarity.png"):
     assert os.path.getsize(tmp_path / figure) > 0 and f"]({figure})" in text
-  assert "| cnn | natural | 3600 | 1000 | 8 | 5 | 3 | 0.980 ± 0.010" in text
+  assert "| cnn | natural | 3600 | 1000 | 8 | 5 | 1 | 3 | 0.980 ± 0.010" in text
   assert "| CNN vs MLP, natural pixels | 3600 |" in text and "| supported |" in text
   assert "phases randomized" in text and "| MLP: permuted vs natural pixels | 3600 |" in text
   assert "Budget cut" not in text  # the permuted sizes cover the fixture's train sizes
   config.priors.train_sizes = (100, 1000, 3600)
   assert "Budget cut: permuted pixels only at 100, 3600 digits" in priors.report(
       fixture_results(), config, str(tmp_path))
+
+
+def test_plan_checks_every_training_run_at_half_length_and_listed_cells_longer():
+  config = exp_sweep.get_config()
+  config.priors.schedule_lengths = {"mlp_natural_250": (2.0, 4.0)}
+  runs = priors.plan(config)
+  rule = {run.name: run for run in runs if "length" not in run.options}
+  other = [run for run in runs if "length" in run.options]
+  for run in other:
+    twin = rule[run.name.replace(f"_x{run.options['length']:g}_", "_")]
+    assert {k: v for k, v in run.options.items() if k != "length"} == twin.options
+  assert sum(run.options["length"] == 0.5 for run in other) == len(rule) - 1  # self-similarity
+  assert {(priors.cell_name(run), run.options["length"]) for run in other
+          if run.options["length"] > 1} == {("mlp_natural_250", 2.0), ("mlp_natural_250", 4.0)}
+  assert "cnn_permuted_3600_x0.5_seed4" in {run.name for run in other}
+  assert priors.training_steps(config, "cnn", 3600, 0.5) == math.ceil(
+      priors.training_steps(config, "cnn", 3600) / 2)
+  assert priors.training_steps(config, "cnn", 100, 2.0) == 2 * config.priors.min_steps
+
+
+@pytest.mark.parametrize("cells, message", [
+    ({"cnn_natural_150": (2.0,)}, r"schedule_lengths keys must be .* got 'cnn_natural_150'"),
+    ({"cnn_natural_100": (1.0,)}, r"schedule_lengths.cnn_natural_100 must be numbers .* other "
+                                  r"than num_epochs \(1\)"),
+])
+def test_bad_schedule_lengths_are_rejected(cells, message):
+  config = exp_sweep.get_config()
+  config.priors.schedule_lengths = cells
+  with pytest.raises(ValueError, match=message):
+    priors.validate(config)
+
+
+def test_report_gives_each_cell_at_its_plateau_length_and_names_those_still_rising(tmp_path):
+  config = exp_sweep.get_config()
+  config.priors.train_sizes = (100, 3600)
+  # Final validation accuracy 0.8 at the rule everywhere. cnn 100: 0.799 on average at half
+  # (at its plateau at 1); cnn 3600: 0.702 at half, 0.801 at 2x with test accuracy 0.99 (at its
+  # plateau at 2); mlp 3600: 0.702 at half (still rising at 1, its longest).
+  checks = [_training_result("cnn", "natural", 100, seed, 0.5, 0.5, final=0.8 - 0.001 * seed)
+            for seed in range(3)]
+  checks += [_training_result(arch, "natural", 3600, seed, 0.5, 0.5, final=0.7 + 0.002 * seed)
+             for arch in ("cnn", "mlp") for seed in range(3)]
+  checks += [_training_result("cnn", "natural", 3600, seed, 0.99 + 0.005 * (seed - 1), 2.0,
+                              final=0.8 + 0.001 * seed)
+             for seed in range(3)]
+  results = fixture_results() + checks
+  text = priors.report(results, config, str(tmp_path))
+  assert "| cnn | natural | 100 | 1000 | 8 | 5 | 1 | 3 | 0.900 ± 0.010" in text
+  assert "| cnn | natural | 3600 | 1000 | 16 | 5 | 2 | 3 | 0.990 ± 0.005" in text
+  assert text.count("| +0.0010 (") == 2 and "| **+0.0980** (" in text
+  assert ("Stopping-rule check: 2 of 3 checked cells reached it; **not at their plateau**: mlp "
+          "natural 3600 at 1x the rule (+0.0980 from half, p ") in text
+  reported = priors.reported_runs(results, config)
+  assert len(reported) == len(fixture_results())
+  assert {r["run"]["options"].get("length") for r in reported
+          if r["run"]["options"].get("train_size") == 3600
+          and r["run"]["options"]["architecture"] == "cnn"
+          and r["run"]["options"]["pixels"] == "natural"} == {2.0}
 
 
 def test_report_with_one_seed_per_cell_tests_nothing_and_says_so(tmp_path):
