@@ -8,7 +8,10 @@ convolution), 'jax-tiled' (every part as tiled im2col products), 'jax-auto' (the
 shape, the parts that measured faster) and 'jax-onednn' (oneDNN's kernels, where the extension
 is built), and in torch (channels-last, oneDNN); for each max-pool shape: forward and backward
 of `ops.max_pool` with XLA's reduce_window and select_and_scatter ('jax-xla') and through
-switches ('jax-tiled', which 'auto' uses on CPU).
+switches ('jax-tiled', which 'auto' uses on CPU); for each blur-pool shape of the sweep's
+blurred CNN (`BLUR_SHAPES`): forward and backward of `ops.blur_pool` as XLA's depthwise
+convolution ('jax-xla') and as separable strided slices ('jax-tiled', which 'auto' uses on CPU),
+and torch's anti-aliased-CNN form (reflection pad, depthwise `conv2d` at the stride).
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ class PoolShape(NamedTuple):
   def label(self) -> str:
     n, h, w, c = self.x
     return f"max {self.window[0]}/{self.stride[0]} {c}ch {h}x{w} n{n}"
+
+
+class BlurShape(NamedTuple):
+  """One `blur_pool` call on `x: [N, H, W, C]` (reflect padding)."""
+  x: tuple[int, ...]
+  stride: int
+  filter_size: int
+
+  def label(self) -> str:
+    n, h, w, c = self.x
+    return f"blur {self.filter_size}/{self.stride} {c}ch {h}x{w} n{n}"
+
+
+# The blur pools of the sweep's 'cnn_blur' (experiments.model_zoo: the small CNN's 16 and 32
+# channels after each dense max pool) at its batch of 64.
+BLUR_SHAPES = (BlurShape((64, 28, 28, 16), 2, 3), BlurShape((64, 14, 14, 32), 2, 3))
 
 
 def _equations(jaxpr):
@@ -249,6 +268,49 @@ def pool_record(shape: PoolShape, repeats: int) -> dict:
     runs["torch"] = {"forward": torch_forward,
                      "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)}
   return _round_robin(runs, repeats) | {"op": "max_pool", "shape": shape.label()}
+
+
+def torch_blur_pool(shape: BlurShape):
+  """torch's blur pool of `shape` on `[N, C, H, W]` (antialiased-cnns' form): reflection pad,
+  then a depthwise `conv2d` with the binomial filter at the stride."""
+  import torch
+  from torch.nn import functional as F
+  channels = shape.x[-1]
+  taps = torch.tensor(ops.binomial_filter(shape.filter_size, 2).tolist(), dtype=torch.float32)
+  kernel = taps[None, None].repeat(channels, 1, 1, 1)
+  lo, hi = (shape.filter_size - 1) // 2, shape.filter_size // 2
+  return lambda tx: F.conv2d(F.pad(tx, (lo, hi, lo, hi), mode="reflect"), kernel,
+                             stride=shape.stride, groups=channels)
+
+
+def blur_record(shape: BlurShape, repeats: int) -> dict:
+  """Milliseconds of blur-pool forward and backward per implementation."""
+  import torch
+  x = jax.random.normal(jax.random.key(0), shape.x, jnp.float32)
+  runs = {}
+  for name in ("xla", "tiled"):
+    blur = functools.partial(ops.blur_pool, stride=shape.stride, filter_size=shape.filter_size,
+                             lowering=name)
+    forward = jax.jit(blur)
+    dy = jax.random.normal(jax.random.key(2), forward(x).shape)
+    backward = jax.jit(lambda x, dy, blur=blur: jax.vjp(blur, x)[1](dy)[0])
+    runs[f"jax-{name}"] = {
+        "forward": functools.partial(lambda f: f(x).block_until_ready(), forward),
+        "backward": functools.partial(lambda f: f(x, dy).block_until_ready(), backward)}
+  n, h, w, c = shape.x
+  torch_blur = torch_blur_pool(shape)
+  tx = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+  tx.requires_grad_(True)
+  ty = torch_blur(tx)
+  tdy = torch.randn_like(ty)
+
+  def torch_forward():
+    with torch.no_grad():
+      torch_blur(tx)
+
+  runs["torch"] = {"forward": torch_forward,
+                   "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)}
+  return _round_robin(runs, repeats) | {"op": "blur_pool", "shape": shape.label()}
 
 
 def _round_robin(runs: dict, repeats: int) -> dict:

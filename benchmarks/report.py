@@ -59,14 +59,17 @@ def markdown(records: list[dict]) -> str:
               for impl in impls if impl != "torch"]
       rows.append(row)
     parts.append(_table(header, rows))
-    pools = [r for r in ops if r["op"] == "max_pool"]
-    if pools:
-      impls = implementations(pools)
-      parts.append("### Per op: max pooling, milliseconds (fwd / bwd)")
-      parts.append(_table(
-          ["model", "pool"] + [f"{impl} {part}" for impl in impls for part in ("fwd", "bwd")],
-          [[r["model"], r["shape"]] + [r.get(f"{impl} {part} ms", "") for impl in impls
-                                       for part in ("forward", "backward")] for r in pools]))
+    for op, title, column in (("max_pool", "max pooling", "pool"),
+                              ("blur_pool", "blur pooling", "blur")):
+      rows = [r for r in ops if r["op"] == op]
+      if rows:
+        impls = implementations(rows)
+        parts.append(f"### Per op: {title}, milliseconds (fwd / bwd)")
+        parts.append(_table(
+            ["model", column] + [f"{impl} {part}" for impl in impls
+                                 for part in ("fwd", "bwd")],
+            [[r["model"], r["shape"]] + [r.get(f"{impl} {part} ms", "") for impl in impls
+                                         for part in ("forward", "backward")] for r in rows]))
   depth = [r for r in records if r["section"] == "depth"]
   if depth:
     parts.append("### FLOPs against depth (224x224, one image; GMACs = XLA FLOPs / 2)")

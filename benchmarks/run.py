@@ -19,7 +19,7 @@ Sections:
           float32; torch runs under autocast); the torch twin runs on CUDA when JAX's default
           backend is a GPU.
   ops     per conv shape of the models: forward, dX, dW with every lowering; per max-pool
-          shape: forward, backward. With `--write-auto-table`, the fastest lowering per conv
+          shape and per blur-pool shape of the sweep's blurred CNN: forward, backward. With `--write-auto-table`, the fastest lowering per conv
           shape and part goes into 'auto's table for this CPU's ISA class
           (`cnn_jax.ops.lowering.auto_choices`).
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
@@ -156,6 +156,10 @@ def op_records(model_names, repeats: int) -> list[dict]:
   for name, shape in pools:
     print(f"[ops] {name} {shape.label()}", file=sys.stderr, flush=True)
     records.append({"section": "ops", "model": name} | per_op.pool_record(shape, repeats))
+  for shape in per_op.BLUR_SHAPES:
+    print(f"[ops] cnn_blur {shape.label()}", file=sys.stderr, flush=True)
+    records.append({"section": "ops", "model": "cnn_blur (sweep)"}
+                   | per_op.blur_record(shape, repeats))
   return records
 
 

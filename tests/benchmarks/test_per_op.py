@@ -1,10 +1,13 @@
-"""'auto's table is written from the per-op medians (`benchmarks.per_op.table_choice`)."""
+"""'auto's table is written from the per-op medians (`benchmarks.per_op.table_choice`); the
+per-op benchmark's torch blur pool is the op it is compared with."""
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import per_op
+from cnn_jax import ops
 from cnn_jax.ops import lowering
 
 
@@ -33,3 +36,14 @@ def test_write_auto_table_adds_this_isa_class_and_keeps_the_others(tmp_path):
   table = json.loads(path.read_text())
   assert table["other-isa"] == {"s": dict.fromkeys(lowering.TILED_PARTS, "xla")}
   assert table[lowering.cpu_isa()] == {"sig": dict.fromkeys(lowering.TILED_PARTS, "xla")}
+
+
+@pytest.mark.parametrize("shape", per_op.BLUR_SHAPES + (per_op.BlurShape((2, 9, 7, 3), 3, 4),))
+def test_torch_blur_pool_computes_what_blur_pool_does(shape):
+  # The benchmark compares the same op: torch's form equals `ops.blur_pool` (float32 sums of
+  # at most 16 dyadic-weighted terms: rounding of order 1e-6).
+  torch = pytest.importorskip("torch")
+  x = np.random.default_rng(0).standard_normal(shape.x).astype(np.float32)
+  expected = ops.blur_pool(x, stride=shape.stride, filter_size=shape.filter_size)
+  got = per_op.torch_blur_pool(shape)(torch.from_numpy(x).permute(0, 3, 1, 2))
+  np.testing.assert_allclose(got.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-5, atol=1e-6)
