@@ -68,7 +68,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"{optim.peak_learning_rate(config):g} = {config.learning_rate:g} per 256 "
       "examples).", ""]
   if config.budget_cuts:
-    lines += ["Budget cuts (to fit the sweep into 2 hours on 2 CPU cores; the config "
+    lines += [f"Budget cuts (to fit the sweep into {config.budget_hours:g} hours on 2 CPU cores; "
+              "the config "
               "`experiments/configs/exp_sweep.py:gpu` undoes each):", ""]
     lines += [f"- {SECTION_TITLES[name]}: {config.budget_cuts[name]}."
               for name in SECTION_TITLES if name in config.budget_cuts]

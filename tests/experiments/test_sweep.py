@@ -516,7 +516,8 @@ def test_the_report_states_the_budget_cuts_and_the_sections_they_leave_out(tmp_p
   config = exp_sweep.get_config()
   path = sweep.report.write_report({}, config, str(tmp_path), sweep.EXPERIMENTS)
   readme = open(path).read()
-  assert "Budget cuts (to fit the sweep into 2 hours on 2 CPU cores;" in readme
+  assert (f"Budget cuts (to fit the sweep into {config.budget_hours:g} hours on 2 CPU cores;"
+          in readme)
   assert f"- 5. Depth: plain vs residual: {config.budget_cuts.depth}." in readme
   assert "## 5. Depth: plain vs residual\n\nNot run in this sweep (budget cuts above)." in readme
   gpu = sweep.report.write_report({}, exp_sweep.get_config("gpu"), str(tmp_path / "gpu"),
