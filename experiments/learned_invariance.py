@@ -37,7 +37,8 @@ Stopping rule: `pretrain_steps` and `train_steps`, checked (`experiments.stoppin
 ('<condition>_classes<k>') for these multiples. A cell is at its plateau at a length when the
 final validation accuracy of each of its phases rose by at most `PLATEAU_TOLERANCE` from half
 that length; each cell is reported at the shortest such length, else at its longest
-(`reported_runs`).
+(`reported_runs`). A run whose pretraining ended at chance accuracy collapsed (`collapsed`): it
+is counted in the report and left out of its cell's statistics, contrasts and check.
 
 Head-only fine-tuning because fine-tuning all pretrained weights at the one location (an earlier
 protocol of this experiment) gave no transfer at all, also at peak rates 0.01 and 0.005, and so
@@ -77,6 +78,9 @@ NUM_CLASSES = 10
 FEATURE_MODULES = ("Conv1", "Conv2", "Fc1")
 FEATURE_LAYER = "fc1"  # the penultimate (dense) layer whose features the cosine compares
 ALPHA = 0.05
+# A pretraining that ends within this of chance accuracy did not train (at the sweep's rate a few
+# seeds collapse to answering one class); such runs are counted and left out of their cell.
+COLLAPSE_MARGIN = 0.02
 # Biscione & Bowers' central finding: random-location pretraining transfers, against scratch and
 # against fixed-location pretraining.
 CENTRAL_CLAIMS = ("Pretraining across the canvas gives invariance at untrained locations",
@@ -462,10 +466,21 @@ def phase_accuracies(condition: str) -> tuple:
           else ()) + (stopping_rule.final_validation_accuracy,)
 
 
+def collapsed(result: dict) -> bool:
+  """Whether the run's pretraining collapsed: its final validation accuracy within
+  `COLLAPSE_MARGIN` of chance among the pretraining classes (the network answers one class)."""
+  metrics = result["metrics"]
+  if "pretrain_validation_accuracy" not in metrics:
+    return False
+  chance = 1.0 / result["run"]["options"]["pretrain_classes"]
+  return pretrain_validation_accuracy(metrics) <= chance + COLLAPSE_MARGIN
+
+
 def cell_lengths(results: list[dict]) -> dict[tuple[str, int], dict[float, list[dict]]]:
-  """`{(condition, pretrain_classes): {length: results}}` (1 = the configured steps)."""
+  """`{(condition, pretrain_classes): {length: results}}` (1 = the configured steps), the
+  `collapsed` runs left out."""
   return stopping_rule.by_length(
-      results,
+      [result for result in results if not collapsed(result)],
       lambda r: (r["run"]["options"]["condition"], r["run"]["options"]["pretrain_classes"]),
       1.0, option="length")
 
@@ -495,6 +510,11 @@ def _plateau_checks(results: list[dict]) -> dict[tuple[str, int], tuple[float, l
 def report(results: list[dict], config, out_dir: str) -> str:
   settings = config.learned_invariance
   checks = _plateau_checks(results)
+  collapsed_runs = {}
+  for result in filter(collapsed, results):
+    options = result["run"]["options"]
+    key = (options["condition"], options["pretrain_classes"], options.get("length", 1.0))
+    collapsed_runs[key] = collapsed_runs.get(key, 0) + 1
   results = reported_runs(results, config)
   headline = settings.headline_classes
   order = lambda key: (key[1] != headline, key[1], CONDITIONS.index(key[0]))
@@ -514,7 +534,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
     length, gains = checks[(condition, classes)]
     gains = dict(gains)
     training_rows.append([
-        condition, classes, len(group), f"{length:g}",
+        condition, classes, len(group), collapsed_runs.get((condition, classes, length), 0),
+        f"{length:g}",
         cell(_values(group, "pretrain_clean_accuracy")) if pretrained else "–",
         cell(_values(group, "pretrain_final_train_loss")) if pretrained else "–",
         cell(_values(group, "pretrain_plateau_gain")) if pretrained else "–",
@@ -568,12 +589,15 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "length (column 'length', 1 = the steps above) when the final validation accuracy of each "
       f"phase rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from half that length "
       "(columns 'gain from half', seeds paired); each cell is reported at the shortest such "
-      "length trained, else at its longest. Test: the new classes among a fixed subset of "
+      "length trained, else at its longest. A run whose pretraining ended within "
+      f"{COLLAPSE_MARGIN:g} of chance accuracy collapsed (its network answers one class) and is "
+      "left out of its cell (column 'collapsed': such seeds at the reported length; 'seeds': "
+      "the others). Test: the new classes among a fixed subset of "
       f"{2 * config.eval_images} test digits, at every offset in {offsets}^2; top-1 among the "
       "new classes.", "",
       "Training (clean accuracy: pretraining on its own test placement; new classes at the "
       "trained location):", "",
-      markdown_table(["condition", "pretraining classes", "seeds", "length",
+      markdown_table(["condition", "pretraining classes", "seeds", "collapsed", "length",
                       "pretrain clean acc", "pretrain train loss", "pretrain plateau gain",
                       "pretrain gain from half (p)", "clean acc (trained location)",
                       "train loss", "plateau gain", "gain from half (p)"], training_rows), "",

@@ -200,7 +200,7 @@ def test_report_checks_each_phase_and_gives_each_cell_at_its_plateau_length(tmp_
                           final=(0.898, 0.898))
   half += _fixture_results({"pretrained": 0.1}, counts=(5,), length=0.5, final=(0.8, 0.9))
   text = learned_invariance.report(rule + half, config, str(tmp_path))
-  assert "| scratch | 5 | 5 | 1 | – | – | – | – | 0.950 ± 0.000" in text
+  assert "| scratch | 5 | 5 | 0 | 1 | – | – | – | – | 0.950 ± 0.000" in text
   assert "| **+0.1000** (" in text and text.count("| +0.0020 (") == 3
   assert ("Stopping-rule check: 2 of 3 checked cells reached it; **not at their plateau**: "
           "pretrained, 5 classes at 1x (pretraining +0.1000, p ") in text
@@ -213,6 +213,27 @@ def test_report_checks_each_phase_and_gives_each_cell_at_its_plateau_length(tmp_
   lengths = {r["run"]["options"].get("length", 1.0)
              for r in learned_invariance.reported_runs(only_scratch + half_only, config)}
   assert lengths == {0.5}
+
+
+def test_collapsed_pretraining_runs_are_counted_and_left_out(tmp_path):
+  config = exp_sweep.get_config()
+  config.learned_invariance.pretrain_class_counts = (5,)
+  results = _fixture_results({"scratch": 0.2, "pretrained": 0.7, "fixed_pretrained": 0.25},
+                             counts=(5,))
+  # Seed 4's pretraining at random locations ended at chance among 5 classes (0.2).
+  failed = next(r for r in results if r["run"]["name"] == "pretrained_classes5_seed4")
+  failed["metrics"]["pretrain_validation_accuracy"] = [0.2, 0.2]
+  failed["metrics"]["accuracy"] = [[0.2] * 3] * 3
+  assert learned_invariance.collapsed(failed)
+  assert not any(learned_invariance.collapsed(r) for r in results if r is not failed)
+  reported = learned_invariance.reported_runs(results, config)
+  assert failed not in reported and len(reported) == len(results) - 1
+  text = learned_invariance.report(results, config, str(tmp_path))
+  assert "| pretrained | 5 | 4 | 1 | 1 | 0.970 ± 0.000" in text
+  # The contrasts use the four that trained (untrained-location accuracy as without it).
+  named = [c for c in contrasts.contrasts_for(config) if c.a.experiment == learned_invariance.NAME]
+  values = contrasts.cell_values({learned_invariance.NAME: reported}, named[0].b)
+  assert len(values) == 4 and min(values) > 0.5
 
 
 def test_no_difference_is_reported_as_not_reproduced(tmp_path):
