@@ -37,8 +37,9 @@ Stopping rule: `pretrain_steps` and `train_steps`, checked (`experiments.stoppin
 ('<condition>_classes<k>') for these multiples. A cell is at its plateau at a length when the
 final validation accuracy of each of its phases rose by at most `PLATEAU_TOLERANCE` from half
 that length; each cell is reported at the shortest such length, else at its longest
-(`reported_runs`). A run whose pretraining ended at chance accuracy collapsed (`collapsed`): it
-is counted in the report and left out of its cell's statistics, contrasts and check.
+(`reported_runs`). A run with a phase whose validation accuracy fell to chance after its first
+record collapsed (`collapsed`): it is counted in the report and left out of its cell's
+statistics, contrasts and check.
 
 Head-only fine-tuning because fine-tuning all pretrained weights at the one location (an earlier
 protocol of this experiment) gave no transfer at all, also at peak rates 0.01 and 0.005, and so
@@ -78,8 +79,9 @@ NUM_CLASSES = 10
 FEATURE_MODULES = ("Conv1", "Conv2", "Fc1")
 FEATURE_LAYER = "fc1"  # the penultimate (dense) layer whose features the cosine compares
 ALPHA = 0.05
-# A pretraining that ends within this of chance accuracy did not train (at the sweep's rate a few
-# seeds collapse to answering one class); such runs are counted and left out of their cell.
+# A training phase whose validation accuracy falls within this of chance did not train or
+# diverged (at the sweep's rate a few seeds collapse to answering one class); such runs are
+# counted and left out of their cell.
 COLLAPSE_MARGIN = 0.02
 # Biscione & Bowers' central finding: random-location pretraining transfers, against scratch and
 # against fixed-location pretraining.
@@ -467,13 +469,15 @@ def phase_accuracies(condition: str) -> tuple:
 
 
 def collapsed(result: dict) -> bool:
-  """Whether the run's pretraining collapsed: its final validation accuracy within
-  `COLLAPSE_MARGIN` of chance among the pretraining classes (the network answers one class)."""
+  """Whether the run's training collapsed: a validation record of a phase (the pretraining, the
+  new classes) after its first within `COLLAPSE_MARGIN` of chance among its classes (the
+  network answered one class: it never trained, or diverged on the way)."""
   metrics = result["metrics"]
-  if "pretrain_validation_accuracy" not in metrics:
-    return False
-  chance = 1.0 / result["run"]["options"]["pretrain_classes"]
-  return pretrain_validation_accuracy(metrics) <= chance + COLLAPSE_MARGIN
+  classes = result["run"]["options"]["pretrain_classes"]
+  phases = [(metrics["validation_accuracy"], 1.0 / (NUM_CLASSES - classes))]
+  if "pretrain_validation_accuracy" in metrics:
+    phases.append((metrics["pretrain_validation_accuracy"], 1.0 / classes))
+  return any(min(curve[1:] or curve) <= chance + COLLAPSE_MARGIN for curve, chance in phases)
 
 
 def cell_lengths(results: list[dict]) -> dict[tuple[str, int], dict[float, list[dict]]]:
@@ -589,9 +593,9 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "length (column 'length', 1 = the steps above) when the final validation accuracy of each "
       f"phase rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from half that length "
       "(columns 'gain from half', seeds paired); each cell is reported at the shortest such "
-      "length trained, else at its longest. A run whose pretraining ended within "
-      f"{COLLAPSE_MARGIN:g} of chance accuracy collapsed (its network answers one class) and is "
-      "left out of its cell (column 'collapsed': such seeds at the reported length; 'seeds': "
+      "length trained, else at its longest. A run with a phase whose validation accuracy fell "
+      f"within {COLLAPSE_MARGIN:g} of chance after its first record collapsed (its network "
+      "answered one class: it never trained or diverged) and is left out of its cell (column 'collapsed': such seeds at the reported length; 'seeds': "
       "the others). Test: the new classes among a fixed subset of "
       f"{2 * config.eval_images} test digits, at every offset in {offsets}^2; top-1 among the "
       "new classes.", "",

@@ -230,6 +230,17 @@ def test_collapsed_pretraining_runs_are_counted_and_left_out(tmp_path):
   assert failed not in reported and len(reported) == len(results) - 1
   text = learned_invariance.report(results, config, str(tmp_path))
   assert "| pretrained | 5 | 4 | 1 | 1 | 0.970 ± 0.000" in text
+  # So does a new-class training that ended at chance (1 / 5 new classes).
+  scratch = next(r for r in results if r["run"]["name"] == "scratch_classes5_seed0")
+  assert not learned_invariance.collapsed(scratch)
+  scratch["metrics"]["validation_accuracy"] = [0.2, 0.21]
+  assert learned_invariance.collapsed(scratch)
+  # And one that diverged on the way (down to chance, then partly back), but not a first record
+  # at chance.
+  scratch["metrics"]["validation_accuracy"] = [0.9, 0.2, 0.6]
+  assert learned_invariance.collapsed(scratch)
+  scratch["metrics"]["validation_accuracy"] = [0.2, 0.6, 0.9]
+  assert not learned_invariance.collapsed(scratch)
   # The contrasts use the four that trained (untrained-location accuracy as without it).
   named = [c for c in contrasts.contrasts_for(config) if c.a.experiment == learned_invariance.NAME]
   values = contrasts.cell_values({learned_invariance.NAME: reported}, named[0].b)
