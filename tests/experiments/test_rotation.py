@@ -269,6 +269,7 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   config.rotation.schedule_epochs.cnn_none = (40.0,)
   config.rotation.schedule_epochs.cnn_rotate = (40.0,)
   config.rotation.schedule_epochs.p4cnn_rotate = (40.0, 160.0, 320.0)  # every condition at 80
+  config.rotation.schedule_epochs.cnn_bn_rotate = (40.0, 160.0, 320.0)
   config.rotation.test_angles = (0.0, 45.0, 90.0, 180.0, 270.0)
   config.rotation.layer_angles = (90.0, 45.0)
   results = [{"run": run._asdict(), "metrics": _fake_metrics(
