@@ -141,12 +141,9 @@ def _validate_lengths(config, dataset: str, field: str) -> None:
   cells = {f"{run.options['model']}_{run.options['augmentation']}" for run in _full_runs(config)
            if run.options["dataset"] == dataset}
   what = "the digits grid or dose-response" if dataset == DATASET else "the canvas grid"
-  for cell_name, lengths in settings.schedule_epochs.items():
-    if cell_name not in cells:
-      raise ValueError(f"{field}.schedule_epochs keys must be '<model>_<augmentation>' cells of "
-                       f"{what}, got {cell_name!r}")
-    stopping_rule.check_lengths(f"{field}.schedule_epochs.{cell_name}", lengths,
-                                _num_epochs(config, dataset))
+  stopping_rule.check_schedule(f"{field}.schedule_epochs", settings.schedule_epochs, cells,
+                               f"'<model>_<augmentation>' cells of {what}",
+                               _num_epochs(config, dataset))
 
 
 def num_steps(config, dataset: str, num_train: int, epochs: float | None = None) -> int:
@@ -231,9 +228,7 @@ def plan(config) -> list[Run]:
     return half + tuple(settings.schedule_epochs.get(
         f"{run.options['model']}_{run.options['augmentation']}", ()))
 
-  return runs + [Run(NAME, f"{run.name.removesuffix(f'_seed{run.seed}')}_e{epochs:g}_seed"
-                     f"{run.seed}", run.seed, {**run.options, "epochs": float(epochs)})
-                 for run in runs for epochs in lengths(run)]
+  return runs + stopping_rule.runs_at_lengths(runs, lengths, "epochs", "e")
 
 
 def _full_runs(config) -> list[Run]:

@@ -146,12 +146,9 @@ def validate(config) -> None:
   check_names(f"config.{NAME}.conditions", settings.conditions, CONDITIONS)
   check_names(f"config.{NAME}.class_sweep_conditions", settings.class_sweep_conditions,
               SWEEP_CONDITIONS)
-  cells = {cell_name(run) for run in _rule_runs(config)}
-  for name, lengths in settings.schedule_lengths.items():
-    if name not in cells:
-      raise ValueError(f"config.{NAME}.schedule_lengths keys must be '<condition>_classes<k>' "
-                       f"cells of the plan, got {name!r}")
-    stopping_rule.check_lengths(f"config.{NAME}.schedule_lengths.{name}", lengths, 1.0)
+  stopping_rule.check_schedule(f"config.{NAME}.schedule_lengths", settings.schedule_lengths,
+                               {cell_name(run) for run in _rule_runs(config)},
+                               "'<condition>_classes<k>' cells of the plan", 1.0)
   features = tuple(settings.conv_features)
   if len(features) != 2 or any(not isinstance(f, int) or f < 1 for f in features):
     raise ValueError(f"config.{NAME}.conv_features must be two ints >= 1 (the CNN's two conv "
@@ -167,9 +164,7 @@ def plan(config) -> list[Run]:
   runs = _rule_runs(config)
   lengths = lambda run: (((0.5,) if settings.half_length_check else ())
                          + tuple(settings.schedule_lengths.get(cell_name(run), ())))
-  return runs + [Run(NAME, f"{cell_name(run)}_x{length:g}_seed{run.seed}", run.seed,
-                     {**run.options, "length": float(length)})
-                 for run in runs for length in lengths(run)]
+  return runs + stopping_rule.runs_at_lengths(runs, lengths, "length", "x")
 
 
 def cell_name(run: Run) -> str:

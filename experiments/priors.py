@@ -108,13 +108,10 @@ def validate(config) -> None:
   if not isinstance(settings.control_draws, int) or settings.control_draws < 1:
     raise ValueError(f"config.{NAME}.control_draws must be an int >= 1, got "
                      f"{settings.control_draws!r}")
-  cells = {cell_name(run) for run in _rule_runs(config)}
-  for name, lengths in settings.schedule_lengths.items():
-    if name not in cells:
-      raise ValueError(f"config.{NAME}.schedule_lengths keys must be "
-                       f"'<architecture>_<pixels>_<size>' cells of the data-size curve, got "
-                       f"{name!r}")
-    stopping_rule.check_lengths(f"config.{NAME}.schedule_lengths.{name}", lengths, 1.0)
+  stopping_rule.check_schedule(
+      f"config.{NAME}.schedule_lengths", settings.schedule_lengths,
+      {cell_name(run) for run in _rule_runs(config)},
+      "'<architecture>_<pixels>_<size>' cells of the data-size curve", 1.0)
 
 
 def plan(config) -> list[Run]:
@@ -127,9 +124,7 @@ def plan(config) -> list[Run]:
   lengths = lambda run: (((0.5,) if settings.half_length_check else ())
                          + tuple(settings.schedule_lengths.get(cell_name(run), ())))
   return (runs + [Run(NAME, "self_similarity", settings.seeds[0], {"kind": "self_similarity"})]
-          + [Run(NAME, f"{cell_name(run)}_x{length:g}_seed{run.seed}", run.seed,
-                 {**run.options, "length": float(length)})
-             for run in runs for length in lengths(run)])
+          + stopping_rule.runs_at_lengths(runs, lengths, "length", "x"))
 
 
 def _rule_runs(config) -> list[Run]:

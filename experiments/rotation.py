@@ -82,14 +82,12 @@ def validate(config) -> None:
     value = settings[field]
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
       raise ValueError(f"config.{NAME}.{field} must be a number > 0, got {value!r}")
-  for condition, lengths in settings.schedule_epochs.items():
-    model, _, augmentation = condition.rpartition("_")
-    if model not in settings.models or augmentation not in settings.augmentations:
-      raise ValueError(f"config.{NAME}.schedule_epochs keys must be '<model>_<augmentation>' of "
-                       f"the configured models {tuple(settings.models)!r} and augmentations "
-                       f"{tuple(settings.augmentations)!r}, got {condition!r}")
-    stopping_rule.check_lengths(f"config.{NAME}.schedule_epochs.{condition}", lengths,
-                                settings.num_epochs)
+  stopping_rule.check_schedule(
+      f"config.{NAME}.schedule_epochs", settings.schedule_epochs,
+      {f"{model}_{augmentation}" for model in settings.models
+       for augmentation in settings.augmentations},
+      f"'<model>_<augmentation>' of the configured models {tuple(settings.models)!r} and "
+      f"augmentations {tuple(settings.augmentations)!r}", settings.num_epochs)
   for field in ("test_angles", "layer_angles"):
     angles = tuple(settings[field])
     if not angles or any(not isinstance(a, (int, float)) or isinstance(a, bool)

@@ -13,6 +13,7 @@ steps); the arithmetic is the same.
 
 from __future__ import annotations
 
+from experiments.runs import Run
 from experiments.seed_statistics import Comparison, format_p, paired_test
 
 PLATEAU_TOLERANCE = 0.005
@@ -30,6 +31,24 @@ def check_lengths(field: str, lengths, num_epochs: float) -> None:
                         or e == num_epochs for e in lengths):
     raise ValueError(f"{field} must be numbers of epochs > 0 other than num_epochs "
                      f"({num_epochs:g}), got {lengths!r}")
+
+
+def check_schedule(field: str, schedule, cells, keys: str, num_epochs: float) -> None:
+  """Raises a ValueError naming config `field` unless every key of `schedule` (a cell name:
+  its other lengths) is one of `cells` (described by `keys`) and its lengths pass
+  `check_lengths`."""
+  for name, lengths in schedule.items():
+    if name not in cells:
+      raise ValueError(f"{field} keys must be {keys}, got {name!r}")
+    check_lengths(f"{field}.{name}", lengths, num_epochs)
+
+
+def runs_at_lengths(runs: list[Run], lengths, option: str, tag: str) -> list[Run]:
+  """Each run again at each of `lengths(run)`: option `option` set to it, named
+  `<name less _seed<s>>_<tag><length>_seed<s>` (e.g. `cnn_translate_e7.5_seed3`)."""
+  return [Run(run.experiment, f"{run.name.removesuffix(f'_seed{run.seed}')}_{tag}{length:g}"
+                              f"_seed{run.seed}", run.seed, {**run.options, option: float(length)})
+          for run in runs for length in lengths(run)]
 
 
 def by_length(results: list[dict], key, num_epochs: float, option: str = "epochs") -> dict:
