@@ -236,37 +236,50 @@ def _conv_flops(shape: ConvShape) -> float:
   return 2.0 * n * out[0] * out[1] * c_out * kh * kw * c_group
 
 
+def _jax_forward_backward(function, x: jax.Array) -> dict:
+  """The jitted forward and backward (the VJP of a random cotangent) of `function` at `x`, as
+  timed runs."""
+  forward = jax.jit(function)
+  dy = jax.random.normal(jax.random.key(2), forward(x).shape)
+  backward = jax.jit(lambda x, dy: jax.vjp(function, x)[1](dy)[0])
+  return {"forward": lambda: forward(x).block_until_ready(),
+          "backward": lambda: backward(x, dy).block_until_ready()}
+
+
+def _torch_forward_backward(function, x_shape: tuple[int, ...]) -> tuple[dict, tuple]:
+  """torch's forward (no grad) and backward of `function` on a random channels-last input of
+  NHWC shape `x_shape`, as timed runs, and the output's spatial shape."""
+  import torch
+  n, h, w, c = x_shape
+  tx = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+  tx.requires_grad_(True)
+  ty = function(tx)
+  tdy = torch.randn_like(ty)
+
+  def forward():
+    with torch.no_grad():
+      function(tx)
+
+  return ({"forward": forward,
+           "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)},
+          tuple(ty.shape[2:]))
+
+
 def pool_record(shape: PoolShape, repeats: int) -> dict:
   """Milliseconds of max-pool forward and backward per implementation."""
-  import torch
   from torch.nn import functional as F
   x = jax.random.normal(jax.random.key(0), shape.x, jnp.float32)
   runs = {}
   for name, pool in POOL_LOWERINGS.items():
     pool = functools.partial(pool, window=shape.window, stride=shape.stride, padding=shape.padding)
-    forward = jax.jit(pool)
-    dy = jax.random.normal(jax.random.key(2), forward(x).shape)
-    backward = jax.jit(lambda x, dy, pool=pool: jax.vjp(pool, x)[1](dy)[0])
-    runs[f"jax-{name}"] = {
-        "forward": functools.partial(lambda f: f(x).block_until_ready(), forward),
-        "backward": functools.partial(lambda f: f(x, dy).block_until_ready(), backward)}
-  n, h, w, c = shape.x
+    runs[f"jax-{name}"] = _jax_forward_backward(pool, x)
   # torch pads symmetrically: the larger amount gives the same output size and the same cost.
   padding = tuple(max(pair) for pair in shape.padding)
-  tx = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
-  tx.requires_grad_(True)
-  pool = functools.partial(F.max_pool2d, kernel_size=shape.window, stride=shape.stride,
-                           padding=padding)
-  ty = pool(tx)
-  if tuple(ty.shape[2:]) == tuple(dy.shape[1:3]):
-    tdy = torch.randn_like(ty)
-
-    def torch_forward():
-      with torch.no_grad():
-        pool(tx)
-
-    runs["torch"] = {"forward": torch_forward,
-                     "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)}
+  torch_runs, torch_size = _torch_forward_backward(
+      functools.partial(F.max_pool2d, kernel_size=shape.window, stride=shape.stride,
+                        padding=padding), shape.x)
+  if torch_size == tuple(jax.eval_shape(pool, x).shape[1:3]):
+    runs["torch"] = torch_runs
   return _round_robin(runs, repeats) | {"op": "max_pool", "shape": shape.label()}
 
 
@@ -285,31 +298,11 @@ def torch_blur_pool(shape: BlurShape):
 
 def blur_record(shape: BlurShape, repeats: int) -> dict:
   """Milliseconds of blur-pool forward and backward per implementation."""
-  import torch
   x = jax.random.normal(jax.random.key(0), shape.x, jnp.float32)
-  runs = {}
-  for name in ("xla", "tiled"):
-    blur = functools.partial(ops.blur_pool, stride=shape.stride, filter_size=shape.filter_size,
-                             lowering=name)
-    forward = jax.jit(blur)
-    dy = jax.random.normal(jax.random.key(2), forward(x).shape)
-    backward = jax.jit(lambda x, dy, blur=blur: jax.vjp(blur, x)[1](dy)[0])
-    runs[f"jax-{name}"] = {
-        "forward": functools.partial(lambda f: f(x).block_until_ready(), forward),
-        "backward": functools.partial(lambda f: f(x, dy).block_until_ready(), backward)}
-  n, h, w, c = shape.x
-  torch_blur = torch_blur_pool(shape)
-  tx = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
-  tx.requires_grad_(True)
-  ty = torch_blur(tx)
-  tdy = torch.randn_like(ty)
-
-  def torch_forward():
-    with torch.no_grad():
-      torch_blur(tx)
-
-  runs["torch"] = {"forward": torch_forward,
-                   "backward": lambda: torch.autograd.grad(ty, tx, tdy, retain_graph=True)}
+  runs = {f"jax-{name}": _jax_forward_backward(
+      functools.partial(ops.blur_pool, stride=shape.stride, filter_size=shape.filter_size,
+                        lowering=name), x) for name in ("xla", "tiled")}
+  runs["torch"], _ = _torch_forward_backward(torch_blur_pool(shape), shape.x)
   return _round_robin(runs, repeats) | {"op": "blur_pool", "shape": shape.label()}
 
 
