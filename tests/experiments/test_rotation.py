@@ -258,9 +258,9 @@ def test_each_condition_is_reported_at_the_shortest_length_that_reached_its_plat
   # Without a plateau, the longest length: the best the sweep has, reported as not converged.
   assert rotation.reported_lengths(lengths) == {("cnn_bn", "rotate"): 160.0,
                                                 ("p4cnn", "rotate"): 80.0}
-  assert rotation._plateau_cell(lengths[("p4cnn", "rotate")], 80.0).startswith("**no**: +0.0500")
-  assert rotation._plateau_cell(lengths[("cnn_bn", "rotate")], 40.0) == (
-      "not checked (no run at 20 epochs)")
+  assert stopping_rule.gain_cell(stopping_rule.doubling_gain(
+      lengths[("p4cnn", "rotate")], 80.0)).startswith("**+0.0500** (")
+  assert stopping_rule.doubling_gain(lengths[("cnn_bn", "rotate")], 40.0) is None
 
 
 def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
@@ -289,7 +289,7 @@ def test_report_tests_the_contrasts_and_compares_with_cohen_welling(tmp_path):
   # The fixtures' final validation accuracy is 0.95 at every length: no gain from 40 epochs.
   assert text.count(": at its plateau by 80 epochs (40 -> 80 epochs: +0.0000") == 6
   # Every condition is reported at its plateau, 80 epochs here.
-  assert "| CNN + batch norm + rotation augmentation | 5 | 24058 | 80 | yes: +0.0000 (" in text
+  assert "| CNN + batch norm + rotation augmentation | 5 | 24058 | 80 | +0.0000 (" in text
   # The CNN + batch norm at its longest length (320 epochs; 0.93 on rotated digits) against
   # the P4CNN at 80 epochs and at its longest, 320 (0.95), 5 seeds each, sd 0.01.
   rows = [line for line in text.splitlines()
