@@ -22,6 +22,8 @@ from experiments.runs import Run
     ("class_sweep_seeds", (), "class_sweep_seeds"),
     ("class_sweep_conditions", ("random_features",), "class_sweep_conditions"),
     ("canvas", 20, "canvas"),
+    ("learning_rate", 0.0, "learning_rate"),
+    ("learning_rate", -0.1, "learning_rate"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
   config = exp_sweep.get_config()
@@ -134,6 +136,30 @@ def test_fixed_location_pretraining_runs_on_the_smoke_config():
     assert len(metrics[f"{prefix}validation_accuracy"]) == len(metrics[f"{prefix}record_steps"])
     assert f"{prefix}plateau_gain" in metrics
   assert 0.0 <= metrics["pretrain_clean_accuracy"] <= 1.0
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_both_phases_train_at_the_experiments_own_rate(monkeypatch):
+  config = exp_sweep.get_config("smoke")
+  config.learned_invariance.learning_rate = 0.0375
+  assert config.learning_rate != 0.0375
+  rates = []
+
+  def recording(training, *args, **kwargs):
+    rates.append(training.learning_rate)
+    if len(rates) == 2:
+      raise _Stop
+    return original(training, *args, **kwargs)
+
+  original = learned_invariance.train_classifier
+  monkeypatch.setattr(learned_invariance, "train_classifier", recording)
+  run = Run(learned_invariance.NAME, "x", 0, {"condition": "pretrained", "pretrain_classes": 5})
+  with pytest.raises(_Stop):
+    learned_invariance.execute(run, config, load_digits())
+  assert rates == [0.0375, 0.0375]
 
 
 def _fixture_results(transfer: dict, seeds=(0, 1, 2, 3, 4), counts=(2, 5, 8), length=None,
