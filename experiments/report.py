@@ -66,7 +66,7 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       "schedule, weight decay 5e-4 on kernels, label smoothing 0.1, "
       f"batch {config.batch_size}, peak rate "
       f"{optim.peak_learning_rate(config):g} = {config.learning_rate:g} per 256 "
-      "examples).", ""]
+      "examples, where a section states no rate of its own).", ""]
   if config.budget_cuts:
     lines += [f"Budget cuts (to fit the sweep into {config.budget_hours:g} hours on 2 CPU cores; "
               "the config "
