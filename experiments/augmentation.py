@@ -42,7 +42,7 @@ from experiments.in_memory_training import (CANVAS_DATASET, DATASET, IN_MEMORY_D
                                             evaluation_subset, is_prepared, not_prepared_message,
                                             plateau_gain, prng_key, train_classifier,
                                             training_config, validation_split)
-from experiments.model_zoo import MODELS, check_names, check_seeds
+from experiments.model_zoo import MODELS, check_names, check_positive_number, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
 from experiments.seed_statistics import Comparison, format_p
@@ -105,10 +105,7 @@ def validate(config) -> None:
       config.augmentation.cifar10_num_steps < 1):
     raise ValueError(f"config.{NAME}.cifar10_num_steps must be an int >= 1, got "
                      f"{config.augmentation.cifar10_num_steps!r}")
-  if not isinstance(config.augmentation.num_epochs, (int, float)) or (
-      config.augmentation.num_epochs <= 0):
-    raise ValueError(f"config.{NAME}.num_epochs must be a number > 0, got "
-                     f"{config.augmentation.num_epochs!r}")
+  check_positive_number(f"config.{NAME}.num_epochs", config.augmentation.num_epochs)
   if config.augmentation.reduced_models:
     check_names(f"config.{NAME}.reduced_models", config.augmentation.reduced_models,
                 tuple(MODELS))
@@ -122,9 +119,7 @@ def validate(config) -> None:
   check_names(f"config.{NAME}.canvas.augmentations", canvas.augmentations, AUGMENTATIONS)
   if canvas.reduced_models:
     check_names(f"config.{NAME}.canvas.reduced_models", canvas.reduced_models, tuple(MODELS))
-  if not isinstance(canvas.num_epochs, (int, float)) or canvas.num_epochs <= 0:
-    raise ValueError(f"config.{NAME}.canvas.num_epochs must be a number > 0, got "
-                     f"{canvas.num_epochs!r}")
+  check_positive_number(f"config.{NAME}.canvas.num_epochs", canvas.num_epochs)
   for dataset, field in ((DATASET, f"config.{NAME}"), (CANVAS_DATASET, f"config.{NAME}.canvas")):
     _validate_lengths(config, dataset, field)
   if not 0.0 < config.validation_fraction < 1.0:

@@ -46,7 +46,7 @@ from experiments.contrasts import final_train_loss
 from experiments.in_memory_training import (DATASET, InMemoryDataset, plateau_gain, prng_key,
                                             train_classifier, training_config,
                                             validation_scores)
-from experiments.model_zoo import check_seeds
+from experiments.model_zoo import check_positive_number, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
@@ -74,9 +74,7 @@ def validate(config) -> None:
       settings.validation_size % 10) or settings.train_size + settings.validation_size > 4000:
     raise ValueError(f"config.{NAME}.validation_size must be a multiple of 10 >= 10 with "
                      f"train_size + validation_size <= 4000, got {settings.validation_size!r}")
-  if not isinstance(settings.num_epochs, (int, float)) or settings.num_epochs <= 0:
-    raise ValueError(f"config.{NAME}.num_epochs must be a number > 0, got "
-                     f"{settings.num_epochs!r}")
+  check_positive_number(f"config.{NAME}.num_epochs", settings.num_epochs)
   depths = tuple(settings.depths)
   if not depths or not all(isinstance(d, int) and d >= 8 and (d - 2) % 6 == 0 for d in depths):
     raise ValueError(f"config.{NAME}.depths must be a non-empty list of depths 6n + 2 >= 8, "

@@ -53,6 +53,7 @@ dense layer's features invariant.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 
@@ -68,7 +69,7 @@ from cnn_jax.train.step import identity
 from experiments import seed_statistics, stopping_rule
 from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, plateau_gain,
                                             train_classifier, training_config, validation_split)
-from experiments.model_zoo import SMALL_CNN, check_names, check_seeds
+from experiments.model_zoo import SMALL_CNN, check_names, check_positive_number, check_seeds
 from experiments.report_tables import by_option, cell, markdown_table
 from experiments.runs import Run
 
@@ -139,9 +140,7 @@ def validate(config) -> None:
   for field in ("hidden_width", "pretrain_steps", "train_steps"):
     if not isinstance(settings[field], int) or settings[field] < 1:
       raise ValueError(f"config.{NAME}.{field} must be an int >= 1, got {settings[field]!r}")
-  rate = settings.learning_rate
-  if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
-    raise ValueError(f"config.{NAME}.learning_rate must be a number > 0, got {rate!r}")
+  check_positive_number(f"config.{NAME}.learning_rate", settings.learning_rate)
   counts = tuple(settings.pretrain_class_counts)
   if not counts or len(set(counts)) != len(counts) or any(
       not isinstance(k, int) or not 1 <= k <= NUM_CLASSES - 2 for k in counts):
@@ -516,11 +515,9 @@ def _plateau_checks(results: list[dict]) -> dict[tuple[str, int], tuple[float, l
 def report(results: list[dict], config, out_dir: str) -> str:
   settings = config.learned_invariance
   checks = _plateau_checks(results)
-  collapsed_runs = {}
-  for result in filter(collapsed, results):
-    options = result["run"]["options"]
-    key = (options["condition"], options["pretrain_classes"], options.get("length", 1.0))
-    collapsed_runs[key] = collapsed_runs.get(key, 0) + 1
+  collapsed_runs = collections.Counter(
+      (r["run"]["options"]["condition"], r["run"]["options"]["pretrain_classes"],
+       r["run"]["options"].get("length", 1.0)) for r in filter(collapsed, results))
   results = reported_runs(results, config)
   headline = settings.headline_classes
   order = lambda key: (key[1] != headline, key[1], CONDITIONS.index(key[0]))
@@ -587,10 +584,11 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "'fixed_pretrained' at offset (0, 0) only (Biscione & Bowers' control), both for "
       f"{settings.pretrain_steps} steps, then only the classifier head (conv and dense layers "
       f"frozen); every phase at peak rate {settings.learning_rate:g} per 256 examples (batch "
-      f"{config.batch_size}); 'random_features' trains only the head on a random initialization's frozen "
-      f"layers. {len(settings.seeds)} seeds at k = {headline}.{seeds_note} Stopping rule: fixed "
-      f"lengths, checked on a class-stratified {config.validation_fraction:.0%} validation split "
-      "of the training digits (never the test set), placed as in that training: 'plateau gain' "
+      f"{config.batch_size}); 'random_features' trains only the head on a random "
+      f"initialization's frozen layers. {len(settings.seeds)} seeds at k = {headline}."
+      f"{seeds_note} Stopping rule: fixed lengths, checked on a class-stratified "
+      f"{config.validation_fraction:.0%} validation split of the training digits (never the "
+      "test set), placed as in that training: 'plateau gain' "
       "= mean validation accuracy over the last quarter of the 8 records minus the quarter "
       "before; and by training both phases for half their steps: a cell is at its plateau at a "
       "length (column 'length', 1 = the steps above) when the final validation accuracy of each "
@@ -599,9 +597,9 @@ def report(results: list[dict], config, out_dir: str) -> str:
       "length trained, else at its longest. A run with a phase whose validation accuracy fell "
       f"within {COLLAPSE_MARGIN:g} of chance after its first record collapsed (its network "
       "answered one class: it never trained or diverged) and is left out of its cell (column "
-      "'collapsed': such seeds at the reported length; 'seeds': the others). Test: the new classes among a fixed subset of "
-      f"{2 * config.eval_images} test digits, at every offset in {offsets}^2; top-1 among the "
-      "new classes.", "",
+      "'collapsed': such seeds at the reported length; 'seeds': the others). Test: the new "
+      f"classes among a fixed subset of {2 * config.eval_images} test digits, at every offset "
+      f"in {offsets}^2; top-1 among the new classes.", "",
       "Training (clean accuracy: pretraining on its own test placement; new classes at the "
       "trained location):", "",
       markdown_table(["condition", "pretraining classes", "seeds", "collapsed", "length",

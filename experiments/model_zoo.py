@@ -77,6 +77,12 @@ def check_names(field: str, names, allowed) -> None:
                      f"{names!r}" + (f" (unknown: {unknown})" if unknown else ""))
 
 
+def check_positive_number(field: str, value) -> None:
+  """Raises a ValueError unless `value` is an int or float (not a bool) > 0."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"{field} must be a number > 0, got {value!r}")
+
+
 def check_seeds(field: str, seeds) -> None:
   """Raises a ValueError unless `seeds` is a non-empty sequence of distinct ints >= 0."""
   seeds = tuple(seeds)

@@ -48,7 +48,7 @@ from experiments.in_memory_training import (InMemoryDataset, evaluation_subset, 
                                             prng_key,
                                             train_classifier, training_config, validation_split)
 from experiments.model_zoo import MODELS as ZOO_MODELS
-from experiments.model_zoo import check_names, check_seeds
+from experiments.model_zoo import check_names, check_positive_number, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import cell, markdown_table
 from experiments.runs import Run
@@ -79,9 +79,7 @@ def validate(config) -> None:
                        f"layer), got {features!r}")
   check_names(f"config.{NAME}.augmentations", settings.augmentations, AUGMENTATIONS)
   for field in ("num_epochs", "max_degrees", "learning_rate"):
-    value = settings[field]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f"config.{NAME}.{field} must be a number > 0, got {value!r}")
+    check_positive_number(f"config.{NAME}.{field}", settings[field])
   stopping_rule.check_schedule(
       f"config.{NAME}.schedule_epochs", settings.schedule_epochs,
       {f"{model}_{augmentation}" for model in settings.models
