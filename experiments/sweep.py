@@ -5,6 +5,8 @@
     python -m experiments.sweep --workdir=runs/sweep --report_only   # report what has finished
     python -m experiments.sweep --report_only --report_dir=experiments/results  # no workdir:
         # rewrite a report and its figures from the results exported beside it (no training)
+    python -m experiments.sweep --workdir=runs/sweep --import_results=experiments/results ...
+        # start from the committed results: run only what the config adds to them
 
 Every run's result goes to `<workdir>/runs/<experiment>/<run>/result.json`; finished runs are
 skipped, so rerunning resumes an interrupted sweep (an unfinished run restarts: runs are short
@@ -143,6 +145,47 @@ def run_sweep(config, workdir: str, *, report_only: bool = False,
   return results
 
 
+def import_results(config, workdir: str, report_dir: str) -> int:
+  """Copies into `workdir` the results exported beside a report (`report.export_results`) of every
+  run of the sweep's plan that has not finished there; returns how many it copied.
+
+  An exported run counts as the planned one when its experiment, name, seed and options are
+  equal. Run names record the options, not every config field: the config fields that differ
+  from the exported config are logged, and results made under settings changed since must not
+  be imported. The sweep's timing history comes along where the workdir has none.
+  """
+  exported, exported_config = report.load_exported(report_dir)
+  changed = sorted(key for key, value in _flat(config.to_dict()).items()
+                   if _flat(exported_config.to_dict()).get(key) != value)
+  if changed:
+    logging.warning("Importing results made under a config that differs in %s.",
+                    ", ".join(changed))
+  by_run = {json.dumps(result["run"], sort_keys=True): result
+            for group in exported.values() for result in group}
+  imported = 0
+  for run in plan_sweep(config):
+    result = by_run.get(json.dumps(run._asdict(), sort_keys=True))
+    if result is not None and not is_finished(workdir, run):
+      save_result(workdir, run, result["metrics"])
+      imported += 1
+  timing = report.load_timing(report.exported_directory(report_dir))
+  if timing and report.load_timing(workdir) is None:
+    with open(os.path.join(workdir, report.TIMING_FILE), "w") as file:
+      json.dump(timing, file, indent=1)
+  return imported
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """`{'a': {'b': 1}}` -> `{'a.b': 1}`."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat |= _flat(value, f"{prefix}{key}.")
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
 def record_timing(workdir: str, seconds: float, runs_run: int, runs_planned: int,
                   processes: int, load_average: float) -> dict:
   """Adds to `<workdir>/sweep_timing.json` the wall time of an invocation that ran something,
@@ -171,6 +214,11 @@ flags.DEFINE_bool("report_only", False,
                   "Only (re)write the report: from the finished runs in --workdir, or without "
                   "--workdir from the results exported in --report_dir.")
 flags.DEFINE_string("report_dir", None, "Where the report goes; default <workdir>/report.")
+flags.DEFINE_string("import_results", None,
+                    "Before running, copy into --workdir the results exported in this report "
+                    "directory (e.g. experiments/results) of every planned run unfinished there, "
+                    "so that a sweep extended on a fresh clone reruns nothing it has. Only for "
+                    "results made under the current settings (see import_results).")
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in <workdir>/jax_cache and reuse them.")
 flags.DEFINE_integer("processes", 1, "Worker processes that share the runs (see above).")
@@ -213,6 +261,11 @@ def main(argv):
     if FLAGS.processes < 1:
       raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
     worker = FLAGS.worker or None
+    if FLAGS.import_results and worker is None:
+      os.makedirs(FLAGS.workdir, exist_ok=True)
+      logging.info("Imported %d results from %s.",
+                   import_results(FLAGS.config, FLAGS.workdir, FLAGS.import_results),
+                   FLAGS.import_results)
     trains_here = not FLAGS.report_only and (worker is not None or FLAGS.processes == 1)
     if trains_here and FLAGS.compilation_cache:
       use_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))

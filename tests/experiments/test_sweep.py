@@ -309,6 +309,35 @@ def test_report_only_rewrites_the_report_from_exported_results(tmp_path, monkeyp
   assert sorted(name for name in os.listdir(report_dir) if name.endswith(".png")) == figures
 
 
+def test_import_results_copies_the_planned_exported_runs_only(tmp_path, monkeypatch, caplog):
+  """A sweep extended from exported results reruns none of them, runs what the config adds,
+  and says which config fields differ from the exported one."""
+  config = tiny_config()
+  config.augmentation.seeds = (0,)
+  monkeypatch.setattr(augmentation, "execute", lambda run, config, digits: dict(FAKE_METRICS))
+  monkeypatch.setattr(sweep, "load_dataset", lambda name, data_dir: None)
+  report_dir = str(tmp_path / "results")
+  sweep.run_sweep(config, str(tmp_path / "first"), report_dir=report_dir)
+  sweep.record_timing(str(tmp_path / "first"), 1.0, 1, 1, 1, 0.0)
+  sweep.report.export_results(*sweep.report.load_exported(report_dir), report_dir,
+                              timing=sweep.report.load_timing(str(tmp_path / "first")))
+
+  config.augmentation.seeds = (0, 1)
+  workdir = str(tmp_path / "second")
+  with caplog.at_level("WARNING"):
+    assert sweep.import_results(config, workdir, report_dir) == 1
+  assert "augmentation.seeds" in caplog.text
+  first, second = sweep.plan_sweep(config)
+  assert sweep.is_finished(workdir, first) and not sweep.is_finished(workdir, second)
+  assert sweep.report.load_timing(workdir)["invocations"][0]["wall_seconds"] == 1.0
+  assert sweep.import_results(config, workdir, report_dir) == 0  # finished runs are kept
+  executed = []
+  monkeypatch.setattr(augmentation, "execute",
+                      lambda run, config, digits: executed.append(run.name) or dict(FAKE_METRICS))
+  sweep.run_sweep(config, workdir)
+  assert executed == [second.name]
+
+
 def test_report_only_without_exported_results_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="has no exported results"):
     sweep.report.report_from_exported(str(tmp_path), sweep.EXPERIMENTS)
