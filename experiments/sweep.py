@@ -154,7 +154,11 @@ def import_results(config, workdir: str, report_dir: str) -> int:
   from the exported config are logged, and results made under settings changed since must not
   be imported. The sweep's timing history comes along where the workdir has none.
   """
+  if not os.path.exists(os.path.join(report.exported_directory(report_dir), "config.json")):
+    raise FileNotFoundError(f"--import_results {report_dir!r} holds no exported results (no "
+                            "runs/config.json): give a report directory, e.g. experiments/results")
   exported, exported_config = report.load_exported(report_dir)
+  os.makedirs(workdir, exist_ok=True)
   changed = sorted(key for key, value in _flat(config.to_dict()).items()
                    if _flat(exported_config.to_dict()).get(key) != value)
   if changed:
@@ -262,7 +266,6 @@ def main(argv):
       raise ValueError(f"--processes must be an int >= 1, got {FLAGS.processes}")
     worker = FLAGS.worker or None
     if FLAGS.import_results and worker is None:
-      os.makedirs(FLAGS.workdir, exist_ok=True)
       logging.info("Imported %d results from %s.",
                    import_results(FLAGS.config, FLAGS.workdir, FLAGS.import_results),
                    FLAGS.import_results)

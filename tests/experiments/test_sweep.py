@@ -338,6 +338,11 @@ def test_import_results_copies_the_planned_exported_runs_only(tmp_path, monkeypa
   assert executed == [second.name]
 
 
+def test_import_results_from_a_directory_without_results_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"--import_results .* holds no exported results"):
+    sweep.import_results(tiny_config(), str(tmp_path / "work"), str(tmp_path))
+
+
 def test_report_only_without_exported_results_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="has no exported results"):
     sweep.report.report_from_exported(str(tmp_path), sweep.EXPERIMENTS)
