@@ -331,6 +331,14 @@ def test_import_results_copies_the_planned_exported_runs_only(tmp_path, monkeypa
   assert sweep.is_finished(workdir, first) and not sweep.is_finished(workdir, second)
   assert sweep.report.load_timing(workdir)["invocations"][0]["wall_seconds"] == 1.0
   assert sweep.import_results(config, workdir, report_dir) == 0  # finished runs are kept
+  # A run of the same name with other options is another run: not imported.
+  path = os.path.join(report_dir, "runs", "augmentation.json")
+  with open(path) as file:
+    exported = json.load(file)
+  exported[0]["run"]["options"]["changed"] = True
+  with open(path, "w") as file:
+    json.dump(exported, file)
+  assert sweep.import_results(config, str(tmp_path / "third"), report_dir) == 0
   executed = []
   monkeypatch.setattr(augmentation, "execute",
                       lambda run, config, digits: executed.append(run.name) or dict(FAKE_METRICS))
