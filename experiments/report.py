@@ -155,12 +155,14 @@ def export_results(results: dict[str, list[dict]], config, report_dir: str,
       json.dump(timing, file, indent=1)
 
 
-def load_exported(report_dir: str) -> tuple[dict[str, list[dict]], ml_collections.ConfigDict]:
-  """The results and config that `export_results` wrote under `<report_dir>/runs/`."""
+def load_exported(report_dir: str, field: str = "report_dir"
+                  ) -> tuple[dict[str, list[dict]], ml_collections.ConfigDict]:
+  """The results and config that `export_results` wrote under `<report_dir>/runs/`; `field`
+  names `report_dir` in the error for a directory without them."""
   directory = exported_directory(report_dir)
   config_path = os.path.join(directory, "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f"report_dir {report_dir!r} has no exported results ({config_path} "
+    raise FileNotFoundError(f"{field} {report_dir!r} has no exported results ({config_path} "
                             "is missing): run the sweep first")
   with open(config_path) as file:
     config = ml_collections.ConfigDict(_as_tuples(json.load(file)))

@@ -47,6 +47,7 @@ import uuid
 
 import jax
 from absl import app, flags, logging
+from flax import traverse_util
 from ml_collections import config_flags
 
 from cnn_jax import runtime
@@ -154,13 +155,11 @@ def import_results(config, workdir: str, report_dir: str) -> int:
   from the exported config are logged, and results made under settings changed since must not
   be imported. The sweep's timing history comes along where the workdir has none.
   """
-  if not os.path.exists(os.path.join(report.exported_directory(report_dir), "config.json")):
-    raise FileNotFoundError(f"--import_results {report_dir!r} holds no exported results (no "
-                            "runs/config.json): give a report directory, e.g. experiments/results")
-  exported, exported_config = report.load_exported(report_dir)
+  exported, exported_config = report.load_exported(report_dir, field="--import_results")
   os.makedirs(workdir, exist_ok=True)
-  changed = sorted(key for key, value in _flat(config.to_dict()).items()
-                   if _flat(exported_config.to_dict()).get(key) != value)
+  before, now = (traverse_util.flatten_dict(c.to_dict(), sep=".")
+                 for c in (exported_config, config))
+  changed = sorted(key for key, value in now.items() if before.get(key) != value)
   if changed:
     logging.warning("Importing results made under a config that differs in %s.",
                     ", ".join(changed))
@@ -177,17 +176,6 @@ def import_results(config, workdir: str, report_dir: str) -> int:
     with open(os.path.join(workdir, report.TIMING_FILE), "w") as file:
       json.dump(timing, file, indent=1)
   return imported
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-  """`{'a': {'b': 1}}` -> `{'a.b': 1}`."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat |= _flat(value, f"{prefix}{key}.")
-    else:
-      flat[prefix + key] = value
-  return flat
 
 
 def record_timing(workdir: str, seconds: float, runs_run: int, runs_planned: int,

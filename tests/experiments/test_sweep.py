@@ -347,7 +347,7 @@ def test_import_results_copies_the_planned_exported_runs_only(tmp_path, monkeypa
 
 
 def test_import_results_from_a_directory_without_results_says_so(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"--import_results .* holds no exported results"):
+  with pytest.raises(FileNotFoundError, match=r"--import_results .* has no exported results"):
     sweep.import_results(tiny_config(), str(tmp_path / "work"), str(tmp_path))
 
 
