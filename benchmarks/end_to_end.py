@@ -79,6 +79,11 @@ def job_name(job: tuple[str, ...]) -> str:
   return "make run (default MNIST run)" if job[0] == "default_run" else f"sweep run {'/'.join(job)}"
 
 
+def _cell(values: list[float]) -> str:
+  """The median, then every repeat in brackets."""
+  return f"{statistics.median(values):,.1f} [{', '.join(f'{value:,.1f}' for value in values)}]"
+
+
 def markdown(results: dict) -> str:
   setup = results["environment"]
   lines = [f"End-to-end run {results['time']}: {setup['processor']}, {setup['cpu_count']} CPUs, "
@@ -96,9 +101,7 @@ def markdown(results: dict) -> str:
       off = [repeat[key] for repeat in figures["xla"]]
       ratio = statistics.median(on) / statistics.median(off)
       speedup = ratio if higher_is_better else 1 / ratio
-      cell = lambda values: (f"{statistics.median(values):,.1f} "
-                             f"[{', '.join(f'{value:,.1f}' for value in values)}]")
-      lines.append(f"| {name} | {label} | {cell(on)} | {cell(off)} | {speedup:.2f}x |")
+      lines.append(f"| {name} | {label} | {_cell(on)} | {_cell(off)} | {speedup:.2f}x |")
   return "\n".join(lines) + "\n"
 
 
