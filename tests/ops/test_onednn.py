@@ -187,6 +187,7 @@ def test_onednn_runs_every_pass_of_a_supported_shape_as_a_custom_call():
     ((4, 8, 8, 15), (1, 1, 15, 32), dict(stride=(1, 2)), jnp.float32),
     ((4, 8, 8, 16), (3, 3, 16, 32), dict(input_dilation=2), jnp.float32),
     ((4, 8, 8, 16), (3, 3, 16, 32), dict(), jnp.float16),
+    ((1, 2, 48), (2, 48, 12), dict(stride=3, padding=1), jnp.bfloat16),  # stride > kernel
 ])
 def test_onednn_routes_the_shapes_it_is_not_given_to_xla(x_shape, kernel_shape, options, dtype):
   correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
