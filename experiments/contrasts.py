@@ -175,17 +175,17 @@ def contrasts_for(config) -> tuple[Contrast, ...]:
     contrasts += canvas_contrasts()
   if shallow == deep or "depth" not in config.experiments:
     return contrasts
-  # The plain nets at their chosen rates, for num_epochs; a run at the sweep's rate has no
-  # 'learning_rate' option (None matches its absence), a run at another rate names it, and so
-  # does a run of the half-length check its 'epochs'.
+  # The plain nets at their chosen rates, each cell at its reported length
+  # (`depth.reported_runs`); a run at the sweep's rate has no 'learning_rate' option (None
+  # matches its absence), a run at another rate names it.
   rates = dict(zip(config.depth.depths, config.depth.chosen_plain_rates))
   plain = lambda depth: Cell(
-      "depth", {"kind": "plain", "depth": depth, "epochs": None,
+      "depth", {"kind": "plain", "depth": depth,
                 "learning_rate": None if rates[depth] == config.learning_rate else rates[depth]},
       final_train_loss, f"plain-{depth} (rate {rates[depth]:g})")
   plain_shallow, plain_deep = plain(shallow), plain(deep)
-  residual_deep = Cell("depth", {"kind": "residual", "depth": deep, "learning_rate": None,
-                                 "epochs": None}, final_train_loss, f"residual-{deep}")
+  residual_deep = Cell("depth", {"kind": "residual", "depth": deep, "learning_rate": None},
+                       final_train_loss, f"residual-{deep}")
   return contrasts + (
       Contrast("Degradation: the deeper plain net has the higher training loss",
                "He et al. 2016", plain_shallow, plain_deep, +1),

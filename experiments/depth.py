@@ -19,8 +19,9 @@ name `plain20_seed3`); one at another rate has it (and the name `plain20_lr0.1_s
 
 Stopping-rule check (`half_length_check`): both headline cells of every depth (the plain net at
 its chosen rate, the residual net) also train for `num_epochs / 2` on every seed (option
-'epochs', name `plain20_e10_seed3`); the report says of each whether `num_epochs` reached its
-plateau (`experiments.stopping_rule`).
+'epochs', name `plain20_e40_seed3`), and the cells of `schedule_epochs` at longer lengths; each
+cell is reported at the shortest length that reached its plateau, else its longest
+(`experiments.stopping_rule`), and the report says which.
 
 He et al.'s observation ("degradation"): a deeper plain network has the higher training error;
 the residual one of the same depth does not.
@@ -88,6 +89,11 @@ def validate(config) -> None:
     raise ValueError(f"config.{NAME}.chosen_plain_rates must hold one rate of "
                      f"plain_learning_rates {rates!r} per depth {depths!r}, got "
                      f"{settings.chosen_plain_rates!r}")
+  stopping_rule.check_schedule(
+      f"config.{NAME}.schedule_epochs", settings.get("schedule_epochs", {}),
+      {f"{kind}{depth}" for kind in KINDS for depth in depths},
+      f"'<kind><depth>' of {KINDS!r} and the configured depths {depths!r}",
+      settings.num_epochs)
 
 
 def run_name(kind: str, depth: int, learning_rate: float, seed: int, config,
@@ -126,7 +132,8 @@ def plan(config) -> list[Run]:
   """Per depth and seed: the residual net at the sweep's rate; the plain net at every rate of
   `plain_learning_rates` on `rate_sweep_seeds` (the rate choice), at the depth's
   `chosen_plain_rates` entry on the other seeds. With `half_length_check`, then both headline
-  cells of every depth and seed for `num_epochs / 2` (option 'epochs')."""
+  cells of every depth and seed for `num_epochs / 2` (option 'epochs'); then, seed by seed, the
+  headline cells of `schedule_epochs` (keys '<kind><depth>') at each of their other lengths."""
   settings = config.depth
   runs = []
   for seed in settings.seeds:
@@ -140,6 +147,12 @@ def plan(config) -> list[Run]:
       for depth, chosen in zip(settings.depths, settings.chosen_plain_rates):
         runs += [_run("plain", depth, chosen, seed, config, half),
                  _run("residual", depth, config.learning_rate, seed, config, half)]
+  schedule = settings.get("schedule_epochs", {})
+  for seed in settings.seeds:
+    for depth, chosen in zip(settings.depths, settings.chosen_plain_rates):
+      for kind, rate in (("plain", chosen), ("residual", config.learning_rate)):
+        runs += [_run(kind, depth, rate, seed, config, float(epochs))
+                 for epochs in schedule.get(f"{kind}{depth}", ())]
   return runs
 
 
@@ -238,18 +251,53 @@ def _module_order(names) -> list[str]:
   return sorted((name for name in names if "Norm" not in name), key=rank)
 
 
-def cells(results: list[dict], config,
-          half_length: bool = False) -> dict[tuple[str, int, float], list[dict]]:
-  """The results by `(kind, depth, learning rate)`, each cell's runs ordered by seed: the runs
-  of `num_epochs`, or with `half_length` those of the stopping-rule check."""
+def cell_key(result: dict, config) -> tuple[str, int, float]:
+  """`(kind, depth, learning rate)`: a run's cell, whatever its length."""
+  options = result["run"]["options"]
+  return options["kind"], options["depth"], learning_rate_of(options, config)
+
+
+def cell_lengths(results: list[dict], config) -> dict[tuple[str, int, float],
+                                                      dict[float, list[dict]]]:
+  """`{cell: {epochs: results}}`: every cell's runs by length (`num_epochs` without option
+  'epochs'), lengths in increasing order."""
+  return stopping_rule.by_length(results, lambda result: cell_key(result, config),
+                                 config.depth.num_epochs)
+
+
+def _with_curves(lengths: dict[float, list[dict]]) -> dict[float, list[dict]]:
+  """The runs that recorded a validation curve (not diverged, not from before the curve was
+  recorded): the ones the stopping rule can pair."""
+  return {epochs: [r for r in group if "validation_accuracy" in r["metrics"]]
+          for epochs, group in lengths.items()}
+
+
+def reported_runs(results: list[dict], config) -> list[dict]:
+  """The runs the tables, tests and contrasts use: each cell at its reported length, the
+  shortest at which its validation curves reached their plateau, else its longest
+  (`stopping_rule.reported_length`); a cell trained at one length (the rate sweep's other
+  rates) at it."""
+  return [result for lengths in cell_lengths(results, config).values()
+          for result in lengths[stopping_rule.reported_length(_with_curves(lengths))]]
+
+
+def cells(results: list[dict], config) -> dict[tuple[str, int, float], list[dict]]:
+  """The results by `(kind, depth, learning rate)`, each cell's runs ordered by seed (pass one
+  length per cell: `reported_runs`, or the runs of `num_epochs`)."""
   groups = {}
   for result in sorted(results, key=lambda r: r["run"]["seed"]):
-    options = result["run"]["options"]
-    if ("epochs" in options) != half_length:
-      continue
-    key = (options["kind"], options["depth"], learning_rate_of(options, config))
-    groups.setdefault(key, []).append(result)
+    groups.setdefault(cell_key(result, config), []).append(result)
   return groups
+
+
+def at_num_epochs(results: list[dict]) -> list[dict]:
+  """The runs of `num_epochs` (no option 'epochs'): the rate choice's."""
+  return [result for result in results if "epochs" not in result["run"]["options"]]
+
+
+def epochs_of(group: list[dict], config) -> float:
+  """The training length (epochs) of a cell's runs."""
+  return float(group[0]["run"]["options"].get("epochs", config.depth.num_epochs))
 
 
 def values(group: list[dict], metric: str) -> list[float]:
@@ -276,7 +324,7 @@ def choose_plain_rates(results: list[dict], config) -> dict[int, float | None]:
   validation loss over `rate_sweep_seeds` (never the test set); a rate with a diverged or
   missing run there is passed over; None when no rate is left. Ties go to the first rate
   listed."""
-  groups = cells(results, config)
+  groups = cells(at_num_epochs(results), config)
   seeds = set(config.depth.rate_sweep_seeds)
   chosen = {}
   for depth in config.depth.depths:
@@ -291,16 +339,24 @@ def choose_plain_rates(results: list[dict], config) -> dict[int, float | None]:
 
 
 def headline_cell(groups: dict, config, kind: str, depth: int) -> tuple[str, list[dict]]:
-  """The label and runs of the headline cell: the plain net at the depth's chosen rate, the
+  """The label and runs of the headline cell (`headline_key`)."""
+  key = headline_key(config, kind, depth)
+  return f"{kind}-{depth} (rate {key[2]:g})", groups.get(key, [])
+
+
+def headline_key(config, kind: str, depth: int) -> tuple[str, int, float]:
+  """The headline cell of `kind` at `depth`: the plain net at the depth's chosen rate, the
   residual net at the sweep's rate."""
   rates = dict(zip(config.depth.depths, config.depth.chosen_plain_rates))
-  rate = rates[depth] if kind == "plain" else config.learning_rate
-  return f"{kind}-{depth} (rate {rate:g})", groups.get((kind, depth, rate), [])
+  return kind, depth, rates[depth] if kind == "plain" else config.learning_rate
 
 
 METRICS = {"train_error": "training error (eval mode)",
            "train_cross_entropy": "training cross-entropy (eval mode)",
-           "final_train_loss": "final training loss (train mode, label-smoothed)"}
+           "final_train_loss": "final training loss (train mode, label-smoothed)",
+           # He et al.'s Figure 1: the deeper plain net's higher training error shows in its
+           # test error too.
+           "test_error": "test error"}
 
 
 def tested(a: tuple[str, list[dict]], b: tuple[str, list[dict]], metric: str,
@@ -322,10 +378,11 @@ def tested(a: tuple[str, list[dict]], b: tuple[str, list[dict]], metric: str,
 
 
 def depth_tests(results: list[dict], config) -> list[dict]:
-  """He et al.'s claims on the headline cells, on both `METRICS`: per depth, the residual net
+  """He et al.'s claims on the headline cells, on every one of `METRICS`: per depth, the residual net
   trains lower than the plain one (b < a); degradation, the deepest plain net trains higher
-  than the shallowest (b > a); the deepest residual net lower than the shallowest (b < a)."""
-  groups = cells(results, config)
+  than the shallowest (b > a); the deepest residual net lower than the shallowest (b < a).
+  Each cell at its reported length (`reported_runs`)."""
+  groups = cells(reported_runs(results, config), config)
   depths = sorted(config.depth.depths)
   rows = []
   for metric in METRICS:
@@ -352,7 +409,7 @@ def he_comparison(results: list[dict], config) -> dict | None:
     return None
   shallow, deep = listed[0], listed[-1]
   theirs = (PUBLISHED[f"he_resnet{shallow}_error"], PUBLISHED[f"he_resnet{deep}_error"])
-  groups = cells(results, config)
+  groups = cells(reported_runs(results, config), config)
   row = tested(headline_cell(groups, config, "residual", shallow),
                headline_cell(groups, config, "residual", deep), "test_error",
                int(np.sign(theirs[1].value - theirs[0].value)) or 1)
@@ -397,13 +454,15 @@ def _errorbar(axis, x, per_x_values, **style) -> None:
 
 
 def _against_depth_figure(groups: dict, config, out_dir: str) -> str:
-  """Final training error, cross-entropy and training loss against depth, headline cells."""
-  figure = Figure(figsize=(15, 3.8))
-  axes = figure.subplots(1, 3)
+  """Final training error, cross-entropy and training loss, and test error, against depth,
+  headline cells."""
+  figure = Figure(figsize=(19, 3.8))
+  axes = figure.subplots(1, 4)
   for axis, metric, label, scale in (
       (axes[0], "train_error", "final training error (%), eval mode", 100.0),
       (axes[1], "train_cross_entropy", "training cross-entropy (nats), eval mode", 1.0),
-      (axes[2], "final_train_loss", "final training loss (nats), train mode", 1.0)):
+      (axes[2], "final_train_loss", "final training loss (nats), train mode", 1.0),
+      (axes[3], "test_error", "test error (%), 1,000 test digits", 100.0)):
     for kind, style in (("plain", "--o"), ("residual", "-s")):
       depths = [d for d in config.depth.depths if headline_cell(groups, config, kind, d)[1]]
       if depths:
@@ -421,6 +480,7 @@ def _against_depth_figure(groups: dict, config, out_dir: str) -> str:
   axes[0].set_title("training error against depth (mean ± std over seeds)", fontsize=9)
   axes[1].set_title("training cross-entropy against depth (mean ± std over seeds)", fontsize=9)
   axes[2].set_title("final training loss against depth (mean ± std over seeds)", fontsize=9)
+  axes[3].set_title("test error against depth (mean ± std over seeds)", fontsize=9)
   figure.tight_layout()
   name = "depth_training_error.png"
   figure.savefig(os.path.join(out_dir, name), dpi=100)
@@ -507,24 +567,23 @@ def early_gradient_norms(group: list[dict]) -> tuple[float, float] | None:
                               for i in range(early)])) for name in (names[0], names[-1]))
 
 
-def _plateau_lines(groups: dict, half_groups: dict, config) -> list[str]:
-  """The stopping-rule check of every headline cell (`experiments.stopping_rule`), from the
-  half-length runs; without them, the cells whose mean in-run plateau gain is above
-  `PLATEAU_TOLERANCE`."""
+def _plateau_lines(results: list[dict], groups: dict, config) -> list[str]:
+  """The stopping-rule check of every headline cell (`experiments.stopping_rule`), from its runs
+  at other lengths (the half-length check, `schedule_epochs`); without any, the cells whose mean
+  in-run plateau gain is above `PLATEAU_TOLERANCE`."""
   epochs = float(config.depth.num_epochs)
-  if half_groups:
-    # Runs that diverged, or finished before the validation split was recorded, have no curve.
-    trained = lambda group: [r for r in group if "validation_accuracy" in r["metrics"]]
-    lines = [f"- Stopping-rule check (at its plateau at {epochs:g} epochs when the final "
-             f"validation accuracy rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from "
-             f"{epochs / 2:g} epochs, seeds paired; `experiments.stopping_rule`):"]
-    for depth in config.depth.depths:
-      for kind in KINDS:
-        label, group = headline_cell(groups, config, kind, depth)
-        half = headline_cell(half_groups, config, kind, depth)[1]
-        verdict = stopping_rule.plateau_verdict(
-            {epochs / 2: trained(half), epochs: trained(group)}, epochs)
-        lines.append(f"  - {label}: {verdict}")
+  lengths = cell_lengths(results, config)
+  headline = {(kind, depth): lengths.get(headline_key(config, kind, depth), {})
+              for depth in config.depth.depths for kind in KINDS}
+  if any(len(by_length) > 1 for by_length in headline.values()):
+    lines = [f"- Stopping-rule check (at its plateau at E epochs when the final validation "
+             f"accuracy rose by at most {stopping_rule.PLATEAU_TOLERANCE:g} from E / 2, seeds "
+             f"paired, from E = {epochs:g} on; `experiments.stopping_rule`; each cell is "
+             "reported at the shortest such E, else its longest):"]
+    for (kind, depth), by_length in headline.items():
+      label = headline_cell(groups, config, kind, depth)[0]
+      verdict = stopping_rule.plateau_verdict(_with_curves(by_length), epochs)
+      lines.append(f"  - {label}: {verdict}")
     return lines
   gains = {f"{kind}-{depth}": seed_statistics.summarize(
       values(headline_cell(groups, config, kind, depth)[1], "plateau_gain")).mean
@@ -539,7 +598,7 @@ def _plateau_lines(groups: dict, half_groups: dict, config) -> list[str]:
           "training error is what this budget reaches, not their floor."]
 
 
-def _finding(rows: list[dict], groups: dict, half_groups: dict, config) -> str:
+def _finding(rows: list[dict], results: list[dict], groups: dict, config) -> str:
   """What the runs show, computed: whether every headline net fits its training digits, which
   cells had not reached their plateau, the degradation verdicts, and how much gradient reaches
   the stem of the deepest nets."""
@@ -558,7 +617,7 @@ def _finding(rows: list[dict], groups: dict, half_groups: dict, config) -> str:
                    "training error does not reproduce at this scale, because every depth "
                    "memorizes this few digits (He et al. trained on CIFAR-10's 50,000 "
                    "images).")
-  lines += _plateau_lines(groups, half_groups, config)
+  lines += _plateau_lines(results, groups, config)
   for row in rows:
     if row["claim"].startswith("degradation") and row["comparison"] is not None:
       a, b = (seed_statistics.summarize(row[key]) for key in ("values_a", "values_b"))
@@ -582,9 +641,18 @@ def _finding(rows: list[dict], groups: dict, half_groups: dict, config) -> str:
   return "\n".join(lines)
 
 
+def _schedule_text(settings) -> str:
+  """', plain-56 also 160' for each headline cell of `schedule_epochs` (epochs)."""
+  parts = []
+  for name, lengths in settings.get("schedule_epochs", {}).items():
+    kind = next(kind for kind in KINDS if name.startswith(kind))
+    parts.append(f", {kind}-{name[len(kind):]} also {' and '.join(f'{e:g}' for e in lengths)}")
+  return "".join(parts)
+
+
 def report(results: list[dict], config, out_dir: str) -> str:
   settings = config.depth
-  groups = cells(results, config)
+  groups = cells(reported_runs(results, config), config)
   chosen = choose_plain_rates(results, config)
   rows = []
   for (kind, depth, rate), group in sorted(groups.items(),
@@ -592,7 +660,8 @@ def report(results: list[dict], config, out_dir: str) -> str:
     trained = [r for r in group if not r["metrics"].get("diverged")]
     norms = early_gradient_norms(group)
     norms = "–" if norms is None else f"{norms[0]:.3g} / {norms[1]:.3g}"
-    rows.append([kind, depth, f"{rate:g}", len(group), len(group) - len(trained),
+    rows.append([kind, depth, f"{rate:g}", f"{epochs_of(group, config):g}", len(group),
+                 len(group) - len(trained),
                  cell(values(group, "final_train_loss")),
                  cell([100 * v for v in values(group, "train_error")], 2),
                  _partial_cell(group, "train_cross_entropy", 4),
@@ -606,7 +675,10 @@ def report(results: list[dict], config, out_dir: str) -> str:
   lines = [
       f"Widths {tuple(settings.widths)}, depths {tuple(settings.depths)}, {settings.train_size:,} "
       f"class-balanced training digits per run (drawn with its seed), {settings.num_epochs:g} "
-      f"epochs ({num_steps(config)} steps of {config.batch_size}), no augmentation; loss, "
+      f"epochs ({num_steps(config)} steps of {config.batch_size})"
+      + _schedule_text(settings)
+      + " (each headline cell reported at the shortest length that reached its plateau, "
+      "else its longest: the stopping-rule check below), no augmentation; loss, "
       f"per-module gradient norms and the scores on a validation split of "
       f"{settings.validation_size} other training digits every {settings.record_every} steps. "
       f"Residual nets train at peak rate {config.learning_rate:g} per 256 examples. Plain nets: "
@@ -626,20 +698,21 @@ def report(results: list[dict], config, out_dir: str) -> str:
          if any("validation_loss" not in r["metrics"] and not r["metrics"].get("diverged")
                 for r in results) else ""), "",
       "Rate choice for the plain nets (final validation loss on the validation split, seeds "
-      f"{tuple(settings.rate_sweep_seeds)}):", "", _rate_choice_table(groups, config, chosen), "",
-      markdown_table(["network", "depth", "peak rate", "seeds", "diverged",
+      f"{tuple(settings.rate_sweep_seeds)}, {settings.num_epochs:g} epochs):", "",
+      _rate_choice_table(cells(at_num_epochs(results), config), config, chosen), "",
+      markdown_table(["network", "depth", "peak rate", "epochs", "seeds", "diverged",
                       "final training loss", "final training error (%)",
                       "training cross-entropy (eval)", "validation loss", "plateau gain",
                       "test accuracy", "grad norm stem / head (early)"], rows), "",
       f"![training error and loss against depth]({figures[0]})", "",
-      f"Figure: final training error and cross-entropy (eval mode) and final training loss "
-      f"(train mode) against depth, the "
+      f"Figure: final training error and cross-entropy (eval mode), final training loss "
+      f"(train mode) and test error against depth, the "
       f"plain nets at their chosen rates and the residual nets (`{figures[0]}`).", "",
       "Tests (alpha 0.05) of He et al.'s claims on these cells: Welch's t test, and a "
       "permutation test of the difference of means (no normality assumed):", "",
       _tests_table(tests), "",
       "What the runs show (computed):", "",
-      _finding(tests, groups, cells(results, config, half_length=True), config), ""]
+      _finding(tests, results, groups, config), ""]
   if he is not None:
     (theirs_a, theirs_b), (shallow, deep) = he["published"], he["depths"]
     a, b = (seed_statistics.summarize(he[key]) for key in ("values_a", "values_b"))

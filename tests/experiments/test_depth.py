@@ -50,7 +50,8 @@ def test_every_sweep_config_is_valid(arg):
 
 def test_plan_sweeps_the_plain_rates_on_the_rate_sweep_seeds_only():
   config = _config(depths=(8, 56), plain_learning_rates=(0.1, 0.2, 0.4),
-                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2), half_length_check=False)
+                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2), half_length_check=False,
+                   schedule_epochs={})
   depth.validate(config)
   runs = depth.plan(config)
   names = [run.name for run in runs]
@@ -99,7 +100,8 @@ def test_execute_on_the_smoke_config_measures_training_and_validation():
 
 def test_the_half_length_check_trains_both_headline_cells_for_half_the_epochs():
   config = _config(depths=(8, 56), plain_learning_rates=(0.1, 0.2, 0.4),
-                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2))
+                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1, 2), num_epochs=20.0,
+                   schedule_epochs={})
   without = {run.name for run in depth.plan(_config(**{**config.depth.to_dict(),
                                                        "half_length_check": False}))}
   extra = [run for run in depth.plan(config) if run.name not in without]
@@ -108,6 +110,41 @@ def test_the_half_length_check_trains_both_headline_cells_for_half_the_epochs():
       + [f"residual{d}_e10_seed{s}" for d in (8, 56) for s in range(3)])
   assert all(run.options["epochs"] == 10.0 for run in extra)
   assert depth.num_steps(config, 10.0) == math.ceil(10 * 1000 / 64)
+
+
+def test_schedule_epochs_trains_the_named_headline_cells_longer():
+  config = _config(depths=(8, 56), plain_learning_rates=(0.1, 0.2, 0.4),
+                   chosen_plain_rates=(0.4, 0.2), seeds=(0, 1), num_epochs=20.0,
+                   schedule_epochs={"plain56": (40.0, 80.0), "residual8": (40.0,)})
+  depth.validate(config)
+  longer = [run for run in depth.plan(config) if run.options.get("epochs", 10.0) > 20.0]
+  assert sorted(run.name for run in longer) == sorted(
+      [f"plain56_e{e}_seed{s}" for e in (40, 80) for s in (0, 1)]
+      + [f"residual8_e40_seed{s}" for s in (0, 1)])
+  for schedule, message in (({"plain44": (40.0,)}, "keys must be '<kind><depth>'"),
+                            ({"plain56": (20.0,)}, "other than num_epochs")):
+    with pytest.raises(ValueError, match=f"config.depth.schedule_epochs.*{message}"):
+      depth.validate(_config(depths=(8, 56), chosen_plain_rates=(0.2, 0.2), num_epochs=20.0,
+                             schedule_epochs=schedule))
+
+
+def test_a_cell_is_reported_at_the_shortest_length_that_reached_its_plateau(tmp_path):
+  config = _config(**SMALL, schedule_epochs={"plain56": (40.0,)})
+  results = _fixture(config)  # final validation accuracy 0.9 at 20 epochs
+  for seed in config.depth.seeds:
+    for epochs, final in ((10.0, 0.70), (40.0, 0.95)):  # rising to 20, and to 40
+      metrics = _metrics(0.0, 0.1, 0.6, 0.3, test_accuracy=0.5 + epochs / 100)
+      metrics["validation_accuracy"] = [0.5, final + 0.001 * seed]
+      results.append(_result("plain", 56, 0.1, seed, metrics, config, epochs=epochs))
+  reported = depth.cells(depth.reported_runs(results, config), config)
+  assert {depth.epochs_of(group, config) for group in reported.values()} == {20.0, 40.0}
+  assert depth.epochs_of(reported[("plain", 56, 0.1)], config) == 40.0
+  text = depth.report(results, config, str(tmp_path))
+  assert "| plain | 56 | 0.1 | 40 | 3 | 0 |" in text  # the 40-epoch runs, 3 seeds
+  assert ("  - plain-56 (rate 0.1): **not at its plateau** by 40 epochs, the longest trained "
+          "(10 -> 20 epochs: +0.1990, p < 1e-4; 20 -> 40 epochs: +0.0510") in text
+  # The rate choice stays on the runs of num_epochs (seed 0's validation loss 0.40 at 0.1).
+  assert depth.choose_plain_rates(results, config) == {8: 0.2, 56: 0.1}
 
 
 def _metrics(error, cross_entropy, loss, validation_loss=None, test_accuracy=0.9):
@@ -131,7 +168,7 @@ def _result(kind, depth_, rate, seed, metrics, config, epochs=None):
 
 
 SMALL = dict(depths=(8, 56), seeds=(0, 1, 2), plain_learning_rates=(0.1, 0.2),
-             chosen_plain_rates=(0.2, 0.1))
+             chosen_plain_rates=(0.2, 0.1), num_epochs=20.0)
 
 
 def _fixture(config, plain_deep_error=0.0, noise=0.0):
@@ -175,6 +212,23 @@ def test_degradation_verdict_is_computed_from_the_chosen_rate_cells(plain_deep_e
   assert row["a"] == "plain-8 (rate 0.2)" and row["b"] == "plain-56 (rate 0.1)"
   assert len(row["values_b"]) == 5  # the diverged plain-56 run at rate 0.2 is another cell
   assert row["verdict"] == row["permutation_verdict"] == expected
+
+
+def test_degradation_is_also_tested_on_the_test_error(tmp_path):
+  config = _config(**{**SMALL, "seeds": (0, 1, 2, 3, 4)})
+  results = _fixture(config, noise=0.001)
+  for result in results:  # plain-56 fits its digits as well but generalizes worse
+    options, metrics = result["run"]["options"], result["metrics"]
+    if options["kind"] == "plain" and not metrics.get("diverged"):
+      metrics["test_accuracy"] = (0.80 if options["depth"] == 56 else 0.95) + 0.001 * result[
+          "run"]["seed"]
+  rows = {(r["claim"], r["metric"]): r for r in depth.depth_tests(results, config)}
+  degradation = rows[("degradation: plain deepest > plain shallowest", "test_error")]
+  np.testing.assert_allclose(degradation["comparison"].difference, 0.15)
+  assert degradation["verdict"] == "supported"
+  assert rows[("residual < plain at depth 56", "test_error")]["verdict"] == "supported"
+  assert "Degradation on the test error: **supported**" in depth.report(results, config,
+                                                                         str(tmp_path))
 
 
 def test_he_comparison_takes_its_sign_from_the_published_table():
@@ -238,8 +292,8 @@ def test_report_checks_the_stopping_rule_on_the_half_length_runs(tmp_path):
       metrics["validation_accuracy"] = [0.5, final + 0.001 * seed]
       results.append(_result(kind, depth_, rate, seed, metrics, config, epochs=10.0))
   text = depth.report(results, config, str(tmp_path))
-  assert "- Stopping-rule check (at its plateau at 20 epochs when the final validation " \
-      "accuracy rose by at most 0.005 from 10 epochs" in text
+  assert "- Stopping-rule check (at its plateau at E epochs when the final validation " \
+      "accuracy rose by at most 0.005 from E / 2, seeds paired, from E = 20 on;" in text
   assert "  - plain-8 (rate 0.2): at its plateau by 20 epochs (10 -> 20 epochs: +0.0000" in text
   assert "  - plain-56 (rate 0.1): **not at its plateau** by 20 epochs" in text
   # Residual-8's 20-epoch runs have no validation curve: nothing to pair.
