@@ -471,6 +471,14 @@ def _against_depth_figure(groups: dict, config, out_dir: str) -> str:
                                  for d in depths], fmt=style,
                   label=kind + (" (rate chosen per depth)" if kind == "plain" else
                                 f" (rate {config.learning_rate:g})"))
+    plotted = [value for kind in KINDS for d in config.depth.depths
+               for value in values(headline_cell(groups, config, kind, d)[1], metric)]
+    if metric.endswith("error"):
+      axis.set_ylim(bottom=0.0)
+      if plotted and not np.any(np.nan_to_num(plotted, nan=1.0)):
+        axis.set_ylim(0.0, 1.0)
+        axis.text(0.5, 0.5, "exactly 0 at every depth, every seed\n(plain and residual overlap)",
+                  transform=axis.transAxes, ha="center", va="center", fontsize=8)
     axis.set_xlabel("depth (weighted layers, 6n + 2)")
     axis.set_ylabel(label)
     axis.set_xticks(list(config.depth.depths))
@@ -610,7 +618,8 @@ def _finding(rows: list[dict], results: list[dict], groups: dict, config) -> str
   if finite:
     worst = max(means, key=lambda key: -math.inf if math.isnan(means[key]) else means[key])
     lines.append(f"- Largest mean final training error of any headline cell: "
-                 f"{100 * means[worst]:.2f}% ({worst[0]}-{worst[1]}).")
+                 f"{100 * means[worst]:.2f}% ({worst[0]}-{worst[1]})." if means[worst] > 0 else
+                 "- Final training error 0 in every headline cell, every seed.")
     if max(finite) < 0.01:
       lines.append(f"- Every net fits its {config.depth.train_size:,} training digits (mean "
                    "training error below 1% at every depth, plain or residual): degradation in "

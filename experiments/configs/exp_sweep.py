@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.experiments = EXPERIMENT_NAMES
   # What the CPU sweep is sized for (2 worker processes on 2 idle cores): every headline cell's
   # stopping-rule check fits, breadth is cut (`budget_cuts`).
-  config.budget_hours = 6.0
+  config.budget_hours = 7.5
   config.budget_cuts = ml_collections.ConfigDict(BUDGET_CUTS)
   config.batch_size = 64  # examples per training step, every experiment
   config.learning_rate = 0.2  # peak SGD rate per 256 examples (0.05 at batch 64); learned

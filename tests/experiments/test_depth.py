@@ -145,6 +145,11 @@ def test_a_cell_is_reported_at_the_shortest_length_that_reached_its_plateau(tmp_
           "(10 -> 20 epochs: +0.1990, p < 1e-4; 20 -> 40 epochs: +0.0510") in text
   # The rate choice stays on the runs of num_epochs (seed 0's validation loss 0.40 at 0.1).
   assert depth.choose_plain_rates(results, config) == {8: 0.2, 56: 0.1}
+  assert "- Largest mean final training error of any headline cell: 0.10% (plain-8)." in text
+  for result in results:
+    result["metrics"]["train_error"] = 0.0
+  text = depth.report(results, config, str(tmp_path))
+  assert "- Final training error 0 in every headline cell, every seed." in text
 
 
 def _metrics(error, cross_entropy, loss, validation_loss=None, test_accuracy=0.9):
