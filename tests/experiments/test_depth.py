@@ -224,9 +224,9 @@ def test_degradation_is_also_tested_on_the_test_error(tmp_path):
   results = _fixture(config, noise=0.001)
   for result in results:  # plain-56 fits its digits as well but generalizes worse
     options, metrics = result["run"]["options"], result["metrics"]
-    if options["kind"] == "plain" and not metrics.get("diverged"):
-      metrics["test_accuracy"] = (0.80 if options["depth"] == 56 else 0.95) + 0.001 * result[
-          "run"]["seed"]
+    if not metrics.get("diverged"):
+      level = 0.90 if options["kind"] == "residual" else 0.80 if options["depth"] == 56 else 0.95
+      metrics["test_accuracy"] = level + 0.001 * result["run"]["seed"] ** 2
   rows = {(r["claim"], r["metric"]): r for r in depth.depth_tests(results, config)}
   degradation = rows[("degradation: plain deepest > plain shallowest", "test_error")]
   np.testing.assert_allclose(degradation["comparison"].difference, 0.15)
