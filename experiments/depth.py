@@ -141,18 +141,14 @@ def plan(config) -> list[Run]:
       rates = settings.plain_learning_rates if seed in settings.rate_sweep_seeds else (chosen,)
       runs += [_run("plain", depth, rate, seed, config) for rate in rates]
       runs.append(_run("residual", depth, config.learning_rate, seed, config))
+  headline = [headline_key(config, kind, depth) for depth in settings.depths for kind in KINDS]
   if settings.half_length_check:
-    half = settings.num_epochs / 2
-    for seed in settings.seeds:
-      for depth, chosen in zip(settings.depths, settings.chosen_plain_rates):
-        runs += [_run("plain", depth, chosen, seed, config, half),
-                 _run("residual", depth, config.learning_rate, seed, config, half)]
+    runs += [_run(kind, depth, rate, seed, config, settings.num_epochs / 2)
+             for seed in settings.seeds for kind, depth, rate in headline]
   schedule = settings.get("schedule_epochs", {})
-  for seed in settings.seeds:
-    for depth, chosen in zip(settings.depths, settings.chosen_plain_rates):
-      for kind, rate in (("plain", chosen), ("residual", config.learning_rate)):
-        runs += [_run(kind, depth, rate, seed, config, float(epochs))
-                 for epochs in schedule.get(f"{kind}{depth}", ())]
+  runs += [_run(kind, depth, rate, seed, config, float(epochs))
+           for seed in settings.seeds for kind, depth, rate in headline
+           for epochs in schedule.get(f"{kind}{depth}", ())]
   return runs
 
 
@@ -378,9 +374,10 @@ def tested(a: tuple[str, list[dict]], b: tuple[str, list[dict]], metric: str,
 
 
 def depth_tests(results: list[dict], config) -> list[dict]:
-  """He et al.'s claims on the headline cells, on every one of `METRICS`: per depth, the residual net
-  trains lower than the plain one (b < a); degradation, the deepest plain net trains higher
-  than the shallowest (b > a); the deepest residual net lower than the shallowest (b < a).
+  """He et al.'s claims on the headline cells, on every one of `METRICS`: per depth, the
+  residual net trains lower than the plain one (b < a); degradation, the deepest plain net
+  trains higher than the shallowest (b > a); the deepest residual net lower than the shallowest
+  (b < a).
   Each cell at its reported length (`reported_runs`)."""
   groups = cells(reported_runs(results, config), config)
   depths = sorted(config.depth.depths)
@@ -463,16 +460,16 @@ def _against_depth_figure(groups: dict, config, out_dir: str) -> str:
       (axes[1], "train_cross_entropy", "training cross-entropy (nats), eval mode", 1.0),
       (axes[2], "final_train_loss", "final training loss (nats), train mode", 1.0),
       (axes[3], "test_error", "test error (%), 1,000 test digits", 100.0)):
+    plotted = []
     for kind, style in (("plain", "--o"), ("residual", "-s")):
       depths = [d for d in config.depth.depths if headline_cell(groups, config, kind, d)[1]]
+      per_depth = [[scale * v for v in values(headline_cell(groups, config, kind, d)[1], metric)]
+                   for d in depths]
+      plotted += [value for depth_values in per_depth for value in depth_values]
       if depths:
-        _errorbar(axis, depths, [[scale * v for v in
-                                  values(headline_cell(groups, config, kind, d)[1], metric)]
-                                 for d in depths], fmt=style,
+        _errorbar(axis, depths, per_depth, fmt=style,
                   label=kind + (" (rate chosen per depth)" if kind == "plain" else
                                 f" (rate {config.learning_rate:g})"))
-    plotted = [value for kind in KINDS for d in config.depth.depths
-               for value in values(headline_cell(groups, config, kind, d)[1], metric)]
     if metric.endswith("error"):
       axis.set_ylim(bottom=0.0)
       if plotted and not np.any(np.nan_to_num(plotted, nan=1.0)):
