@@ -17,6 +17,7 @@ import ml_collections
 from cnn_jax.train import optim
 
 from experiments import contrasts, pooling_vs_stride, published
+from experiments.runs import Run
 
 SECTION_TITLES = {  # in the report's order
     "augmentation": "1. Augmentation x model grid",
@@ -29,6 +30,8 @@ SECTION_TITLES = {  # in the report's order
 POOLING_TITLE = "7. Pooling vs stride (Springenberg et al. 2015)"
 # The sweep's record of its last timed invocation, in its workdir and beside exported results.
 TIMING_FILE = "sweep_timing.json"
+# What a config's relative paths (`lengths_from`) are relative to.
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_report(results: dict[str, list[dict]], config, report_dir: str,
@@ -46,7 +49,9 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   export_results(results, config, report_dir, timing)
   minutes = {name: sum(result["metrics"]["wall_time_seconds"] for result in group) / 60
              for name, group in results.items()}
-  planned = {name: len(experiments[name].plan(config)) for name in config.experiments}
+  planned = {name: 0 for name in config.experiments}
+  for run in planned_runs(config, experiments):
+    planned[run.experiment] += 1
   lines = [
       "# cnn-jax experiments: invariance, equivariance, priors, depth", "",
       f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
@@ -57,7 +62,7 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
                   for name, count in planned.items()) + ". Compute per experiment (the runs' "
       "wall times summed): " + ", ".join(f"{name} {value:.1f} min"
                                          for name, value in minutes.items())
-      + "." + timing_sentence(timing),
+      + "." + timing_sentence(timing) + lengths_sentence(config, experiments),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
@@ -89,10 +94,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   if results.get("augmentation") and len(pooling_vs_stride.variants_in(config)) > 1:
     lines += [f"## {POOLING_TITLE}", "",
               pooling_vs_stride.report(results["augmentation"], config, report_dir), ""]
-  # Each cell at its reported length (its experiment's stopping rule, `reported_runs` where the
-  # experiment trains cells at several lengths), as in its tables.
-  reported = {name: (experiments[name].reported_runs(runs, config)
-                     if hasattr(experiments.get(name), "reported_runs") else runs)
+  # Each cell at its reported length, as in its tables.
+  reported = {name: reported_runs(experiments, name, runs, config)
               for name, runs in results.items()}
   lines += ["## Agreement with the papers (computed)", "",
             contrasts.contrast_section(reported, contrasts.contrasts_for(config)), "",
@@ -103,6 +106,66 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   with open(path, "w") as file:
     file.write("\n".join(lines))
   return path
+
+
+def reported_runs(experiments: dict, name: str, results: list[dict], config) -> list[dict]:
+  """Experiment `name`'s runs of each cell at its reported length (its module's `reported_runs`:
+  the stopping rule, where it trains cells at several lengths), else all of `results`."""
+  module = experiments.get(name)
+  return module.reported_runs(results, config) if hasattr(module, "reported_runs") else results
+
+
+def resolve(path: str) -> str:
+  """A config's path, relative to the repository's root unless absolute."""
+  return os.path.join(REPOSITORY_ROOT, path)
+
+
+def at_reported_lengths(runs: list[Run], report_dir: str, experiments: dict) -> list[Run]:
+  """`runs` less those that the report exported in `report_dir` trained but did not report.
+
+  So each cell that report has trains only at the length it was reported at there (the
+  shortest that reached its plateau by its stopping-rule check, else its longest), not at the
+  lengths that check tried; runs that report does not have are kept. Runs are matched by
+  experiment and name (a name records the run's options).
+  """
+  exported, exported_config = load_exported(report_dir, field="config.lengths_from")
+  trained = {name: {result["run"]["name"] for result in group} for name, group in exported.items()}
+  kept = {name: {result["run"]["name"]
+                 for result in reported_runs(experiments, name, group, exported_config)}
+          for name, group in exported.items()}
+  return [run for run in runs
+          if run.name not in trained.get(run.experiment, ()) or run.name in kept[run.experiment]]
+
+
+def planned_runs(config, experiments: dict) -> list[Run]:
+  """Every run of the config's experiments, in their order; where `config.lengths_from` names a
+  report, only the runs `at_reported_lengths` keeps."""
+  runs = [run for name in config.experiments for run in experiments[name].plan(config)]
+  if config.get("lengths_from"):
+    runs = at_reported_lengths(runs, resolve(config.lengths_from), experiments)
+  return runs
+
+
+def exported_minutes(runs: list[Run], report_dir: str) -> float:
+  """The compute (summed wall time, minutes) that the report exported in `report_dir` spent on
+  those of `runs` it has."""
+  exported, _ = load_exported(report_dir, field="config.lengths_from")
+  wanted = {(run.experiment, run.name) for run in runs}
+  return sum(result["metrics"]["wall_time_seconds"] for name, group in exported.items()
+             for result in group if (name, result["run"]["name"]) in wanted) / 60
+
+
+def lengths_sentence(config, experiments: dict) -> str:
+  """The header's sentence on where a sweep with `config.lengths_from` took its lengths."""
+  if not config.get("lengths_from"):
+    return ""
+  minutes = exported_minutes(planned_runs(config, experiments), resolve(config.lengths_from))
+  return (f" Each cell trained once, at the length the report in `{config.lengths_from}` "
+          "reported it at: the shortest that reached its plateau by that report's stopping-rule "
+          "check, which is not repeated here (so this report's gains from half the length read '–' "
+          "or 'not checked'). "
+          f"These runs took {minutes:.0f} min of compute there (about {minutes / 2:.0f} min of "
+          "wall time on 2 workers).")
 
 
 def timing_sentence(timing: dict | None) -> str:

@@ -603,6 +603,13 @@ def reported_lengths(lengths_by_condition) -> dict[tuple[str, str], float]:
   return {key: reported_length(lengths) for key, lengths in lengths_by_condition.items()}
 
 
+def reported_runs(results: list[dict], config) -> list[dict]:
+  """The runs of each condition at its reported length (`reported_lengths`)."""
+  lengths_by_condition = by_length(results, config)
+  return [result for key, epochs in reported_lengths(lengths_by_condition).items()
+          for result in lengths_by_condition[key][epochs]]
+
+
 def report(results: list[dict], config, out_dir: str) -> str:
   """The table, the contrasts, the comparison with Cohen & Welling and three figures, each
   condition at its reported length (`reported_lengths`)."""

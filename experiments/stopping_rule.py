@@ -127,7 +127,8 @@ def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
   checked = [(e, doubling_gain(lengths, e)) for e in lengths if e >= epochs]
   checked = [(e, gain) for e, gain in checked if gain is not None]
   if not checked:
-    return f"not checked (no run at {epochs / 2:g} epochs)"
+    halves = ", ".join(f"{e / 2:g}" for e in sorted(lengths) if e >= epochs) or f"{epochs / 2:g}"
+    return f"not checked (no run at {halves} epochs)"
   describe = lambda e, gain: (f"{e / 2:g} -> {e:g} epochs: {gain.difference:+.4f}, "
                               f"p {format_p(gain.p_value)}")
   for e, gain in checked:

@@ -88,8 +88,10 @@ def validate_sweep(config) -> None:
 
 
 def plan_sweep(config) -> list[Run]:
-  """All runs of the selected experiments, ordered seed by seed, then experiment by experiment."""
-  runs = [run for name in config.experiments for run in EXPERIMENTS[name].plan(config)]
+  """All runs of the selected experiments (`report.planned_runs`: where `config.lengths_from`
+  names a report, each cell it has at its reported length only), ordered seed by seed, then
+  experiment by experiment."""
+  runs = report.planned_runs(config, EXPERIMENTS)
   seeds = sorted({run.seed for run in runs})
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 

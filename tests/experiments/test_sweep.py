@@ -567,3 +567,62 @@ def test_the_report_states_the_budget_cuts_and_the_sections_they_leave_out(tmp_p
   gpu = sweep.report.write_report({}, exp_sweep.get_config("gpu"), str(tmp_path / "gpu"),
                                   sweep.EXPERIMENTS)
   assert "Budget cuts" not in open(gpu).read()
+
+
+COMMITTED_RESULTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "results")
+
+
+def test_a_lengths_from_report_drops_the_runs_it_trained_but_did_not_report(tmp_path):
+  """`config.lengths_from`: each cell the report has trains only at its reported length; cells
+  it lacks and experiments without lengths keep every run."""
+  from types import SimpleNamespace
+  from experiments.runs import Run
+  run = lambda experiment, name: Run(experiment, name, 0, {})
+  result = lambda name, experiment="timed": {"run": run(experiment, name)._asdict(),
+                                             "metrics": {"wall_time_seconds": 60.0}}
+  exported = {"timed": [result("a_e40_seed0"), result("a_seed0"), result("b_e160_seed0"),
+                        result("b_seed0")],
+              "untimed": [result("c_seed0", "untimed")]}
+  experiments = {  # the report kept a at its first length and b at 160 epochs
+      "timed": SimpleNamespace(reported_runs=lambda results, config: [
+          r for r in results if r["run"]["name"] in ("a_e40_seed0", "b_e160_seed0")]),
+      "untimed": SimpleNamespace()}
+  config = exp_sweep.get_config()
+  config.experiments = ("timed", "untimed")
+  sweep.report.export_results(exported, config, str(tmp_path))
+  planned = [run("timed", name) for name in ("a_e40_seed0", "a_seed0", "b_e160_seed0",
+                                             "b_seed0", "new_seed0")] + [run("untimed", "c_seed0")]
+  kept = sweep.report.at_reported_lengths(planned, str(tmp_path), experiments)
+  assert [r.name for r in kept] == ["a_e40_seed0", "b_e160_seed0", "new_seed0", "c_seed0"]
+  assert sweep.report.exported_minutes(kept, str(tmp_path)) == 3.0  # new_seed0 not exported
+
+
+def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_committed_runs():
+  """'two_hours' (`make sweep-2h`): every planned run is one of the committed report's reported
+  runs, each cell at one length, and their committed wall times fit 2 hours on 2 workers."""
+  config = exp_sweep.get_config("two_hours")
+  assert config.budget_hours == 2 and "depth" not in config.experiments
+  planned = sweep.plan_sweep(config)
+  exported, _ = sweep.report.load_exported(COMMITTED_RESULTS)
+  committed = {(name, r["run"]["name"]) for name, group in exported.items() for r in group}
+  assert {(r.experiment, r.name) for r in planned} <= committed  # so the estimate covers all
+  cells = [(r.experiment, r.seed, json.dumps({k: v for k, v in r.options.items()
+                                              if k not in ("epochs", "length")}, sort_keys=True))
+           for r in planned]
+  assert len(cells) == len(set(cells))
+  by_experiment = {name: {r.name for r in planned if r.experiment == name}
+                   for name in config.experiments}
+  assert "cnn_bn_rotate_seed0" not in by_experiment["rotation"]  # 80 epochs: not its plateau
+  assert len(by_experiment["rotation"]) == 4 * len(config.rotation.seeds)
+  minutes = sweep.report.exported_minutes(planned, COMMITTED_RESULTS)
+  assert minutes / 2 <= 60 * config.budget_hours * 0.95  # 2 workers, a margin for packing
+
+
+def test_the_two_hour_report_says_where_its_lengths_come_from(tmp_path):
+  config = exp_sweep.get_config("two_hours")
+  path = sweep.report.write_report({}, config, str(tmp_path), sweep.EXPERIMENTS)
+  readme = open(path).read()
+  assert ("Each cell trained once, at the length the report in `experiments/results` reported "
+          "it at" in readme)
+  assert "Budget cuts (to fit the sweep into 2 hours on 2 CPU cores;" in readme
+  assert "## 5. Depth: plain vs residual\n\nNot run in this sweep (budget cuts above)." in readme
