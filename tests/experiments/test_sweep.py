@@ -72,7 +72,7 @@ def test_every_experiment_name_has_its_module_in_order():
 
 
 def test_bad_config_argument_is_rejected():
-  with pytest.raises(ValueError, match="must be '', 'smoke' or 'gpu', got 'huge'"):
+  with pytest.raises(ValueError, match="must be '', 'two_hours', 'smoke' or 'gpu', got 'huge'"):
     exp_sweep.get_config("huge")
 
 
