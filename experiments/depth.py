@@ -44,7 +44,7 @@ from cnn_jax.train.preprocess import normalize, to_unit_interval
 from cnn_jax.train.step import cross_entropy
 from experiments import seed_statistics, stopping_rule
 from experiments.contrasts import final_train_loss
-from experiments.in_memory_training import (DATASET, InMemoryDataset, plateau_gain, prng_key,
+from experiments.in_memory_training import (DATASET, LABEL_SMOOTHING, InMemoryDataset, plateau_gain, prng_key,
                                             train_classifier, training_config,
                                             validation_scores)
 from experiments.model_zoo import check_positive_number, check_seeds
@@ -603,6 +603,29 @@ def _plateau_lines(results: list[dict], groups: dict, config) -> list[str]:
           "training error is what this budget reaches, not their floor."]
 
 
+def smoothed_target_cross_entropy(label_smoothing: float, num_classes: int) -> float:
+  """The hard-label cross-entropy (nats) of a net that predicts its label-smoothed training
+  target exactly, `-ln(1 - eps + eps / K)`: what label smoothing trains the nets towards."""
+  return -math.log(1 - label_smoothing + label_smoothing / num_classes)
+
+
+def _smoothing_floor_line(groups: dict, config) -> list[str]:
+  """Where the headline cells' training cross-entropy sits against the smoothed target's."""
+  means = [seed_statistics.summarize(values(headline_cell(groups, config, kind, depth)[1],
+                                            "train_cross_entropy")).mean
+           for kind in KINDS for depth in config.depth.depths]
+  means = [m for m in means if not math.isnan(m)]
+  if not means:
+    return []
+  target = smoothed_target_cross_entropy(LABEL_SMOOTHING, 10)
+  distance = max(abs(m - target) for m in means)
+  return [f"- The headline cells' mean training cross-entropy (eval mode) lies in "
+          f"{min(means):.4f}-{max(means):.4f} nats, within {distance:.4f} of -ln(1 - "
+          f"{LABEL_SMOOTHING:g} + {LABEL_SMOOTHING:g} / 10) = {target:.4f}, the cross-entropy of "
+          "a net that predicts its label-smoothed targets exactly: the cross-entropy contrasts "
+          "compare how closely the nets reach that target, not how well they fit the digits."]
+
+
 def _finding(rows: list[dict], results: list[dict], groups: dict, config) -> str:
   """What the runs show, computed: whether every headline net fits its training digits, which
   cells had not reached their plateau, the degradation verdicts, and how much gradient reaches
@@ -624,6 +647,7 @@ def _finding(rows: list[dict], results: list[dict], groups: dict, config) -> str
                    "memorizes this few digits (He et al. trained on CIFAR-10's 50,000 "
                    "images).")
   lines += _plateau_lines(results, groups, config)
+  lines += _smoothing_floor_line(groups, config)
   for row in rows:
     if row["claim"].startswith("degradation") and row["comparison"] is not None:
       a, b = (seed_statistics.summarize(row[key]) for key in ("values_a", "values_b"))

@@ -58,6 +58,8 @@ IN_MEMORY_DATASETS = (DATASET, CANVAS_DATASET, "cifar10")
 # and 1.4 s with 'rbg' ones (the sweep compiles one per model); 'rbg' streams are as
 # reproducible on one backend, which is all a sweep needs.
 PRNG_IMPL = "rbg"
+# Every short run's label smoothing eps (targets (1 - eps) onehot + eps / K), as the default run's.
+LABEL_SMOOTHING = 0.1
 
 
 class InMemoryDataset(NamedTuple):
@@ -235,7 +237,7 @@ def training_config(model: str, *, seed: int, num_steps: int, batch_size: int,
   config.total_steps = num_steps
   config.learning_rate = learning_rate
   config.warmup_epochs = 0.1
-  config.label_smoothing = 0.1
+  config.label_smoothing = LABEL_SMOOTHING
   config.log_every_steps = record_every
   config.eval_every_steps = num_steps  # the sweep measures after training only
   return config
