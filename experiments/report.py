@@ -146,26 +146,33 @@ def planned_runs(config, experiments: dict) -> list[Run]:
   return runs
 
 
-def exported_minutes(runs: list[Run], report_dir: str) -> float:
-  """The compute (summed wall time, minutes) that the report exported in `report_dir` spent on
-  those of `runs` it has."""
+def exported_minutes(runs: list[Run], report_dir: str, workers: int = 1) -> float:
+  """Minutes that those of `runs` the report exported in `report_dir` has took there: their
+  compute (summed wall times) for one worker; for more, the wall time of `workers` processes
+  that each take the next run in `runs`' order as they come free (`--processes`)."""
   exported, _ = load_exported(report_dir, field="config.lengths_from")
-  wanted = {(run.experiment, run.name) for run in runs}
-  return sum(result["metrics"]["wall_time_seconds"] for name, group in exported.items()
-             for result in group if (name, result["run"]["name"]) in wanted) / 60
+  seconds = {(name, result["run"]["name"]): result["metrics"]["wall_time_seconds"]
+             for name, group in exported.items() for result in group}
+  busy_until = [0.0] * workers
+  for run in runs:
+    if (run.experiment, run.name) in seconds:
+      free = busy_until.index(min(busy_until))
+      busy_until[free] += seconds[run.experiment, run.name]
+  return max(busy_until) / 60
 
 
 def lengths_sentence(config, experiments: dict) -> str:
   """The header's sentence on where a sweep with `config.lengths_from` took its lengths."""
   if not config.get("lengths_from"):
     return ""
-  minutes = exported_minutes(planned_runs(config, experiments), resolve(config.lengths_from))
+  runs, report_dir = planned_runs(config, experiments), resolve(config.lengths_from)
   return (f" Each cell trained once, at the length the report in `{config.lengths_from}` "
           "reported it at: the shortest that reached its plateau by that report's stopping-rule "
           "check, which is not repeated here (so this report's gains from half the length read '–' "
           "or 'not checked'). "
-          f"These runs took {minutes:.0f} min of compute there (about {minutes / 2:.0f} min of "
-          "wall time on 2 workers).")
+          f"These runs took {exported_minutes(runs, report_dir):.0f} min of compute there: "
+          f"{exported_minutes(runs, report_dir, workers=2):.0f} min of wall time for 2 workers "
+          "taking them in the sweep's order.")
 
 
 def timing_sentence(timing: dict | None) -> str:
