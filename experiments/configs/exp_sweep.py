@@ -330,7 +330,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.experiments = tuple(name for name in EXPERIMENT_NAMES if name != "depth")
     config.budget_cuts = ml_collections.ConfigDict(TWO_HOUR_CUTS)
     config.augmentation.datasets = ("mnist_offline", "cifar10")
+    config.augmentation.canvas.schedule_epochs = ml_collections.ConfigDict()
     config.learned_invariance.pretrain_class_counts = (5,)
+    config.learned_invariance.schedule_lengths = ml_collections.ConfigDict({
+        cell: lengths for cell, lengths in config.learned_invariance.schedule_lengths.items()
+        if cell.endswith("_classes5")})
   if arg == "smoke":
     config.experiments = EXPERIMENT_NAMES
     config.budget_cuts = ml_collections.ConfigDict()

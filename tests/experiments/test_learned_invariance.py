@@ -33,7 +33,7 @@ def test_bad_settings_are_rejected(field, value, message):
 
 
 def test_default_and_gpu_configs_are_valid():
-  for arg in ("", "smoke", "gpu"):
+  for arg in ("", "two_hours", "smoke", "gpu"):
     learned_invariance.validate(exp_sweep.get_config(arg))
 
 

@@ -43,7 +43,7 @@ def test_training_digits_per_class_match_the_offline_digits():
                                 [priors.TRAIN_DIGITS_PER_CLASS] * 10)
 
 
-@pytest.mark.parametrize("arg", ["", "gpu", "smoke"])
+@pytest.mark.parametrize("arg", ["", "two_hours", "gpu", "smoke"])
 def test_sweep_configs_are_valid(arg):
   priors.validate(exp_sweep.get_config(arg))
 

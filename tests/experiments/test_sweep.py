@@ -603,6 +603,7 @@ def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_commit
   """'two_hours' (`make sweep-2h`): every planned run is one of the committed report's reported
   runs, each cell at one length, and their committed wall times fit 2 hours on 2 workers."""
   config = exp_sweep.get_config("two_hours")
+  sweep.validate_sweep(config)
   assert config.budget_hours == 2 and "depth" not in config.experiments
   planned = sweep.plan_sweep(config)
   exported, _ = sweep.report.load_exported(COMMITTED_RESULTS)
