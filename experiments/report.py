@@ -138,12 +138,14 @@ def at_reported_lengths(runs: list[Run], report_dir: str, experiments: dict) -> 
 
 
 def planned_runs(config, experiments: dict) -> list[Run]:
-  """Every run of the config's experiments, in their order; where `config.lengths_from` names a
-  report, only the runs `at_reported_lengths` keeps."""
+  """Every run of the config's experiments, ordered seed by seed, then experiment by experiment
+  (the order the sweep's workers take them); where `config.lengths_from` names a report, only
+  the runs `at_reported_lengths` keeps."""
   runs = [run for name in config.experiments for run in experiments[name].plan(config)]
   if config.get("lengths_from"):
     runs = at_reported_lengths(runs, resolve(config.lengths_from), experiments)
-  return runs
+  seeds = sorted({run.seed for run in runs})
+  return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
 def exported_minutes(runs: list[Run], report_dir: str, workers: int = 1) -> float:

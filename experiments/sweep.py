@@ -91,9 +91,7 @@ def plan_sweep(config) -> list[Run]:
   """All runs of the selected experiments (`report.planned_runs`: where `config.lengths_from`
   names a report, each cell it has at its reported length only), ordered seed by seed, then
   experiment by experiment."""
-  runs = report.planned_runs(config, EXPERIMENTS)
-  seeds = sorted({run.seed for run in runs})
-  return sorted(runs, key=lambda run: seeds.index(run.seed))
+  return report.planned_runs(config, EXPERIMENTS)
 
 
 def run_sweep(config, workdir: str, *, report_only: bool = False,
