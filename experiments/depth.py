@@ -44,9 +44,9 @@ from cnn_jax.train.preprocess import normalize, to_unit_interval
 from cnn_jax.train.step import cross_entropy
 from experiments import seed_statistics, stopping_rule
 from experiments.contrasts import final_train_loss
-from experiments.in_memory_training import (DATASET, LABEL_SMOOTHING, InMemoryDataset, plateau_gain, prng_key,
-                                            train_classifier, training_config,
-                                            validation_scores)
+from experiments.in_memory_training import (DATASET, LABEL_SMOOTHING, InMemoryDataset,
+                                            plateau_gain, prng_key, train_classifier,
+                                            training_config, validation_scores)
 from experiments.model_zoo import check_positive_number, check_seeds
 from experiments.published import PUBLISHED
 from experiments.report_tables import cell, markdown_table
@@ -617,11 +617,13 @@ def _smoothing_floor_line(groups: dict, config) -> list[str]:
   means = [m for m in means if not math.isnan(m)]
   if not means:
     return []
-  target = smoothed_target_cross_entropy(LABEL_SMOOTHING, 10)
+  num_classes = get_dataset_info(DATASET).num_classes
+  target = smoothed_target_cross_entropy(LABEL_SMOOTHING, num_classes)
   distance = max(abs(m - target) for m in means)
   return [f"- The headline cells' mean training cross-entropy (eval mode) lies in "
           f"{min(means):.4f}-{max(means):.4f} nats, within {distance:.4f} of -ln(1 - "
-          f"{LABEL_SMOOTHING:g} + {LABEL_SMOOTHING:g} / 10) = {target:.4f}, the cross-entropy of "
+          f"{LABEL_SMOOTHING:g} + {LABEL_SMOOTHING:g} / {num_classes}) = {target:.4f}, the "
+          "cross-entropy of "
           "a net that predicts its label-smoothed targets exactly: the cross-entropy contrasts "
           "compare how closely the nets reach that target, not how well they fit the digits."]
 

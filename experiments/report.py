@@ -49,9 +49,10 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
   export_results(results, config, report_dir, timing)
   minutes = {name: sum(result["metrics"]["wall_time_seconds"] for result in group) / 60
              for name, group in results.items()}
-  planned = {name: 0 for name in config.experiments}
-  for run in planned_runs(config, experiments):
-    planned[run.experiment] += 1
+  planned = planned_runs(config, experiments)
+  planned_counts = {name: 0 for name in config.experiments}
+  for run in planned:
+    planned_counts[run.experiment] += 1
   lines = [
       "# cnn-jax experiments: invariance, equivariance, priors, depth", "",
       f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
@@ -59,10 +60,10 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"{sum(minutes.values()):.1f} min in total: about {sum(minutes.values()) / 2:.0f} min of "
       "wall time for `make sweep`'s 2 worker processes). Runs per experiment (finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
-                  for name, count in planned.items()) + ". Compute per experiment (the runs' "
-      "wall times summed): " + ", ".join(f"{name} {value:.1f} min"
-                                         for name, value in minutes.items())
-      + "." + timing_sentence(timing) + lengths_sentence(config, experiments),
+                  for name, count in planned_counts.items())
+      + ". Compute per experiment (the runs' wall times summed): "
+      + ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items())
+      + "." + timing_sentence(timing) + lengths_sentence(config, planned),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
@@ -148,33 +149,40 @@ def planned_runs(config, experiments: dict) -> list[Run]:
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
-def exported_minutes(runs: list[Run], report_dir: str, workers: int = 1) -> float:
-  """Minutes that those of `runs` the report exported in `report_dir` has took there: their
-  compute (summed wall times) for one worker; for more, the wall time of `workers` processes
-  that each take the next run in `runs`' order as they come free (`--processes`)."""
+def exported_wall_seconds(report_dir: str) -> dict[tuple[str, str], float]:
+  """Each run's wall time in seconds in the report exported in `report_dir`, by (experiment,
+  run name)."""
   exported, _ = load_exported(report_dir, field="config.lengths_from")
-  seconds = {(name, result["run"]["name"]): result["metrics"]["wall_time_seconds"]
-             for name, group in exported.items() for result in group}
+  return {(name, result["run"]["name"]): result["metrics"]["wall_time_seconds"]
+          for name, group in exported.items() for result in group}
+
+
+def packed_minutes(runs: list[Run], wall_seconds: dict[tuple[str, str], float],
+                   workers: int = 1) -> float:
+  """Minutes that those of `runs` with a time in `wall_seconds` (`exported_wall_seconds`) take:
+  their compute (summed wall times) for one worker; for more, the wall time of `workers`
+  processes that each take the next run in `runs`' order as they come free (`--processes`)."""
   busy_until = [0.0] * workers
   for run in runs:
-    if (run.experiment, run.name) in seconds:
+    if (run.experiment, run.name) in wall_seconds:
       free = busy_until.index(min(busy_until))
-      busy_until[free] += seconds[run.experiment, run.name]
+      busy_until[free] += wall_seconds[run.experiment, run.name]
   return max(busy_until) / 60
 
 
-def lengths_sentence(config, experiments: dict) -> str:
-  """The header's sentence on where a sweep with `config.lengths_from` took its lengths."""
+def lengths_sentence(config, planned: list[Run]) -> str:
+  """The header's sentence on where a sweep with `config.lengths_from` took its lengths;
+  `planned` is its `planned_runs`."""
   if not config.get("lengths_from"):
     return ""
-  runs, report_dir = planned_runs(config, experiments), resolve(config.lengths_from)
+  wall_seconds = exported_wall_seconds(resolve(config.lengths_from))
   return (f" Each cell trained once, at the length the report in `{config.lengths_from}` "
           "reported it at: the shortest that reached its plateau by that report's stopping-rule "
           "check, which is not repeated here (so this report's gains from half the length read '–' "
           "or 'not checked'). "
-          f"These runs took {exported_minutes(runs, report_dir):.0f} min of compute there: "
-          f"{exported_minutes(runs, report_dir, workers=2):.0f} min of wall time for 2 workers "
-          "taking them in the sweep's order.")
+          f"These runs took {packed_minutes(planned, wall_seconds):.0f} min of compute there: "
+          f"{packed_minutes(planned, wall_seconds, workers=2):.0f} min of wall time for 2 "
+          "workers taking them in the sweep's order.")
 
 
 def timing_sentence(timing: dict | None) -> str:

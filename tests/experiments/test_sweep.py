@@ -594,9 +594,10 @@ def test_a_lengths_from_report_drops_the_runs_it_trained_but_did_not_report(tmp_
                                              "b_seed0", "new_seed0")] + [run("untimed", "c_seed0")]
   kept = sweep.report.at_reported_lengths(planned, str(tmp_path), experiments)
   assert [r.name for r in kept] == ["a_e40_seed0", "b_e160_seed0", "new_seed0", "c_seed0"]
-  assert sweep.report.exported_minutes(kept, str(tmp_path)) == 3.0  # new_seed0 not exported
+  wall_seconds = sweep.report.exported_wall_seconds(str(tmp_path))
+  assert sweep.report.packed_minutes(kept, wall_seconds) == 3.0  # new_seed0 not exported
   # Two workers: a_e40 and b_e160 side by side, then c_seed0 on the first free one.
-  assert sweep.report.exported_minutes(kept, str(tmp_path), workers=2) == 2.0
+  assert sweep.report.packed_minutes(kept, wall_seconds, workers=2) == 2.0
 
 
 def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_committed_runs():
@@ -617,7 +618,8 @@ def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_commit
                    for name in config.experiments}
   assert "cnn_bn_rotate_seed0" not in by_experiment["rotation"]  # 80 epochs: not its plateau
   assert len(by_experiment["rotation"]) == 4 * len(config.rotation.seeds)
-  wall_minutes = sweep.report.exported_minutes(planned, COMMITTED_RESULTS, workers=2)
+  wall_minutes = sweep.report.packed_minutes(
+      planned, sweep.report.exported_wall_seconds(COMMITTED_RESULTS), workers=2)
   assert wall_minutes <= 60 * config.budget_hours * 0.95  # a margin for startup and loading
 
 
