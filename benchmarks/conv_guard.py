@@ -4,10 +4,10 @@
 
 `cnn_jax.ops.lowering` sends the geometries whose gradient XLA:CPU computes wrong or aborts on
 (`docs/conv_gradients.md`) through other formulations. This lowers each model's train step
-(`cnn_jax.train.step.make_train_step` as the benchmarks build it, every lowering) twice, as is and with the guard's rule
-replaced by "never fails", and compares the two programs XLA receives; it also counts the
-layers the rule flags. Identical programs compile to identical executables, so the guard costs
-nothing at run time on these shapes; what remains is the rule's Python at trace time (traced
+(`cnn_jax.train.step.make_train_step` as the benchmarks build it, every lowering) twice, as is and
+with the guard's rule replaced by "never fails", and compares the two programs XLA receives; it also
+counts the layers the rule flags. Identical programs compile to identical executables, so the guard
+costs nothing at run time on these shapes; what remains is the rule's Python at trace time (traced
 once to warm up, then with and without the guard).
 """
 

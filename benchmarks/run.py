@@ -19,9 +19,9 @@ Sections:
           float32; torch runs under autocast); the torch twin runs on CUDA when JAX's default
           backend is a GPU.
   ops     per conv shape of the models: forward, dX, dW with every lowering; per max-pool
-          shape and per blur-pool shape of the sweep's blurred CNN: forward, backward. With `--write-auto-table`, the fastest lowering per conv
-          shape and part goes into 'auto's table for this CPU's ISA class
-          (`cnn_jax.ops.lowering.auto_choices`).
+          shape and per blur-pool shape of the sweep's blurred CNN: forward, backward. With
+          `--write-auto-table`, the fastest lowering per conv shape and part goes into 'auto's
+          table for this CPU's ISA class (`cnn_jax.ops.lowering.auto_choices`).
   growth  images/s and memory against batch and image size; FLOPs against ResNet depth.
   pmap    a pmapped step on 2 virtual CPU devices against the 2-thread single device.
 

@@ -1,16 +1,16 @@
 """Experiment 1: augmentation {none, translate, rotate, both} x model, every invariance metric.
 
-Each (dataset, model, augmentation, seed) is trained on the dataset's train split (the 4,000
-offline digits; the same digits at random positions on a 40 x 40 canvas, 'mnist_canvas', where
-crop and circular shifts differ and padding meets the digit; CIFAR-10's 50,000 images where it is prepared in `config.data_dir`, else its runs
-are not planned), then measured on test images (on the [0, 1] scale, black = 0; normalization
-is inside the classifier): clean accuracy (the whole test split), shift consistency (Zhang
-2019; crop shifts and circular shifts), P(top-1 change) and MAC under 1-pixel diagonal shifts
-(Azulay & Weiss 2019), accuracy vs horizontal / vertical translation and vs rotation angle,
-per-layer equivariance error (circular shifts), and the Lie derivative (Gruver et al. 2022) of
-the log-probabilities (comparable between models) and of the logits under translation and
-rotation, per layer (in each layer's own feature space) and
-split over the layers that introduce it.
+Each (dataset, model, augmentation, seed) is trained on the dataset's train split (the 4,000 offline
+digits; the same digits at random positions on a 40 x 40 canvas, 'mnist_canvas', where crop and
+circular shifts differ and padding meets the digit; CIFAR-10's 50,000 images where it is prepared in
+`config.data_dir`, else its runs are not planned), then measured on test images (on the [0, 1]
+scale, black = 0; normalization is inside the classifier): clean accuracy (the whole test split),
+shift consistency (Zhang 2019; crop shifts and circular shifts), P(top-1 change) and MAC under
+1-pixel diagonal shifts (Azulay & Weiss 2019), accuracy vs horizontal / vertical translation and vs
+rotation angle, per-layer equivariance error (circular shifts), and the Lie derivative (Gruver et
+al. 2022) of the log-probabilities (comparable between models) and of the logits under translation
+and rotation, per layer (in each layer's own feature space) and split over the layers that introduce
+it.
 
 Stopping rule: `num_epochs` (on the canvas `canvas.num_epochs`), checked. Every run on the
 digits of a model in `half_length_models` (the grid's and the dose-response's; on the canvas

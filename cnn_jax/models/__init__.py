@@ -23,7 +23,8 @@ from cnn_jax.models.torchvision_weights import (TORCHVISION_NAMES, from_torchvis
 __all__ = [
     "MODEL_NAMES", "get_model", "model_fields", "Conv", "MLP", "CNN", "mlp_param_count",
     "mlp_width_for_params", "P4CNN", "P4Conv",
-    "AlexNet", "AlexNetTorchvision", "apply_on_two_devices", "ResNet", "ResidualBlock", "BasicBlock",
+    "AlexNet", "AlexNetTorchvision", "apply_on_two_devices", "ResNet", "ResidualBlock",
+    "BasicBlock",
     "BottleneckBlock", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ResNet20",
     "ResNet32", "ResNet44", "ResNet56", "ResNet110", "Plain18", "Plain34", "Plain20", "Plain32",
     "Plain44", "Plain56", "Plain110", "TORCHVISION_NAMES", "from_torchvision", "to_torchvision",

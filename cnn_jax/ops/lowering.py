@@ -656,13 +656,14 @@ def _materialized(x: jax.Array) -> jax.Array:
   """x, written once into a buffer of its own: the identity, behind a conditional.
 
   A layer's input is usually the end of an elementwise chain (batch-norm apply, ReLU, residual
-  additions back to the stage's first block). XLA:CPU fuses such chains into their consumers,
-  and the kernel gradient's consumer is a transpose to `[C, *spatial, N]` (XLA's convolution
-  kernel gradient) or the patches' strided slices: each re-reads 5-15 full-size tensors in a
-  cache-hostile order, many times slower than one transpose of one buffer. A conditional is a fusion boundary XLA keeps (`lax.optimization_barrier`
-  is removed before fusion). Its predicate is data-dependent so that XLA does not fold it away,
-  and one branch is `x * 1` so that JAX does not forward x past it (it drops a conditional whose
-  branches all return their operand unchanged); both branches equal x exactly.
+  additions back to the stage's first block). XLA:CPU fuses such chains into their consumers, and
+  the kernel gradient's consumer is a transpose to `[C, *spatial, N]` (XLA's convolution kernel
+  gradient) or the patches' strided slices: each re-reads 5-15 full-size tensors in a cache-hostile
+  order, many times slower than one transpose of one buffer. A conditional is a fusion boundary XLA
+  keeps (`lax.optimization_barrier` is removed before fusion). Its predicate is data-dependent so
+  that XLA does not fold it away, and one branch is `x * 1` so that JAX does not forward x past it
+  (it drops a conditional whose branches all return their operand unchanged); both branches equal x
+  exactly.
   """
   first = lax.stop_gradient(x).reshape(-1)[:1]
   return lax.cond(jnp.all(first == first), lambda x: x, lambda x: x * 1, x)

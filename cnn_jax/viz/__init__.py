@@ -2,9 +2,10 @@
 receptive field, filter grids and activation maps, and the colourfulness of AlexNet's towers.
 
 `projection` (one VJP, three ReLU backward rules) and the traced receptive field
-(`cnn_jax.models.inspect.traced_receptive_field`) are the mechanisms; `top_activations`, `filters` and `feature_maps` build the figures as
-pixel arrays; `grids` tiles them and writes PNGs; `report.write_visualizations` writes them all
-with an index page, which `experiments/visualize.py` runs on a training workdir.
+(`cnn_jax.models.inspect.traced_receptive_field`) are the mechanisms; `top_activations`, `filters`
+and `feature_maps` build the figures as pixel arrays; `grids` tiles them and writes PNGs;
+`report.write_visualizations` writes them all with an index page, which `experiments/visualize.py`
+runs on a training workdir.
 """
 
 from cnn_jax.viz.feature_maps import activation_grid

@@ -24,7 +24,8 @@ def test_speedups_are_higher_for_faster_oneDNN_runs_whatever_the_measure():
           "sweep run": {"onednn": [{"seconds": 10.0}, {"seconds": 14.0}],
                         "xla": [{"seconds": 24.0}, {"seconds": 24.0}]}}}
   table = end_to_end.markdown(results)
-  assert "| make run | train images/s | 3,000.0 [3,000.0, 3,000.0] | 1,500.0 [1,500.0, 1,500.0] | 2.00x |" in table
+  assert ("| make run | train images/s | 3,000.0 [3,000.0, 3,000.0] | 1,500.0 [1,500.0, 1,500.0] "
+          "| 2.00x |") in table
   assert "| make run | training s | 10.0 [10.0, 10.0] | 20.0 [20.0, 20.0] | 2.00x |" in table
   assert "| make run | wall s |" in table and "| 1.50x |" in table
   assert "| sweep run | wall s | 12.0 [10.0, 14.0] | 24.0 [24.0, 24.0] | 2.00x |" in table

@@ -66,7 +66,8 @@ def test_plan_checks_every_run_at_half_length_and_listed_cells_longer():
   assert {run.name for run in other if run.options["length"] == 2.0} == {
       f"pretrained_classes2_x2_seed{seed}" for seed in config.learned_invariance.class_sweep_seeds}
   assert learned_invariance.scaled_steps(600, 0.5) == 300
-  assert learned_invariance.scaled_steps(5, 0.5) == 3 and learned_invariance.scaled_steps(1, 0.1) == 1
+  assert learned_invariance.scaled_steps(5, 0.5) == 3
+  assert learned_invariance.scaled_steps(1, 0.1) == 1
 
 
 def test_bad_schedule_lengths_are_rejected():

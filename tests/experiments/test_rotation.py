@@ -242,7 +242,8 @@ def test_plateau_verdicts_say_where_each_condition_stops_rising():
           "trained (40 -> 80 epochs: +0.0500") in note and "160 -> 320 epochs: +0.0250" in note
   assert "- CNN + batch norm + rotation augmentation: not checked (no run at 40 epochs)" in note
   results = _length_results("cnn", {40.0: [0.80, 0.81], 80: [0.85, 0.86], 160.0: [0.853, 0.863]})
-  verdict = stopping_rule.plateau_verdict(rotation.by_length(results, config)[("cnn", "rotate")], 80.0)
+  verdict = stopping_rule.plateau_verdict(
+      rotation.by_length(results, config)[("cnn", "rotate")], 80.0)
   assert verdict.startswith("not at 80 epochs; at its plateau by 160 epochs (80 -> 160 epochs: "
                             "+0.0030")
 

@@ -74,6 +74,7 @@ def test_the_onednn_lowering_has_the_receptive_field_of_the_xla_one():
   fields = {lowering: traced_receptive_field(
       lambda x, lowering=lowering: ops.correlate(
           ops.correlate(x, jnp.ones((5, 5, 1, 2)), stride=2, padding="same",
-                        lowering=lowering), kernel, kernel_dilation=2, padding=1, lowering=lowering),
+                        lowering=lowering),
+          kernel, kernel_dilation=2, padding=1, lowering=lowering),
       (1, 28, 28, 1)) for lowering in ("xla", "onednn")}
   assert fields["xla"] is not None and fields["onednn"] == fields["xla"]

@@ -15,7 +15,8 @@ SUMMARY = {"test_accuracy": 0.98123456, "steps": 20, "best_step": 20, "test_loss
 
 @pytest.fixture
 def written_report(tmp_path, monkeypatch):
-  """Writes the report, keeping its figures (`Figure.savefig` is intercepted) to read their lines."""
+  """Writes the report, keeping its figures (`Figure.savefig` is intercepted) to read their
+  lines."""
   figures = []
   savefig = report.Figure.savefig
 
@@ -49,7 +50,8 @@ def test_report_page_holds_the_rounded_summary_the_figures_and_the_config(writte
 def test_figures_plot_each_recorded_metric_against_the_step(written_report):
   _, figures = written_report
   assert len(figures) == 2
-  expected = [("cross-entropy", {"train_loss": ([10, 20], [1.5, 0.75]), "test_loss": ([20], [0.6])}),
+  expected = [("cross-entropy", {"train_loss": ([10, 20], [1.5, 0.75]),
+                                 "test_loss": ([20], [0.6])}),
               ("accuracy", {"train_accuracy": ([10, 20], [0.5, 0.8]),
                             "test_accuracy": ([20], [0.75])})]
   for figure, (ylabel, curves) in zip(figures, expected):
