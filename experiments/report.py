@@ -63,7 +63,7 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
                   for name, count in planned_counts.items())
       + ". Compute per experiment (the runs' wall times summed): "
       + ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items())
-      + "." + timing_sentence(timing) + lengths_sentence(config, planned),
+      + "." + timing_sentence(timing) + lengths_sentence(config, planned, experiments),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
@@ -149,17 +149,18 @@ def planned_runs(config, experiments: dict) -> list[Run]:
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
-def exported_wall_seconds(report_dir: str) -> dict[tuple[str, str], float]:
-  """Each run's wall time in seconds in the report exported in `report_dir`, by (experiment,
-  run name)."""
-  exported, _ = load_exported(report_dir, field="config.lengths_from")
+def reported_wall_seconds(report_dir: str, experiments: dict) -> dict[tuple[str, str], float]:
+  """The wall time in seconds of each run that the report exported in `report_dir` reported
+  (each cell at its reported length, `reported_runs`), by (experiment, run name)."""
+  exported, exported_config = load_exported(report_dir, field="config.lengths_from")
   return {(name, result["run"]["name"]): result["metrics"]["wall_time_seconds"]
-          for name, group in exported.items() for result in group}
+          for name, group in exported.items()
+          for result in reported_runs(experiments, name, group, exported_config)}
 
 
 def packed_minutes(runs: list[Run], wall_seconds: dict[tuple[str, str], float],
                    workers: int = 1) -> float:
-  """Minutes that those of `runs` with a time in `wall_seconds` (`exported_wall_seconds`) take:
+  """Minutes that those of `runs` with a time in `wall_seconds` (`reported_wall_seconds`) take:
   their compute (summed wall times) for one worker; for more, the wall time of `workers`
   processes that each take the next run in `runs`' order as they come free (`--processes`)."""
   busy_until = [0.0] * workers
@@ -170,19 +171,31 @@ def packed_minutes(runs: list[Run], wall_seconds: dict[tuple[str, str], float],
   return max(busy_until) / 60
 
 
-def lengths_sentence(config, planned: list[Run]) -> str:
-  """The header's sentence on where a sweep with `config.lengths_from` took its lengths;
-  `planned` is its `planned_runs`."""
+def lengths_sentence(config, planned: list[Run], experiments: dict) -> str:
+  """The header's sentences on where a sweep with `config.lengths_from` took its lengths, what
+  its planned runs (`planned_runs`: the only ones of that report's it trains are reported ones)
+  took there, and what that report's reported runs it leaves out took."""
   if not config.get("lengths_from"):
     return ""
-  wall_seconds = exported_wall_seconds(resolve(config.lengths_from))
+  wall_seconds = reported_wall_seconds(resolve(config.lengths_from), experiments)
+  kept = {(run.experiment, run.name) for run in planned}
+  left_out = {}
+  for (name, run_name), seconds in wall_seconds.items():
+    if (name, run_name) not in kept:
+      left_out[name] = left_out.get(name, 0.0) + seconds / 60
+  total = sum(wall_seconds.values()) / 60
   return (f" Each cell trained once, at the length the report in `{config.lengths_from}` "
           "reported it at: the shortest that reached its plateau by that report's stopping-rule "
           "check, which is not repeated here (so this report's gains from half the length read '–' "
           "or 'not checked'). "
           f"These runs took {packed_minutes(planned, wall_seconds):.0f} min of compute there: "
           f"{packed_minutes(planned, wall_seconds, workers=2):.0f} min of wall time for 2 "
-          "workers taking them in the sweep's order.")
+          "workers taking them in the sweep's order. What the budget cuts leave out of that "
+          f"report's reported runs took {sum(left_out.values()):.0f} min of compute there ("
+          + ", ".join(f"{name} {minutes:.0f}" for name, minutes in sorted(
+              left_out.items(), key=lambda item: -item[1]))
+          + f"): training every one of its cells once at its reported length takes "
+          f"{total:.0f} compute-min, about {total / 2:.0f} min for 2 workers.")
 
 
 def timing_sentence(timing: dict | None) -> str:

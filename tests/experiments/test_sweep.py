@@ -2,6 +2,7 @@ import json
 import logging
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -594,7 +595,9 @@ def test_a_lengths_from_report_drops_the_runs_it_trained_but_did_not_report(tmp_
                                              "b_seed0", "new_seed0")] + [run("untimed", "c_seed0")]
   kept = sweep.report.at_reported_lengths(planned, str(tmp_path), experiments)
   assert [r.name for r in kept] == ["a_e40_seed0", "b_e160_seed0", "new_seed0", "c_seed0"]
-  wall_seconds = sweep.report.exported_wall_seconds(str(tmp_path))
+  wall_seconds = sweep.report.reported_wall_seconds(str(tmp_path), experiments)
+  assert set(wall_seconds) == {("timed", "a_e40_seed0"), ("timed", "b_e160_seed0"),
+                               ("untimed", "c_seed0")}
   assert sweep.report.packed_minutes(kept, wall_seconds) == 3.0  # new_seed0 not exported
   # Two workers: a_e40 and b_e160 side by side, then c_seed0 on the first free one.
   assert sweep.report.packed_minutes(kept, wall_seconds, workers=2) == 2.0
@@ -607,9 +610,8 @@ def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_commit
   sweep.validate_sweep(config)
   assert config.budget_hours == 2 and "depth" not in config.experiments
   planned = sweep.plan_sweep(config)
-  exported, _ = sweep.report.load_exported(COMMITTED_RESULTS)
-  committed = {(name, r["run"]["name"]) for name, group in exported.items() for r in group}
-  assert {(r.experiment, r.name) for r in planned} <= committed  # so the estimate covers all
+  reported = sweep.report.reported_wall_seconds(COMMITTED_RESULTS, sweep.EXPERIMENTS)
+  assert {(r.experiment, r.name) for r in planned} <= set(reported)  # the estimate covers all
   cells = [(r.experiment, r.seed, json.dumps({k: v for k, v in r.options.items()
                                               if k not in ("epochs", "length")}, sort_keys=True))
            for r in planned]
@@ -618,8 +620,7 @@ def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_commit
                    for name in config.experiments}
   assert "cnn_bn_rotate_seed0" not in by_experiment["rotation"]  # 80 epochs: not its plateau
   assert len(by_experiment["rotation"]) == 4 * len(config.rotation.seeds)
-  wall_minutes = sweep.report.packed_minutes(
-      planned, sweep.report.exported_wall_seconds(COMMITTED_RESULTS), workers=2)
+  wall_minutes = sweep.report.packed_minutes(planned, reported, workers=2)
   assert wall_minutes <= 60 * config.budget_hours * 0.95  # a margin for startup and loading
 
 
@@ -630,4 +631,10 @@ def test_the_two_hour_report_says_where_its_lengths_come_from(tmp_path):
   assert ("Each cell trained once, at the length the report in `experiments/results` reported "
           "it at" in readme)
   assert "Budget cuts (to fit the sweep into 2 hours on 2 CPU cores;" in readme
+  # What the cuts leave out, and the budget the whole report at its lengths would need.
+  left_out = re.search(r"What the budget cuts leave out of that report's reported runs took "
+                       r"(\d+) min of compute there \(depth (\d+), .*\): training every one of "
+                       r"its cells once at its reported length takes (\d+) compute-min", readme)
+  assert left_out and int(left_out[1]) >= int(left_out[2]) > 0
+  assert int(left_out[3]) > 2 * 60 * config.budget_hours  # why the cuts
   assert "## 5. Depth: plain vs residual\n\nNot run in this sweep (budget cuts above)." in readme
