@@ -9,6 +9,7 @@ and its figures without retraining.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -63,7 +64,7 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
                   for name, count in planned_counts.items())
       + ". Compute per experiment (the runs' wall times summed): "
       + ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items())
-      + "." + timing_sentence(timing) + lengths_sentence(config, planned, experiments),
+      + "." + timing_sentence(timing) + lengths_sentence(config, planned, experiments, results),
       "Tables give mean ± sample std (ddof=1) over seeds and, with 2 or more seeds, the 95% "
       "Student t interval in brackets. Data: the 5,000 offline MNIST digits "
       "('mnist_offline', 4,000 train / 1,000 test); experiment 1 also CIFAR-10 where it is "
@@ -149,10 +150,11 @@ def planned_runs(config, experiments: dict) -> list[Run]:
   return sorted(runs, key=lambda run: seeds.index(run.seed))
 
 
-def reported_wall_seconds(report_dir: str, experiments: dict) -> dict[tuple[str, str], float]:
-  """The wall time in seconds of each run that the report exported in `report_dir` reported
-  (each cell at its reported length, `reported_runs`), by (experiment, run name)."""
-  exported, exported_config = load_exported(report_dir, field="config.lengths_from")
+def reported_wall_seconds(exported: dict[str, list[dict]], exported_config,
+                          experiments: dict) -> dict[tuple[str, str], float]:
+  """The wall time in seconds of each run that an exported report (`load_exported`'s results
+  and config) reported (each cell at its reported length, `reported_runs`), by (experiment, run
+  name)."""
   return {(name, result["run"]["name"]): result["metrics"]["wall_time_seconds"]
           for name, group in exported.items()
           for result in reported_runs(experiments, name, group, exported_config)}
@@ -171,13 +173,17 @@ def packed_minutes(runs: list[Run], wall_seconds: dict[tuple[str, str], float],
   return max(busy_until) / 60
 
 
-def lengths_sentence(config, planned: list[Run], experiments: dict) -> str:
-  """The header's sentences on where a sweep with `config.lengths_from` took its lengths, what
-  its planned runs (`planned_runs`: the only ones of that report's it trains are reported ones)
-  took there, and what that report's reported runs it leaves out took."""
+def lengths_sentence(config, planned: list[Run], experiments: dict,
+                     results: dict[str, list[dict]]) -> str:
+  """The header's sentences on a sweep with `config.lengths_from`: where it took its lengths,
+  what its planned runs (`planned_runs`: the only ones of that report's it trains are reported
+  ones) took there, what that report's reported runs it leaves out took, and how its finished
+  `results` compare with the same runs there (`reproduction_sentence`)."""
   if not config.get("lengths_from"):
     return ""
-  wall_seconds = reported_wall_seconds(resolve(config.lengths_from), experiments)
+  reference, reference_config = load_exported(resolve(config.lengths_from),
+                                               field="config.lengths_from")
+  wall_seconds = reported_wall_seconds(reference, reference_config, experiments)
   kept = {(run.experiment, run.name) for run in planned}
   left_out = {}
   for (name, run_name), seconds in wall_seconds.items():
@@ -195,7 +201,63 @@ def lengths_sentence(config, planned: list[Run], experiments: dict) -> str:
           + ", ".join(f"{name} {minutes:.0f}" for name, minutes in sorted(
               left_out.items(), key=lambda item: -item[1]))
           + f"): training every one of its cells once at its reported length takes "
-          f"{total:.0f} compute-min, about {total / 2:.0f} min for 2 workers.")
+          f"{total:.0f} compute-min, about {total / 2:.0f} min for 2 workers."
+          + reproduction_sentence(results, reference))
+
+
+def metric_leaves(metrics, path: tuple = ()):
+  """(path, value) of every number in a run's metrics (nested dicts and lists), timings
+  (keys ending in '_seconds') left out: what two runs of the same options should reproduce."""
+  if isinstance(metrics, dict):
+    for key, value in metrics.items():
+      if not key.endswith("_seconds"):
+        yield from metric_leaves(value, path + (key,))
+  elif isinstance(metrics, (list, tuple)):
+    for index, value in enumerate(metrics):
+      yield from metric_leaves(value, path + (str(index),))
+  elif isinstance(metrics, (int, float)):
+    yield path, float(metrics)
+
+
+def relative_difference(a: float, b: float) -> float:
+  """|a - b| / max(|a|, |b|): 0 for equal numbers (two NaNs included), inf against one NaN."""
+  if a == b or (math.isnan(a) and math.isnan(b)):
+    return 0.0
+  if math.isnan(a) or math.isnan(b):
+    return math.inf
+  return abs(a - b) / max(abs(a), abs(b))
+
+
+def reproduction_sentence(results: dict[str, list[dict]],
+                          reference: dict[str, list[dict]]) -> str:
+  """The header's sentence on the runs of `results` that `reference` (another report's results)
+  also has: how many agree with it in every recorded number (`metric_leaves`: timings aside),
+  and the largest relative difference of any number, where."""
+  reference_metrics = {(name, result["run"]["name"]): result["metrics"]
+                       for name, group in reference.items() for result in group}
+  compared, identical, largest = 0, 0, (0.0, "")
+  for name, group in results.items():
+    for result in group:
+      other = reference_metrics.get((name, result["run"]["name"]))
+      if other is None:
+        continue
+      compared += 1
+      mine, theirs = dict(metric_leaves(result["metrics"])), dict(metric_leaves(other))
+      if mine.keys() != theirs.keys():
+        difference, where = math.inf, f"{name}/{result['run']['name']} (other metrics recorded)"
+      else:
+        difference, where = max(
+            ((relative_difference(mine[path], theirs[path]),
+              f"{name}/{result['run']['name']} {'.'.join(path)}: {theirs[path]:.6g} there, "
+              f"{mine[path]:.6g} here") for path in mine), default=(0.0, ""))
+      identical += difference == 0
+      largest = max(largest, (difference, where), key=lambda item: item[0])
+  if not compared:
+    return ""
+  return (f" Of the {compared} finished runs that report also has, {identical} reproduce every "
+          "number it recorded for them exactly (timings aside)"
+          + (f"; the largest relative difference of any number is {largest[0]:.2g}, in "
+             f"{largest[1]}." if largest[0] else "."))
 
 
 def timing_sentence(timing: dict | None) -> str:

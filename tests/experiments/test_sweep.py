@@ -595,7 +595,8 @@ def test_a_lengths_from_report_drops_the_runs_it_trained_but_did_not_report(tmp_
                                              "b_seed0", "new_seed0")] + [run("untimed", "c_seed0")]
   kept = sweep.report.at_reported_lengths(planned, str(tmp_path), experiments)
   assert [r.name for r in kept] == ["a_e40_seed0", "b_e160_seed0", "new_seed0", "c_seed0"]
-  wall_seconds = sweep.report.reported_wall_seconds(str(tmp_path), experiments)
+  wall_seconds = sweep.report.reported_wall_seconds(
+      *sweep.report.load_exported(str(tmp_path)), experiments)
   assert set(wall_seconds) == {("timed", "a_e40_seed0"), ("timed", "b_e160_seed0"),
                                ("untimed", "c_seed0")}
   assert sweep.report.packed_minutes(kept, wall_seconds) == 3.0  # new_seed0 not exported
@@ -610,7 +611,8 @@ def test_the_two_hour_sweep_trains_each_cell_once_within_two_hours_of_the_commit
   sweep.validate_sweep(config)
   assert config.budget_hours == 2 and "depth" not in config.experiments
   planned = sweep.plan_sweep(config)
-  reported = sweep.report.reported_wall_seconds(COMMITTED_RESULTS, sweep.EXPERIMENTS)
+  reported = sweep.report.reported_wall_seconds(*sweep.report.load_exported(COMMITTED_RESULTS),
+                                                sweep.EXPERIMENTS)
   assert {(r.experiment, r.name) for r in planned} <= set(reported)  # the estimate covers all
   cells = [(r.experiment, r.seed, json.dumps({k: v for k, v in r.options.items()
                                               if k not in ("epochs", "length")}, sort_keys=True))
@@ -638,3 +640,28 @@ def test_the_two_hour_report_says_where_its_lengths_come_from(tmp_path):
   assert left_out and int(left_out[1]) >= int(left_out[2]) > 0
   assert int(left_out[3]) > 2 * 60 * config.budget_hours  # why the cuts
   assert "## 5. Depth: plain vs residual\n\nNot run in this sweep (budget cuts above)." in readme
+
+
+def test_a_lengths_from_report_says_which_runs_reproduce_the_reference_exactly():
+  """Every number of a run (nested curves included, timings aside) against the reference's run
+  of the same name: identical runs count, the largest relative difference is named."""
+  reference = {"a": [{"run": {"name": "x_seed0"},
+                      "metrics": {"clean_accuracy": 0.9, "curve": {"loss": [1.0, 0.5]},
+                                  "wall_time_seconds": 10.0}},
+                     {"run": {"name": "y_seed0"}, "metrics": {"clean_accuracy": 0.8}}]}
+  same = {"a": [{"run": {"name": "x_seed0"},
+                 "metrics": {"clean_accuracy": 0.9, "curve": {"loss": [1.0, 0.5]},
+                             "wall_time_seconds": 7.0}},
+                {"run": {"name": "new_seed0"}, "metrics": {"clean_accuracy": 0.1}}]}
+  assert sweep.report.reproduction_sentence(same, reference) == (
+      " Of the 1 finished runs that report also has, 1 reproduce every number it recorded for "
+      "them exactly (timings aside).")
+  changed = {"a": [{"run": {"name": "x_seed0"},
+                    "metrics": {"clean_accuracy": 0.9, "curve": {"loss": [1.0, 0.4]}}},
+                   {"run": {"name": "y_seed0"}, "metrics": {"clean_accuracy": 0.8}}]}
+  assert sweep.report.reproduction_sentence(changed, reference) == (
+      " Of the 2 finished runs that report also has, 1 reproduce every number it recorded for "
+      "them exactly (timings aside); the largest relative difference of any number is 0.2, in "
+      "a/x_seed0 curve.loss.1: 0.5 there, 0.4 here.")
+  assert sweep.report.relative_difference(math.nan, math.nan) == 0.0
+  assert sweep.report.relative_difference(1.0, math.nan) == math.inf
