@@ -59,7 +59,8 @@ def write_report(results: dict[str, list[dict]], config, report_dir: str,
       f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
       f"{sum(len(group) for group in results.values())} finished runs (compute "
       f"{sum(minutes.values()):.1f} min in total: about {sum(minutes.values()) / 2:.0f} min of "
-      "wall time for `make sweep`'s 2 worker processes). Runs per experiment (finished / planned): "
+      "wall time for 2 worker processes, as the make targets run it). Runs per experiment "
+      "(finished / planned): "
       + ", ".join(f"{name} {len(results.get(name, []))}/{count}"
                   for name, count in planned_counts.items())
       + ". Compute per experiment (the runs' wall times summed): "
