@@ -226,9 +226,16 @@ def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
 
 
 def _onednn_given(x_shape, kernel_shape, correlation: Correlation, dtypes) -> bool:
-  """`onednn.shape_supported` for a resolved correlation."""
+  """`onednn.shape_supported` for a resolved correlation, as oneDNN sees it (circular padding
+  applied to x beforehand)."""
+  pads = correlation.pads
+  if correlation.circular:
+    x_shape = ((x_shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:-1], pads))
+               + (x_shape[-1],))
+    pads = ((0, 0),) * len(pads)
   return onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
-                                        correlation.input_dilations, correlation.groups, dtypes)
+                                        correlation.input_dilations, correlation.groups, dtypes,
+                                        pads=pads, kernel_dilations=correlation.kernel_dilations)
 
 
 def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:

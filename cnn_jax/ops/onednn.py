@@ -112,23 +112,32 @@ def check_available() -> None:
                             "or 'xla'")
 
 
-def shape_supported(x_shape, kernel_shape, strides, input_dilations, groups: int,
-                    dtypes) -> bool:
-  """Whether oneDNN is given this correlation (after `lowering` resolved circular padding).
+def shape_supported(x_shape, kernel_shape, strides, input_dilations, groups: int, dtypes, *,
+                    pads, kernel_dilations) -> bool:
+  """Whether oneDNN is given this correlation, as oneDNN would see it (circular padding already
+  applied to `x_shape`, `pads` explicit `(lo, hi)` per spatial axis).
 
   Not given: operands (`dtypes`) other than all float32 or all bfloat16 (bfloat16 only where
   `bfloat16_supported()`), input dilation, empty arrays, and the strided 1x1 kernels with fewer
   than 16 input channels per group, for which oneDNN computes intermittently wrong kernel
   gradients (and can hang) with channels-last input (uxlfoundation/oneDNN#6035: < 8 channels on
-  AVX2, < 16 on AVX-512). In bfloat16 also not given: a stride larger than the kernel along an
-  axis (input pixels no tap reads), whose bfloat16 kernel gradient oneDNN 3.2 returns
-  intermittently as garbage on the AVX512-BF16 EPYC (e.g. a 1-D kernel of 2 at stride 3: 25 of
-  30 calls wrong, whatever the channel count; float32 right).
+  AVX2, < 16 on AVX-512). In bfloat16 also not given, for the same intermittent garbage in
+  oneDNN 3.2's bfloat16 kernel gradient on the AVX512-BF16 EPYC (float32 right):
+  - a stride larger than the kernel along an axis (input pixels no tap reads; e.g. a 1-D kernel
+    of 2 at stride 3: 25 of 30 calls wrong, whatever the channel count);
+  - a stride above 1 along an axis where some tap reads only padding (`tap_reads_only_padding`;
+    e.g. a 1-D input of size 1, 16 channels, kernel 2, stride 2, padding 1: 29 of 30 calls
+    wrong; a 1x1 input, 3x3 kernel, stride 2, padding 1: 23 of 30; an input of 2, kernel 3,
+    stride 3, 'same'). Such taps need an input smaller than the kernel's reach, so no model's
+    usual layer is affected.
   """
   del groups  # any group count: the channels below are per group
   dtypes = {jnp.dtype(d) for d in dtypes}
   if dtypes == {jnp.dtype(jnp.bfloat16)}:
-    if not bfloat16_supported() or any(s > k for s, k in zip(strides, kernel_shape[:-2])):
+    axes = list(zip(x_shape[1:-1], kernel_shape[:-2], kernel_dilations, strides, pads))
+    if (not bfloat16_supported() or any(s > k for _, k, _, s, _ in axes)
+        or any(s > 1 and tap_reads_only_padding(n, k, d, s, pad)
+               for n, k, d, s, pad in axes)):
       return False
   elif dtypes != {jnp.dtype(jnp.float32)}:
     return False
@@ -140,6 +149,15 @@ def shape_supported(x_shape, kernel_shape, strides, input_dilations, groups: int
   if one_by_one and any(s > 1 for s in strides) and kernel_shape[-2] < 16:
     return False
   return True
+
+
+def tap_reads_only_padding(size: int, kernel: int, dilation: int, stride: int,
+                           pad: tuple[int, int]) -> bool:
+  """Whether some tap `j` of a kernel along one axis reads padding at every output position:
+  `i S + j D - P_lo` outside `[0, size)` for every output `i`."""
+  outputs = (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
+  return any(not any(0 <= i * stride + j * dilation - pad[0] < size for i in range(outputs))
+             for j in range(kernel))
 
 
 def _output_shape(x_shape, kernel_spatial, channels_out, strides, pads, dilations):

@@ -188,6 +188,10 @@ def test_onednn_runs_every_pass_of_a_supported_shape_as_a_custom_call():
     ((4, 8, 8, 16), (3, 3, 16, 32), dict(input_dilation=2), jnp.float32),
     ((4, 8, 8, 16), (3, 3, 16, 32), dict(), jnp.float16),
     ((1, 2, 48), (2, 48, 12), dict(stride=3, padding=1), jnp.bfloat16),  # stride > kernel
+    # Strided, with a tap that reads only padding: garbage kernel gradients in bfloat16.
+    ((1, 1, 16), (2, 16, 8), dict(stride=2, padding=1), jnp.bfloat16),
+    ((2, 1, 1, 16), (3, 3, 16, 8), dict(stride=2, padding=1), jnp.bfloat16),
+    ((1, 2, 2), (3, 2, 1), dict(stride=3, padding="same"), jnp.bfloat16),
 ])
 def test_onednn_routes_the_shapes_it_is_not_given_to_xla(x_shape, kernel_shape, options, dtype):
   correlation = conv.resolve_correlation(x_shape, kernel_shape, **options)
@@ -231,17 +235,37 @@ def test_onednn_runs_every_bfloat16_pass_as_a_custom_call():
 
 
 def test_bfloat16_is_given_where_onednn_runs_it_and_mixed_dtypes_never():
-  given_dtypes = lambda dtypes: onednn.shape_supported((4, 8, 8, 16), (3, 3, 16, 32), (1, 1),
-                                                       (1, 1), 1, dtypes)
+  given_dtypes = lambda dtypes: onednn.shape_supported(
+      (4, 8, 8, 16), (3, 3, 16, 32), (1, 1), (1, 1), 1, dtypes, pads=((1, 1), (1, 1)),
+      kernel_dilations=(1, 1))
   assert given_dtypes((jnp.bfloat16, jnp.bfloat16)) == onednn.bfloat16_supported()
   assert not given_dtypes((jnp.bfloat16, jnp.float32))
   assert not given_dtypes((jnp.float16, jnp.float16))
+  # bfloat16's padding-only-tap rule leaves float32 and stride 1 alone.
+  size_one = lambda strides, dtype: onednn.shape_supported(
+      (2, 1, 1, 16), (3, 3, 16, 8), strides, (1, 1), 1, (dtype, dtype),
+      pads=((1, 1), (1, 1)), kernel_dilations=(1, 1))
+  assert size_one((2, 2), jnp.float32) and not size_one((2, 2), jnp.bfloat16)
+  assert size_one((1, 1), jnp.bfloat16) == onednn.bfloat16_supported()
+
+
+@pytest.mark.parametrize("size, kernel, dilation, stride, pad, expected", [
+    (1, 2, 1, 2, (1, 1), True),     # tap 0 reads position -1 only
+    (1, 2, 1, 2, (0, 1), True),     # 'same': tap 1 reads position 1 only
+    (2, 3, 1, 3, (0, 1), True),     # tap 2 reads position 2 only
+    (32, 3, 1, 2, (1, 1), False),   # a ResNet's strided 3x3: every tap reads pixels
+    (224, 7, 1, 2, (3, 3), False),  # the 7x7 stem
+    (2, 2, 3, 1, (0, 3), True),     # dilated: tap 1 reads positions 3 and 4 only
+    (8, 3, 1, 1, (1, 1), False),
+])
+def test_tap_reads_only_padding(size, kernel, dilation, stride, pad, expected):
+  assert onednn.tap_reads_only_padding(size, kernel, dilation, stride, pad) == expected
 
 
 def test_the_blocklist_keeps_strided_1x1_kernels_with_few_channels_per_group_only():
   supported = lambda kernel_shape, strides, groups=1: onednn.shape_supported(
       (4, 8, 8, kernel_shape[-2] * groups), kernel_shape, strides, (1, 1), groups,
-      (jnp.float32, jnp.float32))
+      (jnp.float32, jnp.float32), pads=((0, 0), (0, 0)), kernel_dilations=(1, 1))
   assert not supported((1, 1, 15, 64), (2, 2))
   assert not supported((1, 1, 8, 64), (2, 2), groups=4)  # 32 channels, 8 per group
   assert supported((1, 1, 16, 64), (2, 2))
