@@ -14,7 +14,7 @@ steps); the arithmetic is the same.
 from __future__ import annotations
 
 from experiments.runs import Run
-from experiments.seed_statistics import Comparison, format_p, paired_test
+from experiments.seed_statistics import Comparison, format_p, paired_test, summarize
 
 PLATEAU_TOLERANCE = 0.005
 # Accuracies are fractions of a finite split (multiples of 1 / 360 on the digits' validation
@@ -85,21 +85,38 @@ def final_validation_accuracy(metrics: dict) -> float:
   return metrics["validation_accuracy"][-1]
 
 
+def doubling_pairs(lengths: dict[float, list[dict]], epochs: float,
+                   accuracy=final_validation_accuracy) -> list[tuple[float, float]]:
+  """`(accuracy at epochs / 2, accuracy at epochs)` of each seed trained at both lengths."""
+  half, full = lengths.get(epochs / 2) or [], lengths.get(epochs) or []
+  half_by_seed = {r["run"]["seed"]: r for r in half}
+  return [(accuracy(half_by_seed[r["run"]["seed"]]["metrics"]), accuracy(r["metrics"]))
+          for r in full if r["run"]["seed"] in half_by_seed]
+
+
 def doubling_gain(lengths: dict[float, list[dict]], epochs: float,
                   accuracy=final_validation_accuracy) -> Comparison | None:
   """The change of `accuracy(metrics)` (default: the final validation accuracy) from
   `epochs / 2` to `epochs` epochs, paired by seed, or None without both lengths on at least 2
   common seeds."""
-  half, full = lengths.get(epochs / 2), lengths.get(epochs)
-  if not (half and full):
-    return None
-  half_by_seed = {r["run"]["seed"]: r for r in half}
-  pairs = [(accuracy(half_by_seed[r["run"]["seed"]]["metrics"]), accuracy(r["metrics"]))
-           for r in full
-           if r["run"]["seed"] in half_by_seed]
+  pairs = doubling_pairs(lengths, epochs, accuracy)
   if len(pairs) < 2:
     return None
   return paired_test(*zip(*pairs))
+
+
+def undecided_sentence(lengths: dict[float, list[dict]], epochs: float) -> str:
+  """Whether the doubling gain to `epochs` is still rising or undecided: its 95% t interval
+  over the paired seeds lies above `PLATEAU_TOLERANCE`, or contains it (more seeds would
+  decide)."""
+  pairs = doubling_pairs(lengths, epochs)
+  gains = summarize([full - half for half, full in pairs])
+  interval = f"[{gains.low:+.4f}, {gains.high:+.4f}]"
+  if gains.low > PLATEAU_TOLERANCE:
+    return (f"; the last gain's 95% interval over {gains.n} seeds, {interval}, lies above the "
+            f"{PLATEAU_TOLERANCE:g} tolerance: still rising")
+  return (f"; the last gain's 95% interval over {gains.n} seeds, {interval}, contains the "
+          f"{PLATEAU_TOLERANCE:g} tolerance: undecided at this seed count")
 
 
 def plateau_length(lengths: dict[float, list[dict]],
@@ -136,4 +153,5 @@ def plateau_verdict(lengths: dict[float, list[dict]], epochs: float) -> str:
       prefix = "" if e == epochs else f"not at {epochs:g} epochs; "
       return f"{prefix}at its plateau by {e:g} epochs ({describe(e, gain)})"
   return (f"**not at its plateau** by {checked[-1][0]:g} epochs, the longest trained ("
-          + "; ".join(describe(e, gain) for e, gain in checked) + ")")
+          + "; ".join(describe(e, gain) for e, gain in checked) + ")"
+          + undecided_sentence(lengths, checked[-1][0]))

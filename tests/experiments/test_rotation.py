@@ -248,6 +248,22 @@ def test_plateau_verdicts_say_where_each_condition_stops_rising():
                             "+0.0030")
 
 
+def test_a_cell_not_at_its_plateau_says_whether_its_last_gain_is_still_rising_or_undecided():
+  """The last doubling gain's 95% t interval over the paired seeds against the tolerance."""
+  config = exp_sweep.get_config()
+  verdict = lambda finals: stopping_rule.plateau_verdict(
+      rotation.by_length(_length_results("cnn", finals), config)[("cnn", "rotate")], 80.0)
+  # Gains 0.05, 0.05, 0.06: interval [+0.0390, +0.0677], above 0.005.
+  rising = verdict({40.0: [0.80, 0.81, 0.82], 80: [0.85, 0.86, 0.88]})
+  assert rising.endswith("; the last gain's 95% interval over 3 seeds, [+0.0390, +0.0677], lies "
+                         "above the 0.005 tolerance: still rising")
+  # Gains 0.00, 0.03, 0.01: mean +0.0133 (not at the plateau), interval [-0.0246, +0.0513].
+  undecided = verdict({40.0: [0.80, 0.81, 0.82], 80: [0.80, 0.84, 0.83]})
+  assert undecided.startswith("**not at its plateau** by 80 epochs")
+  assert undecided.endswith("; the last gain's 95% interval over 3 seeds, [-0.0246, +0.0513], "
+                            "contains the 0.005 tolerance: undecided at this seed count")
+
+
 def test_each_condition_is_reported_at_the_shortest_length_that_reached_its_plateau():
   config = exp_sweep.get_config()
   results = (_length_results("cnn_bn", {40.0: [0.80, 0.81], 80: [0.85, 0.86],
