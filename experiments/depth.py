@@ -623,9 +623,9 @@ def _smoothing_floor_line(groups: dict, config) -> list[str]:
   return [f"- The headline cells' mean training cross-entropy (eval mode) lies in "
           f"{min(means):.4f}-{max(means):.4f} nats, within {distance:.4f} of -ln(1 - "
           f"{LABEL_SMOOTHING:g} + {LABEL_SMOOTHING:g} / {num_classes}) = {target:.4f}, the "
-          "cross-entropy of "
-          "a net that predicts its label-smoothed targets exactly: the cross-entropy contrasts "
-          "compare how closely the nets reach that target, not how well they fit the digits."]
+          "cross-entropy of a net that predicts its label-smoothed targets exactly: the "
+          "cross-entropy contrasts compare how closely the nets reach that target, not how well "
+          "they fit the digits."]
 
 
 def _finding(rows: list[dict], results: list[dict], groups: dict, config) -> str:

@@ -132,12 +132,10 @@ def at_reported_lengths(runs: list[Run], report_dir: str, experiments: dict) -> 
   experiment and name (a name records the run's options).
   """
   exported, exported_config = load_exported(report_dir, field="config.lengths_from")
-  trained = {name: {result["run"]["name"] for result in group} for name, group in exported.items()}
-  kept = {name: {result["run"]["name"]
-                 for result in reported_runs(experiments, name, group, exported_config)}
-          for name, group in exported.items()}
+  trained = {(name, result["run"]["name"]) for name, group in exported.items() for result in group}
+  kept = reported_wall_seconds(exported, exported_config, experiments)
   return [run for run in runs
-          if run.name not in trained.get(run.experiment, ()) or run.name in kept[run.experiment]]
+          if (run.experiment, run.name) not in trained or (run.experiment, run.name) in kept]
 
 
 def planned_runs(config, experiments: dict) -> list[Run]:
@@ -244,13 +242,16 @@ def reproduction_sentence(results: dict[str, list[dict]],
         continue
       compared += 1
       mine, theirs = dict(metric_leaves(result["metrics"])), dict(metric_leaves(other))
+      run_name = f"{name}/{result['run']['name']}"
       if mine.keys() != theirs.keys():
-        difference, where = math.inf, f"{name}/{result['run']['name']} (other metrics recorded)"
+        difference, where = math.inf, f"{run_name} (other metrics recorded)"
+      elif mine:
+        differences = {path: relative_difference(mine[path], theirs[path]) for path in mine}
+        path = max(differences, key=differences.get)
+        difference, where = differences[path], (f"{run_name} {'.'.join(path)}: "
+                                                 f"{theirs[path]:.6g} there, {mine[path]:.6g} here")
       else:
-        difference, where = max(
-            ((relative_difference(mine[path], theirs[path]),
-              f"{name}/{result['run']['name']} {'.'.join(path)}: {theirs[path]:.6g} there, "
-              f"{mine[path]:.6g} here") for path in mine), default=(0.0, ""))
+        difference, where = 0.0, ""
       identical += difference == 0
       largest = max(largest, (difference, where), key=lambda item: item[0])
   if not compared:

@@ -131,14 +131,22 @@ def cpu_isa() -> str:
   return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
 
 
-def conv_signature(x_shape, kernel_shape, correlation: Correlation) -> str:
-  """A correlation's shape without its batch size, e.g. `'32x32x16 k3x3x16x32 s2x2 p0-1,0-1
-  d1x1 i1x1 g1'` (input H x W x C, kernel, strides, pads, dilations, input dilations, groups);
-  circular padding as the 'valid' correlation of the padded input that it is."""
+def explicit_geometry(x_shape, correlation: Correlation
+                      ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+  """`(spatial size, pads)` of x as a convolution kernel receives it: circular padding as the
+  'valid' correlation of the periodically padded input that it is."""
   spatial, pads = tuple(x_shape[1:-1]), correlation.pads
   if correlation.circular:
     spatial = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
     pads = ((0, 0),) * len(spatial)
+  return spatial, pads
+
+
+def conv_signature(x_shape, kernel_shape, correlation: Correlation) -> str:
+  """A correlation's shape without its batch size, e.g. `'32x32x16 k3x3x16x32 s2x2 p0-1,0-1
+  d1x1 i1x1 g1'` (input H x W x C, kernel, strides, pads, dilations, input dilations, groups);
+  circular padding as the 'valid' correlation of the padded input that it is."""
+  spatial, pads = explicit_geometry(x_shape, correlation)
   join = lambda values: "x".join(map(str, values))
   return (f"{join(spatial + (x_shape[-1],))} k{join(kernel_shape)} s{join(correlation.strides)} "
           f"p{','.join(f'{lo}-{hi}' for lo, hi in pads)} d{join(correlation.kernel_dilations)} "
@@ -228,11 +236,8 @@ def onednn_parts(lowering: str, x_shape, kernel_shape, correlation: Correlation,
 def _onednn_given(x_shape, kernel_shape, correlation: Correlation, dtypes) -> bool:
   """`onednn.shape_supported` for a resolved correlation, as oneDNN sees it (circular padding
   applied to x beforehand)."""
-  pads = correlation.pads
-  if correlation.circular:
-    x_shape = ((x_shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:-1], pads))
-               + (x_shape[-1],))
-    pads = ((0, 0),) * len(pads)
+  spatial, pads = explicit_geometry(x_shape, correlation)
+  x_shape = (x_shape[0],) + spatial + (x_shape[-1],)
   return onednn_kernels.shape_supported(x_shape, kernel_shape, correlation.strides,
                                         correlation.input_dilations, correlation.groups, dtypes,
                                         pads=pads, kernel_dilations=correlation.kernel_dilations)
@@ -250,11 +255,7 @@ def materializes_kernel_gradient_input(lowering: str, platform: str) -> bool:
 
 def check_xla_can_differentiate(x_shape, kernel_shape, correlation: Correlation) -> None:
   """Raises a ValueError where XLA's convolution would abort the process (lowering 'xla')."""
-  ndim = len(x_shape) - 2
-  spatial, pads = tuple(x_shape[1:-1]), correlation.pads
-  if correlation.circular:
-    spatial = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
-    pads = ((0, 0),) * ndim
+  spatial, pads = explicit_geometry(x_shape, correlation)
   if xla_convolution_failure(spatial, tuple(kernel_shape[:-2]), correlation.strides, pads,
                              correlation.input_dilations, correlation.kernel_dilations,
                              correlation.groups) == "abort":

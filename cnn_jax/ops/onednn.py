@@ -155,7 +155,7 @@ def tap_reads_only_padding(size: int, kernel: int, dilation: int, stride: int,
                            pad: tuple[int, int]) -> bool:
   """Whether some tap `j` of a kernel along one axis reads padding at every output position:
   `i S + j D - P_lo` outside `[0, size)` for every output `i`."""
-  outputs = (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
+  outputs = output_size(size, kernel, stride, pad, dilation)
   return any(not any(0 <= i * stride + j * dilation - pad[0] < size for i in range(outputs))
              for j in range(kernel))
 
